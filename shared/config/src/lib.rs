@@ -1,1 +1,461 @@
+//! The cluster configuration: what Pomelo keeps in `servers.json`, `master.json` and the
+//! connector options, as one TOML file, with every field overridable from `SHADDOCK_*`
+//! environment variables (how Kubernetes sets a pod's server id and addresses).
+//!
+//! Pure: no I/O except [`ClusterConfig::load`], which reads one file. The environment is read
+//! through the [`Strings`] trait so that tests pass a map and never touch the process env.
+//!
+//! # Layout
+//! - [`ClusterConfig`]: the whole file, with defaults that run the chat demo.
+//! - [`ServerEntry`]: one server (id, type, public host, client port).
+//! - [`env`]: the names of the environment variables, in one place.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub mod env;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("{key} is not valid: {value:?} ({why})")]
+    Invalid {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// A source of strings by name: the process environment, or a map in tests.
+pub trait Strings {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Strings for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Strings for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// The whole cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Prefix of every NATS subject and Redis key, so clusters (and tests) never see each other.
+    pub namespace: String,
+    /// `nats` (NATS + Redis) or `local` (in-process bus and memory store: one process only).
+    pub transport: String,
+    pub nats_url: String,
+    pub redis_url: String,
+    pub connector: FrontendOptions,
+    pub gate: FrontendOptions,
+    pub limits: Limits,
+    pub registry: RegistryOptions,
+    pub rpc: RpcOptions,
+    pub dictionary: DictionaryOptions,
+    /// The servers, like Pomelo's `servers.json`.
+    pub servers: Vec<ServerEntry>,
+}
+
+/// Options of a frontend (gate or connector), Pomelo's `connectorConfig`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontendOptions {
+    /// Heartbeat interval in seconds, sent in the handshake; 0 disables heartbeats.
+    pub heartbeat_secs: u32,
+    /// Close a socket this long after its last client heartbeat; 0 means 2 x heartbeat.
+    pub heartbeat_timeout_secs: u32,
+    /// Send the route dictionary in the handshake.
+    pub use_dict: bool,
+}
+
+/// Limits that protect a frontend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest WebSocket message (and so package) a client may send.
+    pub max_package_bytes: usize,
+    /// Most connections one frontend holds; more are closed at once.
+    pub max_connections: usize,
+    /// A socket that has not finished its handshake by then is closed.
+    pub handshake_timeout_ms: u64,
+    /// Packages queued for one socket before the client is kicked as too slow.
+    pub send_queue: usize,
+}
+
+/// The server registry: how often servers announce themselves and when they drop out.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryOptions {
+    pub heartbeat_ms: u64,
+    pub lapse_ms: u64,
+}
+
+/// Remote calls between servers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcOptions {
+    /// A request not answered by then fails (the client sees `{"code":500}`).
+    pub timeout_ms: u64,
+}
+
+/// The route dictionary sent to clients.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DictionaryOptions {
+    /// Handler routes (`type.handler.method`), sorted and numbered from 1.
+    pub routes: Vec<String>,
+    /// Further routes (usually push routes), numbered after them: Pomelo's `dictionary.json`.
+    pub extra: Vec<String>,
+}
+
+/// One server, as in `servers.json`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub server_type: String,
+    /// The host clients are told to connect to (the gate hands it out).
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// The address the frontend listens on.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// The WebSocket port of a frontend; 0 picks a free one.
+    #[serde(default)]
+    pub client_port: Option<u16>,
+    /// Port of `/healthz`, `/readyz` and `/metrics`; none by default.
+    #[serde(default)]
+    pub admin_port: Option<u16>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_bind() -> String {
+    "0.0.0.0".to_owned()
+}
+
+/// The routes of the chat demo's handlers, what Pomelo's dictionary scan would find.
+pub const CHAT_HANDLER_ROUTES: [&str; 3] = [
+    "chat.chatHandler.send",
+    "connector.entryHandler.enter",
+    "gate.gateHandler.queryEntry",
+];
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "shaddock".to_owned(),
+            transport: "nats".to_owned(),
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            connector: FrontendOptions::default(),
+            gate: FrontendOptions {
+                heartbeat_secs: 0,
+                ..FrontendOptions::default()
+            },
+            limits: Limits::default(),
+            registry: RegistryOptions::default(),
+            rpc: RpcOptions::default(),
+            dictionary: DictionaryOptions::default(),
+            servers: Vec::new(),
+        }
+    }
+}
+
+impl Default for FrontendOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 3,
+            heartbeat_timeout_secs: 0,
+            use_dict: true,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_package_bytes: 64 * 1024,
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            send_queue: 256,
+        }
+    }
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            lapse_ms: 3000,
+        }
+    }
+}
+
+impl Default for RpcOptions {
+    fn default() -> Self {
+        Self { timeout_ms: 5000 }
+    }
+}
+
+impl Default for DictionaryOptions {
+    fn default() -> Self {
+        Self {
+            routes: CHAT_HANDLER_ROUTES.iter().map(|s| (*s).to_owned()).collect(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl FrontendOptions {
+    /// The heartbeat interval, if heartbeats are on.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        (self.heartbeat_secs > 0).then(|| Duration::from_secs(u64::from(self.heartbeat_secs)))
+    }
+
+    /// How long a socket may stay silent (no client heartbeat) before it is closed.
+    pub fn heartbeat_timeout(&self) -> Option<Duration> {
+        let hb = self.heartbeat()?;
+        Some(if self.heartbeat_timeout_secs > 0 {
+            Duration::from_secs(u64::from(self.heartbeat_timeout_secs))
+        } else {
+            hb * 2
+        })
+    }
+}
+
+impl ClusterConfig {
+    /// Reads a TOML file, applies the environment, validates.
+    pub fn load(path: Option<&Path>, env: &impl Strings) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Self::from_toml(&text)?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Cluster-wide overrides (per-server ones are in [`ClusterConfig::identity`]).
+    pub fn apply_env(&mut self, env: &impl Strings) -> Result<(), ConfigError> {
+        if let Some(v) = env.get(env::NAMESPACE) {
+            self.namespace = v;
+        }
+        if let Some(v) = env.get(env::TRANSPORT) {
+            self.transport = v;
+        }
+        if let Some(v) = env.get(env::NATS_URL) {
+            self.nats_url = v;
+        }
+        if let Some(v) = env.get(env::REDIS_URL) {
+            self.redis_url = v;
+        }
+        if let Some(v) = env.get(env::HEARTBEAT_SECS) {
+            self.connector.heartbeat_secs = parse(env::HEARTBEAT_SECS, &v)?;
+        }
+        if let Some(v) = env.get(env::RPC_TIMEOUT_MS) {
+            self.rpc.timeout_ms = parse(env::RPC_TIMEOUT_MS, &v)?;
+        }
+        if let Some(v) = env.get(env::REGISTRY_LAPSE_MS) {
+            self.registry.lapse_ms = parse(env::REGISTRY_LAPSE_MS, &v)?;
+        }
+        if let Some(v) = env.get(env::MAX_CONNECTIONS) {
+            self.limits.max_connections = parse(env::MAX_CONNECTIONS, &v)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name("namespace", &self.namespace)?;
+        if !matches!(self.transport.as_str(), "nats" | "local") {
+            return Err(invalid("transport", &self.transport, "must be nats or local"));
+        }
+        for s in &self.servers {
+            check_name("servers.id", &s.id)?;
+            check_name("servers.type", &s.server_type)?;
+        }
+        if self.limits.max_package_bytes < 64 {
+            return Err(invalid(
+                "limits.max_package_bytes",
+                &self.limits.max_package_bytes.to_string(),
+                "must be at least 64",
+            ));
+        }
+        if self.limits.send_queue == 0 {
+            return Err(invalid("limits.send_queue", "0", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Works out which server this process is: `--id` / `SHADDOCK_SERVER_ID`, its entry in
+    /// `servers` if any, then `SHADDOCK_HOST`, `SHADDOCK_BIND`, `SHADDOCK_CLIENT_PORT`.
+    pub fn identity(
+        &self,
+        server_type: &str,
+        id: Option<String>,
+        env: &impl Strings,
+    ) -> Result<ServerEntry, ConfigError> {
+        let id = id
+            .or_else(|| env.get(env::SERVER_ID))
+            .or_else(|| {
+                // One server of this type in the file: that's us.
+                let mut of_type = self.servers.iter().filter(|s| s.server_type == server_type);
+                match (of_type.next(), of_type.next()) {
+                    (Some(s), None) => Some(s.id.clone()),
+                    _ => None,
+                }
+            })
+            .unwrap_or_else(|| format!("{server_type}-server-1"));
+        check_name("server id", &id)?;
+        let mut me = self.servers.iter().find(|s| s.id == id).cloned().unwrap_or(ServerEntry {
+            id,
+            server_type: server_type.to_owned(),
+            host: default_host(),
+            bind: default_bind(),
+            client_port: None,
+            admin_port: None,
+        });
+        if me.server_type != server_type {
+            return Err(invalid("server id", &me.id, "names a server of another type"));
+        }
+        if let Some(v) = env.get(env::HOST) {
+            me.host = v;
+        }
+        if let Some(v) = env.get(env::BIND) {
+            me.bind = v;
+        }
+        if let Some(v) = env.get(env::CLIENT_PORT) {
+            me.client_port = Some(parse(env::CLIENT_PORT, &v)?);
+        }
+        if let Some(v) = env.get(env::ADMIN_PORT) {
+            me.admin_port = Some(parse(env::ADMIN_PORT, &v)?);
+        }
+        Ok(me)
+    }
+
+    /// The options of a frontend type.
+    pub fn frontend(&self, server_type: &str) -> &FrontendOptions {
+        if server_type == "gate" { &self.gate } else { &self.connector }
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim().parse().map_err(|_| invalid(key, v, "not a number"))
+}
+
+fn invalid(key: &str, value: &str, why: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        why,
+    }
+}
+
+/// Names that end up in NATS subjects and Redis keys: letters, digits, `-` and `_` only.
+pub fn check_name(key: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, v, "use letters, digits, '-' and '_' (at most 128)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    const FILE: &str = r#"
+namespace = "test"
+[connector]
+heartbeat_secs = 1
+[[servers]]
+id = "connector-server-1"
+type = "connector"
+host = "chat.example.com"
+client_port = 3050
+"#;
+
+    #[test]
+    fn a_server_finds_its_entry_by_id_and_env_overrides_it() {
+        let cfg = ClusterConfig::from_toml(FILE).unwrap();
+        let me = cfg
+            .identity("connector", None, &env(&[("SHADDOCK_CLIENT_PORT", "0")]))
+            .unwrap();
+        assert_eq!(me.id, "connector-server-1");
+        assert_eq!(me.host, "chat.example.com");
+        assert_eq!(me.client_port, Some(0));
+        assert_eq!(cfg.connector.heartbeat_timeout(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(ClusterConfig::from_toml("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn ids_that_would_escape_a_subject_are_refused() {
+        let cfg = ClusterConfig::default();
+        assert!(cfg.identity("chat", Some("a.b".into()), &env(&[])).is_err());
+        assert!(cfg.identity("chat", Some("a>".into()), &env(&[])).is_err());
+        assert!(cfg.identity("chat", Some("chat-2".into()), &env(&[])).is_ok());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_cluster() {
+        let mut cfg = ClusterConfig::default();
+        cfg.apply_env(&env(&[("SHADDOCK_NAMESPACE", "ns1"), ("SHADDOCK_RPC_TIMEOUT_MS", "250")]))
+            .unwrap();
+        assert_eq!(cfg.namespace, "ns1");
+        assert_eq!(cfg.rpc.timeout_ms, 250);
+        assert!(cfg.apply_env(&env(&[("SHADDOCK_RPC_TIMEOUT_MS", "soon")])).is_err());
+    }
+
+    #[test]
+    fn the_gate_has_no_heartbeat_by_default() {
+        let cfg = ClusterConfig::default();
+        assert_eq!(cfg.frontend("gate").heartbeat(), None);
+        assert_eq!(cfg.frontend("connector").heartbeat(), Some(Duration::from_secs(3)));
+    }
+}
