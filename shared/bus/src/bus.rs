@@ -1,0 +1,265 @@
+//! The bus: publish, request with a timeout, subscribe. NATS for clusters, in-process for the
+//! single-process build.
+//!
+//! ## Behavior
+//! - `publish` never waits for a subscriber; with nobody listening the message is dropped.
+//! - `request` fails with [`BusError::Timeout`] or [`BusError::NoResponders`]; it never hangs.
+//! - NATS reconnects by itself (async-nats); calls made during the gap fail or time out.
+//! - A subscription's queue is bounded: when a subscriber falls behind, messages are dropped
+//!   (async-nats reports a slow consumer) rather than slowing the publisher.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::BusError;
+
+/// Messages a subscription buffers before dropping.
+pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
+
+/// One message received on a subscription.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub subject: String,
+    /// Where to send the answer, when the sender waits for one.
+    pub reply: Option<String>,
+    pub payload: Bytes,
+}
+
+/// The bus handle: cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    Nats(async_nats::Client),
+    Local(LocalBus),
+}
+
+impl Bus {
+    /// Connects to NATS (TCP_NODELAY is async-nats' default).
+    pub async fn connect_nats(url: &str, name: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .connection_timeout(Duration::from_secs(3))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                    async_nats::Event::SlowConsumer(sid) => tracing::warn!(sid, "nats slow consumer, messages dropped"),
+                    other => tracing::debug!(event = %other, "nats event"),
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Connect {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Bus::Nats(client))
+    }
+
+    /// A fresh in-process bus (every handle cloned from it shares it).
+    pub fn local() -> Self {
+        Bus::Local(LocalBus::default())
+    }
+
+    pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        match self {
+            Bus::Nats(c) => c
+                .publish(subject, payload)
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Local(l) => {
+                l.deliver(&subject, None, payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `payload` and waits at most `timeout` for one answer.
+    pub async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        match self {
+            Bus::Nats(c) => {
+                let subject_for_err = subject.clone();
+                let req = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+                match tokio::time::timeout(timeout + Duration::from_millis(50), c.send_request(subject, req)).await {
+                    Err(_) => Err(BusError::Timeout),
+                    Ok(Ok(msg)) => Ok(msg.payload),
+                    Ok(Err(e)) => Err(match e.kind() {
+                        async_nats::client::RequestErrorKind::TimedOut => BusError::Timeout,
+                        async_nats::client::RequestErrorKind::NoResponders => {
+                            BusError::NoResponders(subject_for_err)
+                        }
+                        _ => BusError::Request(e.to_string()),
+                    }),
+                }
+            }
+            Bus::Local(l) => l.request(subject, payload, timeout).await,
+        }
+    }
+
+    pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
+        match self {
+            Bus::Nats(c) => c
+                .subscribe(subject)
+                .await
+                .map(Subscription::Nats)
+                .map_err(|e| BusError::Subscribe(e.to_string())),
+            Bus::Local(l) => Ok(Subscription::Local(l.subscribe(subject))),
+        }
+    }
+
+    /// Answers a request received on a subscription; a no-op when nobody waits.
+    pub async fn respond(&self, incoming: &Incoming, payload: Bytes) -> Result<(), BusError> {
+        match &incoming.reply {
+            Some(reply) => self.publish(reply.clone(), payload).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until everything published so far has left this process.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        match self {
+            Bus::Nats(c) => c.flush().await.map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Local(_) => Ok(()),
+        }
+    }
+
+    /// True while the transport is connected (always for the in-process bus).
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Bus::Nats(c) => c.connection_state() == async_nats::connection::State::Connected,
+            Bus::Local(_) => true,
+        }
+    }
+}
+
+/// A stream of messages on one subject; dropping it unsubscribes.
+#[derive(Debug)]
+pub enum Subscription {
+    Nats(async_nats::Subscriber),
+    Local(mpsc::Receiver<Incoming>),
+}
+
+impl Subscription {
+    /// The next message; `None` once the bus is gone.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        match self {
+            Subscription::Nats(s) => s.next().await.map(|m| Incoming {
+                subject: m.subject.to_string(),
+                reply: m.reply.map(|r| r.to_string()),
+                payload: m.payload,
+            }),
+            Subscription::Local(r) => r.recv().await,
+        }
+    }
+}
+
+/// The in-process bus: exact-subject fanout to bounded queues.
+#[derive(Debug, Clone, Default)]
+pub struct LocalBus {
+    inner: Arc<LocalInner>,
+}
+
+#[derive(Debug, Default)]
+struct LocalInner {
+    subs: Mutex<HashMap<String, Vec<mpsc::Sender<Incoming>>>>,
+    next_inbox: AtomicU64,
+}
+
+impl LocalBus {
+    fn subscribe(&self, subject: String) -> mpsc::Receiver<Incoming> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        self.inner.subs.lock().entry(subject).or_default().push(tx);
+        rx
+    }
+
+    /// Delivers to every live subscriber; returns how many took it.
+    fn deliver(&self, subject: &str, reply: Option<String>, payload: Bytes) -> usize {
+        let mut subs = self.inner.subs.lock();
+        let Some(list) = subs.get_mut(subject) else { return 0 };
+        list.retain(|tx| !tx.is_closed());
+        let mut n = 0;
+        for tx in list.iter() {
+            let msg = Incoming {
+                subject: subject.to_owned(),
+                reply: reply.clone(),
+                payload: payload.clone(),
+            };
+            match tx.try_send(msg) {
+                Ok(()) => n += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(%subject, "local bus subscriber is full, message dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        if list.is_empty() {
+            subs.remove(subject);
+        }
+        n
+    }
+
+    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+        let inbox = format!("_INBOX.local.{}", self.inner.next_inbox.fetch_add(1, Ordering::Relaxed));
+        let mut rx = self.subscribe(inbox.clone());
+        let delivered = self.deliver(&subject, Some(inbox.clone()), payload);
+        let result = if delivered == 0 {
+            Err(BusError::NoResponders(subject))
+        } else {
+            match tokio::time::timeout(timeout, rx.recv()).await {
+                Ok(Some(m)) => Ok(m.payload),
+                Ok(None) | Err(_) => Err(BusError::Timeout),
+            }
+        };
+        self.inner.subs.lock().remove(&inbox);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_request_gets_the_subscribers_answer() {
+        let bus = Bus::local();
+        let mut sub = bus.subscribe("ns.srv.a".into()).await.unwrap();
+        let responder = bus.clone();
+        tokio::spawn(async move {
+            let m = sub.next().await.unwrap();
+            responder.respond(&m, Bytes::from_static(b"pong")).await.unwrap();
+        });
+        let answer = bus
+            .request("ns.srv.a".into(), Bytes::from_static(b"ping"), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(&answer[..], b"pong");
+    }
+
+    #[tokio::test]
+    async fn local_request_without_subscriber_fails_at_once() {
+        let bus = Bus::local();
+        let err = bus
+            .request("ns.srv.none".into(), Bytes::new(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BusError::NoResponders(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn local_request_to_a_silent_subscriber_times_out() {
+        let bus = Bus::local();
+        let _sub = bus.subscribe("ns.srv.mute".into()).await.unwrap();
+        let err = bus
+            .request("ns.srv.mute".into(), Bytes::new(), Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BusError::Timeout));
+    }
+}

@@ -1,0 +1,143 @@
+//! What travels between servers, as MessagePack (rmp-serde).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::BusError;
+
+/// A frontend session as a backend sees it (Pomelo's `session.export()`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionExport {
+    /// The connector that holds the socket: Pomelo's `frontendId`, the channel's `sid`.
+    pub frontend_id: String,
+    /// The socket's id on that connector.
+    pub id: u64,
+    pub uid: Option<String>,
+    pub settings: Map<String, Value>,
+}
+
+impl SessionExport {
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).and_then(Value::as_str)
+    }
+}
+
+/// One message on a server's subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Envelope {
+    /// A client request (or notify) whose route names this server's type, forwarded by the
+    /// frontend that received it. `body` is the request's JSON.
+    Forward {
+        session: SessionExport,
+        route: String,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// A remote call, Pomelo's `app.rpc.<type>.<service>.<method>(args)`. `args` is a
+    /// MessagePack array of the positional arguments.
+    Rpc {
+        service: String,
+        method: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+    /// A push for sessions on this frontend: one per sid group. `body` is already encoded
+    /// (once, by the sender); the frontend frames it once for all `uids`.
+    Push {
+        route: String,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        uids: Vec<String>,
+    },
+    /// A push to every session on this frontend (`channelService.broadcast`).
+    Broadcast {
+        route: String,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+}
+
+/// The answer to a request on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// `body`: JSON for a forwarded request, MessagePack for a remote call or a push.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    Err { code: u16, message: String },
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Result<Bytes, BusError> {
+        Ok(Bytes::from(rmp_serde::to_vec(self)?))
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, BusError> {
+        Ok(rmp_serde::from_slice(bytes)?)
+    }
+    /// A remote call with positional arguments (a tuple serialises as an array).
+    pub fn rpc(service: &str, method: &str, args: &impl Serialize) -> Result<Self, BusError> {
+        Ok(Envelope::Rpc {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            args: rmp_serde::to_vec(args)?,
+        })
+    }
+}
+
+impl Reply {
+    pub fn encode(&self) -> Result<Bytes, BusError> {
+        Ok(Bytes::from(rmp_serde::to_vec(self)?))
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, BusError> {
+        Ok(rmp_serde::from_slice(bytes)?)
+    }
+    /// A successful reply whose body is `value` in MessagePack.
+    pub fn value(value: &impl Serialize) -> Result<Self, BusError> {
+        Ok(Reply::Ok(rmp_serde::to_vec(value)?))
+    }
+    /// The body, or the remote error.
+    pub fn into_result(self) -> Result<Vec<u8>, BusError> {
+        match self {
+            Reply::Ok(b) => Ok(b),
+            Reply::Err { code, message } => Err(BusError::Remote { code, message }),
+        }
+    }
+}
+
+/// Decodes a MessagePack value (a reply body, rpc args).
+pub fn decode_value<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, BusError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_through_messagepack() {
+        let mut settings = Map::new();
+        settings.insert("rid".into(), Value::from("room1"));
+        let e = Envelope::Forward {
+            session: SessionExport {
+                frontend_id: "connector-1".into(),
+                id: 7,
+                uid: Some("a*room1".into()),
+                settings,
+            },
+            route: "chat.chatHandler.send".into(),
+            body: b"{}".to_vec(),
+        };
+        assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);
+        let r = Envelope::rpc("chatRemote", "add", &("u", "s", "r")).unwrap();
+        let Envelope::Rpc { args, .. } = Envelope::decode(&r.encode().unwrap()).unwrap() else {
+            panic!("not an rpc")
+        };
+        let (a, b, c): (String, String, String) = decode_value(&args).unwrap();
+        assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("u", "s", "r"));
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        assert!(Envelope::decode(&[0xc1, 0xff, 0x00]).is_err());
+        assert!(Reply::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! The server registry, the job of Pomelo's master: each server announces
+//! `{id, type, host, clientPort}` on `<ns>.registry` and heartbeats; every server keeps the
+//! live list, sorted by id, on a `watch` channel, so routing needs no round trip.
+//!
+//! ## Behavior
+//! - A newcomer says `Hello`; everyone answers with `Alive` at once, so it learns the list
+//!   within one round trip rather than one heartbeat.
+//! - A server missing for `lapse` leaves the list; `Bye` (on shutdown) removes it at once.
+//! - While this server's own bus is disconnected nobody is expired, and after a reconnect
+//!   everyone gets a fresh `lapse`: a NATS restart must not look like every server dying.
+//! - A server always lists itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{subject, Bus, BusError};
+
+/// One server as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub id: String,
+    pub server_type: String,
+    /// The host clients connect to.
+    pub host: String,
+    pub client_port: Option<u16>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Announce {
+    Hello(ServerInfo),
+    Alive(ServerInfo),
+    Bye(String),
+}
+
+/// The live servers, by type, each list sorted by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerList {
+    by_type: BTreeMap<String, Vec<ServerInfo>>,
+}
+
+impl ServerList {
+    fn from_servers<'a>(servers: impl Iterator<Item = &'a ServerInfo>) -> Self {
+        let mut by_type: BTreeMap<String, Vec<ServerInfo>> = BTreeMap::new();
+        for s in servers {
+            by_type.entry(s.server_type.clone()).or_default().push(s.clone());
+        }
+        for list in by_type.values_mut() {
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        Self { by_type }
+    }
+
+    /// The servers of one type, sorted by id.
+    pub fn servers(&self, server_type: &str) -> &[ServerInfo] {
+        self.by_type.get(server_type).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The server of `server_type` that `key` routes to (crc32 % n).
+    pub fn pick(&self, server_type: &str, key: &str) -> Option<&ServerInfo> {
+        crate::route::pick(key, self.servers(server_type))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.all().any(|s| s.id == id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &ServerInfo> {
+        self.by_type.values().flatten()
+    }
+}
+
+/// Timing of the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryTiming {
+    pub heartbeat: Duration,
+    pub lapse: Duration,
+}
+
+/// A handle on the live server list.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    list: watch::Receiver<Arc<ServerList>>,
+}
+
+impl Registry {
+    /// Joins the registry and keeps the list current until `token` is cancelled, when it
+    /// says `Bye`.
+    pub async fn start(
+        bus: Bus,
+        namespace: &str,
+        me: ServerInfo,
+        timing: RegistryTiming,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Self, BusError> {
+        let subject = subject::registry(namespace);
+        let sub = bus.subscribe(subject.clone()).await?;
+        let initial = Arc::new(ServerList::from_servers(std::iter::once(&me)));
+        let (tx, rx) = watch::channel(initial);
+        let task = RegistryTask {
+            bus,
+            subject,
+            me,
+            timing,
+            seen: HashMap::new(),
+            tx,
+        };
+        tracker.spawn(task.run(sub, token));
+        Ok(Self { list: rx })
+    }
+
+    /// The current list.
+    pub fn list(&self) -> Arc<ServerList> {
+        self.list.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn watch(&self) -> watch::Receiver<Arc<ServerList>> {
+        self.list.clone()
+    }
+
+    /// Waits until at least `n` servers of `server_type` are listed, or `timeout` passes.
+    pub async fn wait_for(&self, server_type: &str, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.list.clone();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if rx.borrow_and_update().servers(server_type).len() >= n {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+struct RegistryTask {
+    bus: Bus,
+    subject: String,
+    me: ServerInfo,
+    timing: RegistryTiming,
+    seen: HashMap<String, (ServerInfo, Instant)>,
+    tx: watch::Sender<Arc<ServerList>>,
+}
+
+impl RegistryTask {
+    async fn run(mut self, mut sub: crate::Subscription, token: CancellationToken) {
+        self.announce(Announce::Hello(self.me.clone())).await;
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_connected = true;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                msg = sub.next() => {
+                    let Some(msg) = msg else { break };
+                    match rmp_serde::from_slice::<Announce>(&msg.payload) {
+                        Ok(a) => self.on_announce(a).await,
+                        Err(e) => tracing::debug!(error = %e, "ignoring a bad registry message"),
+                    }
+                }
+                _ = tick.tick() => {
+                    let connected = self.bus.is_connected();
+                    if connected && !was_connected {
+                        // Back from a NATS outage: give everyone a fresh lapse.
+                        let now = Instant::now();
+                        for (_, at) in self.seen.values_mut() {
+                            *at = now;
+                        }
+                    }
+                    was_connected = connected;
+                    if connected {
+                        self.expire();
+                    }
+                    self.announce(Announce::Alive(self.me.clone())).await;
+                }
+            }
+        }
+        self.announce(Announce::Bye(self.me.id.clone())).await;
+        let _ = self.bus.flush().await;
+    }
+
+    async fn on_announce(&mut self, a: Announce) {
+        match a {
+            Announce::Hello(info) | Announce::Alive(info) if info.id == self.me.id => {}
+            Announce::Hello(info) => {
+                self.see(info);
+                self.announce(Announce::Alive(self.me.clone())).await;
+            }
+            Announce::Alive(info) => self.see(info),
+            Announce::Bye(id) => {
+                if self.seen.remove(&id).is_some() {
+                    tracing::info!(server.id = %id, "server left");
+                    self.publish_list();
+                }
+            }
+        }
+    }
+
+    fn see(&mut self, info: ServerInfo) {
+        let now = Instant::now();
+        let changed = match self.seen.get(&info.id) {
+            Some((old, _)) => *old != info,
+            None => true,
+        };
+        if changed {
+            tracing::info!(server.id = %info.id, server.type = %info.server_type, "server joined");
+        }
+        self.seen.insert(info.id.clone(), (info, now));
+        if changed {
+            self.publish_list();
+        }
+    }
+
+    fn expire(&mut self) {
+        let lapse = self.timing.lapse;
+        let before = self.seen.len();
+        self.seen.retain(|id, (_, at)| {
+            let alive = at.elapsed() < lapse;
+            if !alive {
+                tracing::warn!(server.id = %id, "server heartbeat lapsed");
+            }
+            alive
+        });
+        if self.seen.len() != before {
+            self.publish_list();
+        }
+    }
+
+    fn publish_list(&self) {
+        let list = ServerList::from_servers(
+            self.seen.values().map(|(s, _)| s).chain(std::iter::once(&self.me)),
+        );
+        self.tx.send_replace(Arc::new(list));
+    }
+
+    async fn announce(&self, a: Announce) {
+        let Ok(bytes) = rmp_serde::to_vec(&a) else { return };
+        if let Err(e) = self.bus.publish(self.subject.clone(), bytes.into()).await {
+            tracing::debug!(error = %e, "registry announce failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, t: &str) -> ServerInfo {
+        ServerInfo {
+            id: id.into(),
+            server_type: t.into(),
+            host: "127.0.0.1".into(),
+            client_port: None,
+        }
+    }
+
+    fn timing() -> RegistryTiming {
+        RegistryTiming {
+            heartbeat: Duration::from_millis(100),
+            lapse: Duration::from_millis(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn servers_learn_each_other_and_a_stopped_one_leaves() {
+        let bus = Bus::local();
+        let tracker = TaskTracker::new();
+        let a_token = CancellationToken::new();
+        let b_token = CancellationToken::new();
+        let a = Registry::start(bus.clone(), "t", info("chat-2", "chat"), timing(), a_token.clone(), &tracker)
+            .await
+            .unwrap();
+        let _b = Registry::start(bus.clone(), "t", info("chat-1", "chat"), timing(), b_token.clone(), &tracker)
+            .await
+            .unwrap();
+        assert!(a.wait_for("chat", 2, Duration::from_secs(2)).await);
+        let ids: Vec<_> = a.list().servers("chat").iter().map(|s| s.id.clone()).collect();
+        assert_eq!(ids, vec!["chat-1", "chat-2"]);
+
+        b_token.cancel();
+        let mut rx = a.watch();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while rx.borrow_and_update().servers("chat").len() != 1 {
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        a_token.cancel();
+    }
+}

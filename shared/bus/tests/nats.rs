@@ -1,0 +1,122 @@
+//! The bus and the registry against the real NATS on 127.0.0.1:4222, a random namespace each.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use shaddock_bus::registry::RegistryTiming;
+use shaddock_bus::{subject, Bus, BusError, Registry, ServerInfo};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const NATS: &str = "nats://127.0.0.1:4222";
+
+fn namespace() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("t{}x{nanos}", std::process::id())
+}
+
+fn info(id: &str) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        server_type: "connector".into(),
+        host: "127.0.0.1".into(),
+        client_port: Some(1),
+    }
+}
+
+fn timing() -> RegistryTiming {
+    RegistryTiming {
+        heartbeat: Duration::from_millis(100),
+        lapse: Duration::from_millis(500),
+    }
+}
+
+#[tokio::test]
+async fn a_request_gets_its_reply_over_nats() {
+    let ns = namespace();
+    let bus = Bus::connect_nats(NATS, "test").await.unwrap();
+    let mut sub = bus.subscribe(subject::server(&ns, "chat-1")).await.unwrap();
+    let responder = bus.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let mut answer = b"re:".to_vec();
+            answer.extend_from_slice(&m.payload);
+            responder.respond(&m, answer.into()).await.unwrap();
+        }
+    });
+    let reply = bus
+        .request(subject::server(&ns, "chat-1"), Bytes::from_static(b"hi"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"re:hi");
+}
+
+#[tokio::test]
+async fn a_request_nobody_answers_fails_within_its_timeout() {
+    let ns = namespace();
+    let bus = Bus::connect_nats(NATS, "test").await.unwrap();
+    // A subscriber that never answers: the request must time out, not hang.
+    let _mute = bus.subscribe(subject::server(&ns, "mute")).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = bus
+        .request(subject::server(&ns, "mute"), Bytes::new(), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Timeout), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Nobody subscribed at all: no responders (or a timeout), never a hang.
+    let err = bus
+        .request(subject::server(&ns, "nobody"), Bytes::new(), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(err.is_unreachable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
+    let ns = namespace();
+    let bus = Bus::connect_nats(NATS, "a").await.unwrap();
+    let tracker = TaskTracker::new();
+    let token = CancellationToken::new();
+    let a = Registry::start(bus, &ns, info("connector-a"), timing(), token.clone(), &tracker)
+        .await
+        .unwrap();
+
+    // Server b runs on its own runtime in its own thread; dropping the runtime is a crash: no Bye.
+    let ns_b = ns.clone();
+    let (crash_tx, crash_rx) = std::sync::mpsc::channel::<()>();
+    let b = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let bus = Bus::connect_nats(NATS, "b").await.unwrap();
+            let tracker = TaskTracker::new();
+            let r = Registry::start(bus, &ns_b, info("connector-b"), timing(), CancellationToken::new(), &tracker)
+                .await
+                .unwrap();
+            assert!(r.wait_for("connector", 2, Duration::from_secs(2)).await);
+            // Keep the registry alive until told to crash.
+            tokio::task::spawn_blocking(move || crash_rx.recv()).await.unwrap().unwrap();
+            std::mem::forget(r);
+        });
+        drop(rt);
+    });
+    assert!(a.wait_for("connector", 2, Duration::from_secs(2)).await);
+    crash_tx.send(()).unwrap();
+    let crashed = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || b.join()).await.unwrap().unwrap();
+
+    let mut rx = a.watch();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while rx.borrow_and_update().servers("connector").len() != 1 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("b should lapse");
+    assert!(crashed.elapsed() >= Duration::from_millis(400), "lapsed too early");
+    assert_eq!(a.list().servers("connector")[0].id, "connector-a");
+    token.cancel();
+}
