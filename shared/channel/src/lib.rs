@@ -1,1 +1,28 @@
+//! Pomelo's `ChannelService` and `Channel`, with membership in a [`ChannelStore`] (Redis for
+//! clusters, memory for one process) so that any chat server can serve a channel after a
+//! restart or a rebalance.
+//!
+//! # Layout
+//! - [`store`]: the channel store: members of a channel as `uid -> sid`, one round trip to
+//!   read a whole channel.
+//! - [`service`]: `ChannelService` (get/destroy channels, push by uids, broadcast) and
+//!   `Channel` (add, leave, members, push to everyone), with a per-channel cache.
 
+pub mod service;
+pub mod store;
+
+pub use service::{Channel, ChannelService, Delivery, PushReport};
+pub use store::{ChannelStore, Member};
+
+/// What can go wrong with a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("channel store: {0}")]
+    Store(#[from] redis::RedisError),
+    #[error("bus: {0}")]
+    Bus(#[from] shaddock_bus::BusError),
+    #[error("uids should not be empty")]
+    NoUids,
+    #[error("all uids push message fail")]
+    AllFailed,
+}

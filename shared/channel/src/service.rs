@@ -1,0 +1,350 @@
+//! `ChannelService` and `Channel`, as in Pomelo's `lib/common/service/channelService.js`.
+//!
+//! ## Behavior
+//! - Membership lives in the store; a chat server caches each channel's grouping by sid and
+//!   keeps the cache current on its own `add`/`leave`. The cache is only right while this
+//!   server owns the channel, so the owner calls [`ChannelService::invalidate_cache`] whenever
+//!   the server list changes (a rebalance), and the next push reads the store again.
+//! - `push_message` sends ONE envelope per sid group to `<ns>.srv.<sid>`, the body encoded
+//!   once by the caller. With [`Delivery::Confirm`] it waits for each frontend's failIds
+//!   (uids without a session there), as Pomelo's callback does; with [`Delivery::Publish`] it
+//!   does not wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shaddock_bus::{envelope::decode_value, subject, Bus, Envelope, Reply};
+
+use crate::store::{ChannelStore, Member};
+use crate::ChannelError;
+
+/// Members grouped by the frontend (sid) that holds their sessions.
+type Groups = BTreeMap<String, Vec<String>>;
+
+/// Whether a push waits for the frontends' answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Fire and forget: the fast path for chat messages.
+    Publish,
+    /// Wait for each frontend and collect failIds.
+    Confirm,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Envelopes sent: one per sid group.
+    pub groups: usize,
+    /// Uids that had no session on their frontend (only with [`Delivery::Confirm`]).
+    pub fail_ids: Vec<String>,
+}
+
+/// Pomelo's `app.get('channelService')`.
+#[derive(Debug, Clone)]
+pub struct ChannelService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: ChannelStore,
+    bus: Bus,
+    namespace: String,
+    timeout: Duration,
+    cache: Mutex<HashMap<String, Arc<Groups>>>,
+}
+
+impl ChannelService {
+    pub fn new(store: ChannelStore, bus: Bus, namespace: &str, timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                namespace: namespace.to_owned(),
+                timeout,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &ChannelStore {
+        &self.inner.store
+    }
+
+    /// `getChannel(name, create)`: `None` when it does not exist and `create` is false.
+    pub async fn get_channel(&self, name: &str, create: bool) -> Result<Option<Channel>, ChannelError> {
+        if create {
+            self.inner.store.create(name).await?;
+        } else if !self.inner.store.exists(name).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.channel(name)))
+    }
+
+    /// A handle on a channel, without asking the store whether it exists.
+    pub fn channel(&self, name: &str) -> Channel {
+        Channel {
+            service: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub async fn destroy_channel(&self, name: &str) -> Result<(), ChannelError> {
+        self.inner.cache.lock().remove(name);
+        self.inner.store.destroy(name).await
+    }
+
+    /// Forgets every cached grouping: call it when the server list changes.
+    pub fn invalidate_cache(&self) {
+        self.inner.cache.lock().clear();
+    }
+
+    /// `pushMessageByUids(route, msg, uids)`: `body` is the encoded push body.
+    pub async fn push_message_by_uids(
+        &self,
+        route: &str,
+        body: &[u8],
+        members: &[Member],
+        delivery: Delivery,
+    ) -> Result<PushReport, ChannelError> {
+        if members.is_empty() {
+            return Err(ChannelError::NoUids);
+        }
+        let mut groups = Groups::new();
+        for m in members {
+            groups.entry(m.sid.clone()).or_default().push(m.uid.clone());
+        }
+        self.send_by_group(route, body, &groups, delivery).await
+    }
+
+    /// `broadcast(serverType, route, msg)`: to every session on every server of a type.
+    pub async fn broadcast(&self, server_type: &str, route: &str, body: &[u8]) -> Result<(), ChannelError> {
+        let env = Envelope::Broadcast {
+            route: route.to_owned(),
+            body: body.to_vec(),
+        };
+        let subject = subject::server_type(&self.inner.namespace, server_type);
+        self.inner.bus.publish(subject, env.encode()?).await?;
+        Ok(())
+    }
+
+    async fn send_by_group(
+        &self,
+        route: &str,
+        body: &[u8],
+        groups: &Groups,
+        delivery: Delivery,
+    ) -> Result<PushReport, ChannelError> {
+        let mut report = PushReport::default();
+        let mut confirms = Vec::new();
+        for (sid, uids) in groups.iter().filter(|(_, u)| !u.is_empty()) {
+            let env = Envelope::Push {
+                route: route.to_owned(),
+                body: body.to_vec(),
+                uids: uids.clone(),
+            };
+            let payload = env.encode()?;
+            let subject = subject::server(&self.inner.namespace, sid);
+            report.groups += 1;
+            match delivery {
+                Delivery::Publish => self.inner.bus.publish(subject, payload).await?,
+                Delivery::Confirm => {
+                    let bus = self.inner.bus.clone();
+                    let timeout = self.inner.timeout;
+                    confirms.push(async move {
+                        let answer = bus.request(subject, payload, timeout).await;
+                        (uids, answer)
+                    });
+                }
+            }
+        }
+        if delivery == Delivery::Confirm && !confirms.is_empty() {
+            let mut any_ok = false;
+            for (uids, answer) in futures_util::future::join_all(confirms).await {
+                let fails = answer
+                    .map_err(ChannelError::from)
+                    .and_then(|b| Ok(Reply::decode(&b)?.into_result()?))
+                    .and_then(|b| Ok(decode_value::<Vec<String>>(&b)?));
+                match fails {
+                    Ok(fails) => {
+                        any_ok = true;
+                        report.fail_ids.extend(fails);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "push to a frontend failed");
+                        report.fail_ids.extend(uids.iter().cloned());
+                    }
+                }
+            }
+            if !any_ok {
+                return Err(ChannelError::AllFailed);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn groups(&self, name: &str) -> Result<Arc<Groups>, ChannelError> {
+        if let Some(g) = self.inner.cache.lock().get(name) {
+            return Ok(g.clone());
+        }
+        let mut groups = Groups::new();
+        for m in self.inner.store.members(name).await? {
+            groups.entry(m.sid).or_default().push(m.uid);
+        }
+        let groups = Arc::new(groups);
+        self.inner.cache.lock().insert(name.to_owned(), groups.clone());
+        Ok(groups)
+    }
+
+    fn update_cache(&self, name: &str, f: impl FnOnce(&mut Groups)) {
+        if let Some(g) = self.inner.cache.lock().get_mut(name) {
+            f(Arc::make_mut(g));
+        }
+    }
+}
+
+/// One channel (a chat room): Pomelo's `Channel`.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    service: ChannelService,
+    name: String,
+}
+
+impl Channel {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds `uid` held by frontend `sid`; false when the uid is already a member.
+    pub async fn add(&self, uid: &str, sid: &str) -> Result<bool, ChannelError> {
+        let added = self.service.inner.store.add(&self.name, uid, sid).await?;
+        if added {
+            self.service.update_cache(&self.name, |g| g.entry(sid.to_owned()).or_default().push(uid.to_owned()));
+        }
+        Ok(added)
+    }
+
+    /// Removes `uid` if it is a member on `sid`; true when it was.
+    pub async fn leave(&self, uid: &str, sid: &str) -> Result<bool, ChannelError> {
+        let removed = self.service.inner.store.leave(&self.name, uid, Some(sid)).await?;
+        if removed {
+            self.service.update_cache(&self.name, |g| {
+                if let Some(uids) = g.get_mut(sid) {
+                    uids.retain(|u| u != uid);
+                    if uids.is_empty() {
+                        g.remove(sid);
+                    }
+                }
+            });
+        }
+        Ok(removed)
+    }
+
+    /// Every member, grouped by sid.
+    pub async fn members(&self) -> Result<Vec<Member>, ChannelError> {
+        let groups = self.service.groups(&self.name).await?;
+        Ok(groups
+            .iter()
+            .flat_map(|(sid, uids)| uids.iter().map(|u| Member { uid: u.clone(), sid: sid.clone() }))
+            .collect())
+    }
+
+    /// The sid of one member (`getMember(uid).sid`).
+    pub async fn member(&self, uid: &str) -> Result<Option<String>, ChannelError> {
+        let groups = self.service.groups(&self.name).await?;
+        Ok(groups.iter().find(|(_, uids)| uids.iter().any(|u| u == uid)).map(|(sid, _)| sid.clone()))
+    }
+
+    pub async fn user_amount(&self) -> Result<usize, ChannelError> {
+        Ok(self.service.groups(&self.name).await?.values().map(Vec::len).sum())
+    }
+
+    /// `pushMessage(route, msg)` to every member: one envelope per sid group.
+    pub async fn push_message(&self, route: &str, body: &[u8], delivery: Delivery) -> Result<PushReport, ChannelError> {
+        let groups = self.service.groups(&self.name).await?;
+        self.service.send_by_group(route, body, &groups, delivery).await
+    }
+
+    pub async fn destroy(self) -> Result<(), ChannelError> {
+        self.service.destroy_channel(&self.name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frontend(bus: &Bus, ns: &str, sid: &str) -> shaddock_bus::Subscription {
+        bus.subscribe(subject::server(ns, sid)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_push_sends_one_envelope_per_sid_group() {
+        let bus = Bus::local();
+        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
+        let mut c1 = frontend(&bus, "t", "connector-1").await;
+        let mut c2 = frontend(&bus, "t", "connector-2").await;
+        let room = svc.get_channel("room", true).await.unwrap().unwrap();
+        assert!(room.add("a", "connector-1").await.unwrap());
+        assert!(room.add("b", "connector-1").await.unwrap());
+        assert!(room.add("c", "connector-2").await.unwrap());
+        assert!(!room.add("c", "connector-1").await.unwrap(), "a uid is a member once");
+
+        let report = room.push_message("onChat", b"{}", Delivery::Publish).await.unwrap();
+        assert_eq!(report.groups, 2);
+        let Envelope::Push { uids, .. } = Envelope::decode(&c1.next().await.unwrap().payload).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(uids, vec!["a", "b"]);
+        let Envelope::Push { uids, .. } = Envelope::decode(&c2.next().await.unwrap().payload).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(uids, vec!["c"]);
+    }
+
+    #[tokio::test]
+    async fn leave_only_removes_the_session_that_joined() {
+        let svc = ChannelService::new(ChannelStore::memory(), Bus::local(), "t", Duration::from_secs(1));
+        let room = svc.channel("room");
+        room.add("a", "connector-1").await.unwrap();
+        room.members().await.unwrap(); // warm the cache
+        assert!(!room.leave("a", "connector-2").await.unwrap());
+        assert_eq!(room.user_amount().await.unwrap(), 1);
+        assert!(room.leave("a", "connector-1").await.unwrap());
+        assert_eq!(room.user_amount().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn confirmed_pushes_collect_fail_ids_and_fail_when_nobody_answers() {
+        let bus = Bus::local();
+        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_millis(200));
+        let mut c1 = frontend(&bus, "t", "connector-1").await;
+        let responder = bus.clone();
+        tokio::spawn(async move {
+            while let Some(m) = c1.next().await {
+                let reply = Reply::value(&vec!["gone".to_owned()]).unwrap();
+                responder.respond(&m, reply.encode().unwrap()).await.unwrap();
+            }
+        });
+        let members = vec![
+            Member { uid: "here".into(), sid: "connector-1".into() },
+            Member { uid: "lost".into(), sid: "connector-9".into() },
+        ];
+        let report = svc.push_message_by_uids("onChat", b"{}", &members, Delivery::Confirm).await.unwrap();
+        let mut fails = report.fail_ids;
+        fails.sort();
+        assert_eq!(fails, vec!["gone", "lost"]);
+
+        let only_dead = vec![Member { uid: "lost".into(), sid: "connector-9".into() }];
+        assert!(matches!(
+            svc.push_message_by_uids("onChat", b"{}", &only_dead, Delivery::Confirm).await,
+            Err(ChannelError::AllFailed)
+        ));
+        assert!(matches!(
+            svc.push_message_by_uids("onChat", b"{}", &[], Delivery::Confirm).await,
+            Err(ChannelError::NoUids)
+        ));
+    }
+}
