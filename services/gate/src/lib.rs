@@ -1,1 +1,34 @@
+//! The gate: Pomelo's `app/servers/gate`. Clients ask it which connector to use
+//! (`gate.gateHandler.queryEntry {uid}`); it answers the public host and client port of the
+//! connector at `crc32(uid) % connectors`, the live connectors sorted by id.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use shaddock_server::frontend::Frontend;
+use shaddock_server::App;
+
+pub mod handler;
+
+/// The server type.
+pub const SERVER_TYPE: &str = "gate";
+
+/// Starts a gate on `app`.
+pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
+    let listener = app.bind_client_port().await?;
+    let port = listener.local_addr()?.port();
+    let registry = app.join_registry(Some(port)).await?;
+    let mut fe = Frontend::new(SERVER_TYPE, &app.me.id, &app.config, app.token.clone(), app.tracker.clone());
+    handler::gate_handler::register(&mut fe, registry);
+    let fe = Arc::new(fe);
+    fe.clone().serve(listener);
+    app.announce_ready(Some(port));
+    Ok(fe)
+}
+
+/// Runs a gate until it is stopped.
+pub async fn run(app: App) -> anyhow::Result<()> {
+    start(&app).await?;
+    app.run_until_stopped(Duration::from_secs(5), || {}).await;
+    Ok(())
+}

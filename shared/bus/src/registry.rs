@@ -30,6 +30,21 @@ pub struct ServerInfo {
     /// The host clients connect to.
     pub host: String,
     pub client_port: Option<u16>,
+    /// Differs on every start: a server that restarts under the same id is a new incarnation,
+    /// and what the old one held (sessions, channel members) is gone.
+    #[serde(default)]
+    pub incarnation: u64,
+}
+
+impl ServerInfo {
+    /// A fresh incarnation number for a starting server.
+    pub fn new_incarnation() -> u64 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ u64::from(std::process::id()).rotate_left(48)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,6 +88,19 @@ impl ServerList {
 
     pub fn all(&self) -> impl Iterator<Item = &ServerInfo> {
         self.by_type.values().flatten()
+    }
+
+    /// Servers of `server_type` in `self` that are gone from `new` or came back as a new
+    /// incarnation: whatever they held is lost.
+    pub fn departed<'a>(&'a self, new: &ServerList, server_type: &str) -> Vec<&'a ServerInfo> {
+        self.servers(server_type)
+            .iter()
+            .filter(|old| {
+                !new.servers(server_type)
+                    .iter()
+                    .any(|n| n.id == old.id && n.incarnation == old.incarnation)
+            })
+            .collect()
     }
 }
 
@@ -262,7 +290,19 @@ mod tests {
             server_type: t.into(),
             host: "127.0.0.1".into(),
             client_port: None,
+            incarnation: 1,
         }
+    }
+
+    #[test]
+    fn a_server_back_under_a_new_incarnation_has_departed() {
+        let old = ServerList::from_servers([info("c-1", "connector"), info("c-2", "connector")].iter());
+        let mut back = info("c-1", "connector");
+        back.incarnation = 2;
+        let new = ServerList::from_servers([back].iter());
+        let gone: Vec<_> = old.departed(&new, "connector").iter().map(|s| s.id.clone()).collect();
+        assert_eq!(gone, vec!["c-1", "c-2"]);
+        assert!(new.departed(&new, "connector").is_empty());
     }
 
     fn timing() -> RegistryTiming {

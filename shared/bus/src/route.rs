@@ -18,6 +18,7 @@ mod tests {
             server_type: "chat".into(),
             host: "127.0.0.1".into(),
             client_port: None,
+            incarnation: 0,
         }
     }
 

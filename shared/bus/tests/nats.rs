@@ -24,6 +24,7 @@ fn info(id: &str) -> ServerInfo {
         server_type: "connector".into(),
         host: "127.0.0.1".into(),
         client_port: Some(1),
+        incarnation: 0,
     }
 }
 

@@ -1,1 +1,28 @@
+//! The Shaddock server framework: what Pomelo's `lib/` gives every server.
+//!
+//! # Layout
+//! - [`app`]: lifecycle of one server: config, bus, registry, the root cancellation token
+//!   and task tracker, the ready line, graceful shutdown.
+//! - [`handler`]: the handler pipeline: before filters, handler, after filters, and the one
+//!   place a handler error becomes a Pomelo response (`{"code":500}`).
+//! - [`session`]: Pomelo's `SessionService` on a frontend: sid -> session, uid -> sessions,
+//!   bounded per-socket queues, kick.
+//! - [`frontend`]: the WebSocket listener and the Pomelo socket state machine (handshake,
+//!   ack, heartbeat, data, kick), and delivery of pushes arriving on the bus.
+//! - [`forward`]: forwarding a client request to the backend that serves its route.
+//! - [`backend`]: the loop a backend runs on its subject: forwarded requests and remote calls.
+//! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/ctrl-c signal.
 
+pub mod app;
+pub mod backend;
+pub mod forward;
+pub mod frontend;
+pub mod handler;
+pub mod rpc;
+pub mod session;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use app::App;
+pub use handler::{HandlerError, Handlers};
+pub use session::{Session, SessionService};

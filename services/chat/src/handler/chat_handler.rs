@@ -1,0 +1,58 @@
+//! `chat.chatHandler.send {rid, content, from, target}` (chatofpomelo's chatHandler.js).
+//!
+//! The room and the sender come from the session (its `rid` setting and its uid), not from
+//! the body. `target == "*"` pushes `onChat {msg, from, target}` to the whole room, the sender
+//! included; otherwise only to that user, and an unknown target answers `{"code":500}`.
+//! The response is `{}`.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use shaddock_bus::SessionExport;
+use shaddock_channel::{Delivery, Member};
+use shaddock_server::{HandlerError, Handlers};
+
+use crate::ChatState;
+
+pub const ROUTE: &str = "chat.chatHandler.send";
+
+/// The `onChat` body, fields in Pomelo's order.
+#[derive(Debug, Serialize)]
+struct OnChat<'a> {
+    msg: &'a Value,
+    from: &'a str,
+    target: &'a str,
+}
+
+pub fn register(handlers: &mut Handlers<SessionExport>, state: ChatState) {
+    handlers.add(ROUTE, move |session: SessionExport, body: Value| {
+        let state = state.clone();
+        async move { send(&state, &session, &body).await }
+    });
+}
+
+async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Result<Value, HandlerError> {
+    let rid = session.get_str("rid").ok_or_else(|| HandlerError::new("session has no rid"))?;
+    let uid = session.uid.as_deref().ok_or_else(|| HandlerError::new("session is not bound"))?;
+    let from = uid.split('*').next().unwrap_or(uid);
+    let target = body.get("target").and_then(Value::as_str).unwrap_or("*");
+    let msg = body.get("content").unwrap_or(&Value::Null);
+    let payload = serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;
+    let channel = state.channels.channel(rid);
+    let pushed = if target == "*" {
+        channel.push_message("onChat", &payload, Delivery::Publish).await
+    } else {
+        let target_uid = format!("{target}*{rid}");
+        let sid = channel
+            .member(&target_uid)
+            .await
+            .map_err(|e| HandlerError::new(e.to_string()))?
+            .ok_or_else(|| HandlerError::new(format!("{target} is not in {rid}")))?;
+        let member = Member { uid: target_uid, sid };
+        state
+            .channels
+            .push_message_by_uids("onChat", &payload, std::slice::from_ref(&member), Delivery::Publish)
+            .await
+    };
+    pushed.map_err(|e| HandlerError::new(e.to_string()))?;
+    Ok(json!({}))
+}

@@ -1,0 +1,3 @@
+//! Remote methods other servers call (`app/servers/chat/remote`).
+
+pub mod chat_remote;

@@ -1,0 +1,3 @@
+//! Client routes served by the connector itself (`app/servers/connector/handler`).
+
+pub mod entry_handler;

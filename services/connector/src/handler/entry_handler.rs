@@ -1,0 +1,80 @@
+//! `connector.entryHandler.enter {username, rid}` (chatofpomelo's entryHandler.js).
+//!
+//! Binds the session to `username*rid`, keeps `rid` in its settings, and asks the chat server
+//! of that room to add it (`chatRemote.add`). The answer is `{users:[names]}`; a uid already
+//! logged in anywhere in the cluster gets `{"code":500,"error":true}` and the socket stays open.
+
+use serde_json::{json, Value};
+use shaddock_server::frontend::Frontend;
+use shaddock_server::rpc::RpcClient;
+use shaddock_server::{HandlerError, Session};
+
+/// Longest user or room name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+pub const ROUTE: &str = "connector.entryHandler.enter";
+
+pub fn register(fe: &mut Frontend, rpc: RpcClient) {
+    let sessions = fe.sessions.clone();
+    fe.handlers.add(ROUTE, move |session: Session, body: Value| {
+        let rpc = rpc.clone();
+        let sessions = sessions.clone();
+        async move { enter(rpc, sessions, session, body).await }
+    });
+}
+
+fn name(body: &Value, key: &str) -> Option<String> {
+    let v = body.get(key)?.as_str()?;
+    let n = v.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&n).then(|| v.to_owned())
+}
+
+fn refused() -> Value {
+    json!({"code": 500, "error": true})
+}
+
+async fn enter(
+    rpc: RpcClient,
+    sessions: shaddock_server::SessionService,
+    session: Session,
+    body: Value,
+) -> Result<Value, HandlerError> {
+    let (Some(username), Some(rid)) = (name(&body, "username"), name(&body, "rid")) else {
+        return Ok(refused());
+    };
+    let uid = format!("{username}*{rid}");
+    if !sessions.get_by_uid(&uid).is_empty() || session.uid().is_some() {
+        return Ok(refused());
+    }
+    if session.bind(&uid).is_err() {
+        return Ok(refused());
+    }
+    session.set("rid", Value::from(rid.clone()));
+    let added: Result<Option<Vec<String>>, _> = rpc
+        .call("chat", &rid, "chatRemote", "add", &(&uid, session.frontend_id(), &rid))
+        .await;
+    match added {
+        Ok(Some(users)) => Ok(json!({ "users": users })),
+        Ok(None) => {
+            // Logged in elsewhere in the cluster.
+            sessions.unbind(&session);
+            Ok(refused())
+        }
+        Err(e) => {
+            sessions.unbind(&session);
+            Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
+        }
+    }
+}
+
+/// Pomelo's `onUserLeave`: a closed session leaves its room.
+pub async fn on_user_leave(rpc: RpcClient, session: Session) {
+    let Some(uid) = session.uid() else { return };
+    let Some(rid) = session.get("rid").and_then(|v| v.as_str().map(str::to_owned)) else { return };
+    let left: Result<bool, _> = rpc
+        .call("chat", &rid, "chatRemote", "kick", &(&uid, session.frontend_id(), &rid))
+        .await;
+    if let Err(e) = left {
+        tracing::warn!(%uid, error = %e, "chatRemote.kick failed");
+    }
+}

@@ -1,0 +1,3 @@
+//! Client routes served by the gate (`app/servers/gate/handler`).
+
+pub mod gate_handler;

@@ -1,0 +1,32 @@
+//! `gate.gateHandler.queryEntry {uid}` (chatofpomelo's gateHandler.js): no uid, or no
+//! connector, answers `{"code":500}`; else `{"code":200,"host":..,"port":..}`.
+
+use serde_json::{json, Value};
+use shaddock_bus::Registry;
+use shaddock_server::frontend::Frontend;
+use shaddock_server::Session;
+
+pub const ROUTE: &str = "gate.gateHandler.queryEntry";
+
+pub fn register(fe: &mut Frontend, registry: Registry) {
+    fe.handlers.add(ROUTE, move |_session: Session, body: Value| {
+        let registry = registry.clone();
+        async move { Ok(query_entry(&registry, &body)) }
+    });
+}
+
+pub fn query_entry(registry: &Registry, body: &Value) -> Value {
+    let uid = match body.get("uid") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return json!({"code": 500}),
+    };
+    let list = registry.list();
+    match list.pick("connector", &uid) {
+        Some(c) => match c.client_port {
+            Some(port) => json!({"code": 200, "host": c.host, "port": port}),
+            None => json!({"code": 500}),
+        },
+        None => json!({"code": 500}),
+    }
+}

@@ -1,0 +1,120 @@
+//! The lifecycle of one server process: connect the bus, join the registry, print the ready
+//! line, run until SIGTERM/ctrl-c, then drain within a grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shaddock_bus::registry::RegistryTiming;
+use shaddock_bus::{Bus, Registry, ServerInfo};
+use shaddock_config::{ClusterConfig, ServerEntry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long start-up keeps trying to reach NATS.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// One running server.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<ClusterConfig>,
+    pub me: ServerEntry,
+    pub bus: Bus,
+    /// Cancelled to stop everything this server runs.
+    pub token: CancellationToken,
+    /// Every task this server spawns; shutdown waits for it.
+    pub tracker: TaskTracker,
+}
+
+impl App {
+    /// Connects to the bus the config names (retrying NATS for a while: it may start after us).
+    pub async fn connect(config: ClusterConfig, me: ServerEntry) -> anyhow::Result<Self> {
+        let bus = match config.transport.as_str() {
+            "local" => Bus::local(),
+            _ => {
+                let started = std::time::Instant::now();
+                loop {
+                    match Bus::connect_nats(&config.nats_url, &me.id).await {
+                        Ok(bus) => break bus,
+                        Err(e) if started.elapsed() < CONNECT_PATIENCE => {
+                            tracing::warn!(error = %e, "nats not reachable yet, retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => return Err(e).context("connecting to nats"),
+                    }
+                }
+            }
+        };
+        Ok(Self::with_bus(config, me, bus, CancellationToken::new()))
+    }
+
+    /// A server on an existing bus (several servers in one process share one).
+    pub fn with_bus(config: ClusterConfig, me: ServerEntry, bus: Bus, token: CancellationToken) -> Self {
+        Self {
+            config: Arc::new(config),
+            me,
+            bus,
+            token,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Binds the client port of a frontend (0 picks a free one).
+    pub async fn bind_client_port(&self) -> anyhow::Result<TcpListener> {
+        let addr = format!("{}:{}", self.me.bind, self.me.client_port.unwrap_or(0));
+        TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))
+    }
+
+    /// Announces this server (with the port clients use) and follows the live list.
+    pub async fn join_registry(&self, client_port: Option<u16>) -> anyhow::Result<Registry> {
+        let info = ServerInfo {
+            id: self.me.id.clone(),
+            server_type: self.me.server_type.clone(),
+            host: self.me.host.clone(),
+            client_port,
+            incarnation: ServerInfo::new_incarnation(),
+        };
+        let timing = RegistryTiming {
+            heartbeat: Duration::from_millis(self.config.registry.heartbeat_ms),
+            lapse: Duration::from_millis(self.config.registry.lapse_ms),
+        };
+        Registry::start(self.bus.clone(), &self.config.namespace, info, timing, self.token.clone(), &self.tracker)
+            .await
+            .context("joining the registry")
+    }
+
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.rpc.timeout_ms)
+    }
+
+    /// The one line on stdout that says the server is up; tests and scripts read the port.
+    pub fn announce_ready(&self, client_port: Option<u16>) {
+        let port = client_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "shaddock ready server_id={} server_type={} client_port={port}",
+            self.me.id, self.me.server_type
+        );
+        tracing::info!(server.id = %self.me.id, server.type = %self.me.server_type, client_port = %port, "server ready");
+    }
+
+    /// Waits for SIGTERM/ctrl-c (or the token), runs `before_stop`, cancels everything and
+    /// waits at most `grace` for the tasks to finish.
+    pub async fn run_until_stopped<F: FnOnce()>(self, grace: Duration, before_stop: F) {
+        tokio::select! {
+            _ = crate::shutdown::signal() => tracing::info!("shutdown signal"),
+            _ = self.token.cancelled() => {}
+        }
+        before_stop();
+        // Let kicks reach their sockets before the sockets are cancelled.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, "tasks still running after the grace period, stopping now");
+        }
+        tracing::info!(server.id = %self.me.id, "stopped");
+    }
+}

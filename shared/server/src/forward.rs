@@ -1,0 +1,73 @@
+//! Forwarding a client request to the backend that serves its route (Pomelo's
+//! `msgRemote.forwardMessage`): the server is picked by crc32 of a session setting (the
+//! route key of that server type, e.g. `rid` for chat) or of the uid, over the live list
+//! sorted by id. A timeout or an unreachable server answers `{"code":500}`, never a hang.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use shaddock_bus::{subject, Bus, Envelope, Registry, Reply, SessionExport};
+
+use crate::handler::HandlerError;
+
+/// Sends forwarded requests over the bus.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    pub bus: Bus,
+    pub registry: Registry,
+    pub namespace: String,
+    pub timeout: Duration,
+    /// Server type -> session setting whose value picks the server (else the uid).
+    pub route_keys: HashMap<String, String>,
+}
+
+impl Forwarder {
+    /// The routing key of a session for a server type (Pomelo's `app.route` function).
+    pub fn route_key<'a>(&'a self, server_type: &str, session: &'a SessionExport) -> &'a str {
+        self.route_keys
+            .get(server_type)
+            .and_then(|k| session.get_str(k))
+            .or(session.uid.as_deref())
+            .unwrap_or("")
+    }
+
+    /// Forwards one request (or notify, which is published without waiting).
+    pub async fn forward(
+        &self,
+        session: SessionExport,
+        server_type: &str,
+        route: &str,
+        body: Value,
+        notify: bool,
+    ) -> Result<Value, HandlerError> {
+        let list = self.registry.list();
+        let target = list
+            .pick(server_type, self.route_key(server_type, &session))
+            .ok_or_else(|| HandlerError::new(format!("no {server_type} server is available")))?;
+        let subject = subject::server(&self.namespace, &target.id);
+        let env = Envelope::Forward {
+            session,
+            route: route.to_owned(),
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        };
+        let payload = env.encode().map_err(|e| HandlerError::new(e.to_string()))?;
+        if notify {
+            self.bus
+                .publish(subject, payload)
+                .await
+                .map_err(|e| HandlerError::new(e.to_string()))?;
+            return Ok(Value::Null);
+        }
+        let answer = self
+            .bus
+            .request(subject, payload, self.timeout)
+            .await
+            .map_err(|e| HandlerError::new(format!("forward to {}: {e}", target.id)))?;
+        match Reply::decode(&answer).map_err(|e| HandlerError::new(e.to_string()))? {
+            // The backend already applied the response rules: relay its JSON.
+            Reply::Ok(json) => Ok(serde_json::from_slice(&json).unwrap_or(Value::Null)),
+            Reply::Err { code, message } => Err(HandlerError::with_response(message, serde_json::json!({ "code": code }))),
+        }
+    }
+}

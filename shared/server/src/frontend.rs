@@ -1,0 +1,139 @@
+//! A frontend server (gate or connector): the WebSocket listener, the Pomelo socket state
+//! machine ([`socket`]) and delivery of pushes that arrive on the bus ([`push`]).
+//!
+//! Any request path upgrades (as Pomelo's `ws` server accepts any), binary frames go out,
+//! text frames are read as bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use shaddock_config::Limits;
+use shaddock_protocol::handshake::HandshakeConfig;
+use shaddock_protocol::Dictionary;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forward::Forwarder;
+use crate::handler::Handlers;
+use crate::session::{Session, SessionService};
+
+pub mod push;
+pub mod socket;
+
+/// Called once for every session that closes (Pomelo's `session.on('closed')`).
+pub type OnClose = Arc<dyn Fn(Session) + Send + Sync>;
+
+/// WebSocket read buffer per connection: chat messages are small, the default is 128 KiB.
+const READ_BUFFER: usize = 4 * 1024;
+/// WebSocket write buffer per connection.
+const WRITE_BUFFER: usize = 4 * 1024;
+
+/// Everything a frontend needs; shared by all its sockets.
+pub struct Frontend {
+    pub server_type: String,
+    pub server_id: String,
+    pub handshake: HandshakeConfig,
+    /// Only heartbeats reset it; `None` with heartbeats off.
+    pub heartbeat_timeout: Option<Duration>,
+    /// Expands compressed routes and compresses push routes; `None` when `useDict` is off.
+    pub dict: Option<Arc<Dictionary>>,
+    pub limits: Limits,
+    pub handlers: Handlers<Session>,
+    /// Where requests for other server types go; `None` answers them `{"code":500}`.
+    pub forwarder: Option<Forwarder>,
+    pub sessions: SessionService,
+    pub on_close: Option<OnClose>,
+    pub token: CancellationToken,
+    pub tracker: TaskTracker,
+    connections: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend").field("server_id", &self.server_id).finish()
+    }
+}
+
+impl Frontend {
+    /// A frontend of `server_type` with the options of the cluster config.
+    pub fn new(
+        server_type: &str,
+        server_id: &str,
+        config: &shaddock_config::ClusterConfig,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let opts = config.frontend(server_type);
+        let dict = opts.use_dict.then(|| {
+            Arc::new(Dictionary::new(
+                config.dictionary.routes.iter().cloned(),
+                config.dictionary.extra.iter().cloned(),
+            ))
+        });
+        Self {
+            server_type: server_type.to_owned(),
+            server_id: server_id.to_owned(),
+            handshake: HandshakeConfig {
+                heartbeat_secs: (opts.heartbeat_secs > 0).then_some(opts.heartbeat_secs),
+                dict: dict.as_deref().cloned(),
+            },
+            heartbeat_timeout: opts.heartbeat_timeout(),
+            dict,
+            limits: config.limits.clone(),
+            handlers: Handlers::new(),
+            forwarder: None,
+            sessions: SessionService::new(server_id),
+            on_close: None,
+            token,
+            tracker,
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        }
+    }
+
+    /// Serves WebSocket clients on `listener` until the token is cancelled.
+    pub fn serve(self: Arc<Self>, listener: TcpListener) {
+        use axum::serve::ListenerExt;
+        let token = self.token.clone();
+        let app = Router::new().fallback(upgrade).with_state(self.clone());
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        self.tracker.spawn(async move {
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "frontend listener failed");
+            }
+        });
+    }
+}
+
+async fn upgrade(
+    State(fe): State<Arc<Frontend>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return (axum::http::StatusCode::BAD_REQUEST, "pomelo websocket endpoint\n").into_response();
+    };
+    let Ok(permit) = fe.connections.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, max = fe.limits.max_connections, "connection limit reached, refusing");
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+    };
+    let max = fe.limits.max_package_bytes;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max.saturating_mul(4).max(1 << 20))
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| socket::run(socket, fe, peer, permit))
+}

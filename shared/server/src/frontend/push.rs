@@ -1,0 +1,105 @@
+//! Delivery of what arrives on a frontend's subject: pushes for its sessions (framed once,
+//! the same bytes queued on every socket), broadcasts, and session remotes (kick).
+//!
+//! The receive loop never awaits a socket: queues are `try_send`, a full one closes its
+//! client.
+
+use std::sync::Arc;
+
+use shaddock_bus::envelope::decode_value;
+use shaddock_bus::{Bus, Envelope, Incoming, Reply, Subscription};
+use shaddock_protocol::message;
+use tokio_util::sync::CancellationToken;
+
+use super::Frontend;
+
+/// Runs until the token is cancelled or the subscription ends.
+pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, token: CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Incoming>(1024);
+    // One forwarding task per extra subscription (the type subject), the server's own inline.
+    let mut own = subs.remove(0);
+    for mut sub in subs {
+        let tx = tx.clone();
+        let token = token.clone();
+        fe.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    m = sub.next() => match m {
+                        Some(m) => { if tx.send(m).await.is_err() { break } }
+                        None => break,
+                    }
+                }
+            }
+        });
+    }
+    loop {
+        let msg = tokio::select! {
+            _ = token.cancelled() => break,
+            m = own.next() => m,
+            m = rx.recv() => m,
+        };
+        let Some(msg) = msg else { break };
+        let reply = deliver(&fe, &msg);
+        if let (Some(reply), Some(_)) = (reply, &msg.reply) {
+            if let Ok(bytes) = reply.encode() {
+                if let Err(e) = bus.respond(&msg, bytes).await {
+                    tracing::debug!(error = %e, "cannot answer a push");
+                }
+            }
+        }
+    }
+}
+
+fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
+    let env = match Envelope::decode(&msg.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, subject = %msg.subject, "undecodable envelope");
+            return Some(Reply::Err { code: 500, message: e.to_string() });
+        }
+    };
+    match env {
+        Envelope::Push { route, body, uids } => {
+            let pkg = match message::push_package(&route, fe.dict.as_deref(), &body) {
+                Ok(p) => p,
+                Err(e) => return Some(Reply::Err { code: 500, message: e.to_string() }),
+            };
+            let fails: Vec<&String> = uids.iter().filter(|uid| !fe.sessions.send_to_uid(uid, &pkg)).collect();
+            msg.reply.as_ref()?;
+            Reply::value(&fails).ok()
+        }
+        Envelope::Broadcast { route, body } => {
+            if let Ok(pkg) = message::push_package(&route, fe.dict.as_deref(), &body) {
+                fe.sessions.send_to_all(&pkg);
+            }
+            Reply::value(&()).ok()
+        }
+        Envelope::Rpc { service, method, args } => Some(session_remote(fe, &service, &method, &args)),
+        Envelope::Forward { route, .. } => Some(Reply::Err {
+            code: 500,
+            message: format!("{} does not serve {route}", fe.server_type),
+        }),
+    }
+}
+
+/// Pomelo's `sessionRemote` on a frontend.
+fn session_remote(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Reply {
+    match (service, method) {
+        ("sessionRemote", "kickByUid") => match decode_value::<(String, Option<String>)>(args) {
+            Ok((uid, reason)) => {
+                let n = fe.sessions.kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
+                Reply::value(&n).unwrap_or(Reply::Err { code: 500, message: "encode".into() })
+            }
+            Err(e) => Reply::Err { code: 500, message: e.to_string() },
+        },
+        ("sessionRemote", "sessionCount") => {
+            Reply::value(&(fe.sessions.count(), fe.sessions.bound_count()))
+                .unwrap_or(Reply::Err { code: 500, message: "encode".into() })
+        }
+        _ => Reply::Err {
+            code: 500,
+            message: format!("no remote {service}.{method} on {}", fe.server_type),
+        },
+    }
+}

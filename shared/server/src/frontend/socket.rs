@@ -1,0 +1,292 @@
+//! One client socket: the Pomelo state machine of POMELO.md 1.2-1.6.
+//!
+//! | state | accepts | then |
+//! | --- | --- | --- |
+//! | inited | HANDSHAKE (else ignored) | answer, wait for ack; no `sys`: `{"code":500}` and close |
+//! | wait-ack | HANDSHAKE_ACK | working; one HEARTBEAT at once |
+//! | working | HEARTBEAT (echoed at once), DATA | |
+//!
+//! A package that does not decode, or a KICK from the client, closes this socket only. Several
+//! packages in one frame are all handled (Pomelo disconnects; we are lenient). Only client
+//! heartbeats reset the heartbeat deadline; expiry closes without a KICK, as Pomelo does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use shaddock_protocol::handshake::{self, HandshakeRequest};
+use shaddock_protocol::message::{self, MessageType, RouteRef};
+use shaddock_protocol::package::{self, PackageType};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Frontend;
+use crate::handler::{check_route, response_body, HandlerError, RouteCheck};
+use crate::session::Session;
+
+/// How long a closing socket may take to flush what is queued (e.g. a KICK).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// A deadline far enough to mean "never".
+const NEVER: Duration = Duration::from_secs(86400 * 365);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Inited,
+    WaitAck,
+    Working,
+}
+
+/// What one package asks the connection to do next.
+enum Next {
+    Continue,
+    Close,
+}
+
+pub(crate) async fn run(socket: WebSocket, fe: Arc<Frontend>, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+    let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel(fe.limits.send_queue);
+    let closing = fe.token.child_token();
+    let session = fe.sessions.create(tx, closing.clone());
+    let span = tracing::debug_span!("connection", peer.addr = %peer, session.id = session.id());
+    fe.tracker
+        .spawn(write_loop(sink, rx, closing.clone()).instrument(span.clone()));
+    async {
+        tracing::debug!("connected");
+        Connection {
+            fe: fe.clone(),
+            session: session.clone(),
+            state: State::Inited,
+            deadline: Instant::now() + Duration::from_millis(fe.limits.handshake_timeout_ms),
+        }
+        .read_loop(stream, closing.clone())
+        .await;
+        closing.cancel();
+        fe.sessions.remove(&session);
+        if let Some(on_close) = &fe.on_close {
+            on_close(session.clone());
+        }
+        tracing::debug!("closed");
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Connection {
+    fe: Arc<Frontend>,
+    session: Session,
+    state: State,
+    deadline: Instant,
+}
+
+impl Connection {
+    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>, closing: CancellationToken) {
+        loop {
+            let frame = tokio::select! {
+                _ = closing.cancelled() => return,
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    match self.state {
+                        State::Working => tracing::debug!("heartbeat timeout"),
+                        _ => tracing::debug!("handshake timeout"),
+                    }
+                    return;
+                }
+                frame = stream.next() => frame,
+            };
+            let bytes: Bytes = match frame {
+                None => return,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "socket error");
+                    return;
+                }
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Text(t))) => Bytes::copy_from_slice(t.as_str().as_bytes()),
+                Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue, // ping/pong
+            };
+            for pkg in package::decode_all(&bytes) {
+                let next = match pkg {
+                    Ok(pkg) => self.on_package(pkg.kind, pkg.body),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad package, closing");
+                        Next::Close
+                    }
+                };
+                if let Next::Close = next {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_package(&mut self, kind: PackageType, body: &[u8]) -> Next {
+        match (self.state, kind) {
+            (State::Inited, PackageType::Handshake) => self.on_handshake(body),
+            (State::WaitAck, PackageType::HandshakeAck) => {
+                self.state = State::Working;
+                self.session.set_working();
+                match self.fe.heartbeat_timeout {
+                    Some(timeout) => {
+                        self.session.send(Bytes::from_static(&package::HEARTBEAT));
+                        self.deadline = Instant::now() + timeout;
+                    }
+                    None => self.deadline = Instant::now() + NEVER,
+                }
+                Next::Continue
+            }
+            (State::Working, PackageType::Heartbeat) => {
+                if let Some(timeout) = self.fe.heartbeat_timeout {
+                    self.session.send(Bytes::from_static(&package::HEARTBEAT));
+                    self.deadline = Instant::now() + timeout;
+                }
+                Next::Continue
+            }
+            (State::Working, PackageType::Data) => self.on_data(body),
+            // A client never sends KICK: Pomelo disconnects on it.
+            (_, PackageType::Kick) => Next::Close,
+            // Anything out of its state (DATA before the ack, a second handshake): ignored.
+            _ => Next::Continue,
+        }
+    }
+
+    fn on_handshake(&mut self, body: &[u8]) -> Next {
+        match HandshakeRequest::parse(body) {
+            Ok(req) => {
+                self.session.send(self.fe.handshake.ok_package(&req, None));
+                self.state = State::WaitAck;
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "handshake refused");
+                self.session.send(handshake::error_package(handshake::CODE_USE_ERROR));
+                self.session.close();
+                Next::Close
+            }
+        }
+    }
+
+    fn on_data(&mut self, body: &[u8]) -> Next {
+        let msg = match message::decode(body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "bad message, closing");
+                return Next::Close;
+            }
+        };
+        if !matches!(msg.kind, MessageType::Request | MessageType::Notify) {
+            return Next::Continue;
+        }
+        let route = match &msg.route {
+            Some(RouteRef::Name(n)) => n.to_string(),
+            // Pomelo drops a compressed route it cannot expand, without an answer.
+            Some(RouteRef::Code(c)) => match self.fe.dict.as_ref().and_then(|d| d.route_of(*c)) {
+                Some(r) => r.to_owned(),
+                None => return Next::Continue,
+            },
+            None => return Next::Continue,
+        };
+        let request_id = (msg.kind == MessageType::Request).then_some(msg.id);
+        let server_type = match check_route(&route) {
+            RouteCheck::Drop => return Next::Continue,
+            RouteCheck::Attack => {
+                tracing::warn!(%route, "constructor route, kicking");
+                self.session.kick("attack");
+                return Next::Close;
+            }
+            RouteCheck::Invalid => {
+                if let Some(id) = request_id {
+                    let result = Err(HandlerError::new("route needs three parts"));
+                    respond(&self.session, id, &result);
+                }
+                return Next::Continue;
+            }
+            RouteCheck::Ok(parts) => parts.server_type.to_owned(),
+        };
+        // Invalid JSON is an empty object, as Pomelo's coder makes it.
+        let text = shaddock_protocol::text::decode_lenient(msg.body);
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
+        let fe = self.fe.clone();
+        let session = self.session.clone();
+        self.fe.tracker.spawn(
+            async move {
+                let result = if server_type == fe.server_type {
+                    fe.handlers.handle_filtered(&route, session.clone(), body).await
+                } else if let Some(fw) = &fe.forwarder {
+                    fw.forward(session.export(), &server_type, &route, body, request_id.is_none())
+                        .await
+                } else {
+                    Err(HandlerError::new(format!("no server of type {server_type}")))
+                };
+                if let Err(e) = &result {
+                    tracing::debug!(%route, error = %e, "request failed");
+                }
+                if let Some(id) = request_id {
+                    respond(&session, id, &result);
+                }
+            }
+            .in_current_span(),
+        );
+        Next::Continue
+    }
+}
+
+fn respond(session: &Session, id: u32, result: &Result<Value, HandlerError>) {
+    let body = response_body(result);
+    match message::response_package(id, &body) {
+        Ok(pkg) => {
+            session.send(pkg);
+        }
+        Err(e) => tracing::warn!(error = %e, "response too large to encode"),
+    }
+}
+
+/// Writes queued packages, several frames per flush; after `closing`, flushes what is queued
+/// (within a grace period) and sends a close frame.
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Bytes>, closing: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            _ = closing.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let write = async {
+            sink.feed(Message::Binary(first)).await?;
+            while let Ok(more) = rx.try_recv() {
+                sink.feed(Message::Binary(more)).await?;
+            }
+            sink.flush().await
+        };
+        tokio::pin!(write);
+        let written = tokio::select! {
+            r = &mut write => r,
+            _ = closing.cancelled() => tokio::time::timeout(CLOSE_GRACE, &mut write)
+                .await
+                .unwrap_or_else(|_| Err(axum::Error::new("flush timed out"))),
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "write failed");
+            closing.cancel();
+            return;
+        }
+    }
+    // Closing: flush what is still queued (a KICK, a last response), then a close frame.
+    let drain = async {
+        while let Ok(more) = rx.try_recv() {
+            sink.feed(Message::Binary(more)).await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "".into(),
+        })))
+        .await?;
+        sink.close().await
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+}

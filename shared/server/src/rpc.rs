@@ -1,0 +1,55 @@
+//! Remote calls to other servers (Pomelo's `app.rpc.<type>.<service>.<method>`), routed by
+//! crc32 of a key over the live servers of a type, answered within the RPC timeout.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shaddock_bus::envelope::decode_value;
+use shaddock_bus::{subject, Bus, BusError, Envelope, Registry, Reply};
+
+/// Calls remotes over the bus.
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    pub bus: Bus,
+    pub registry: Registry,
+    pub namespace: String,
+    pub timeout: Duration,
+}
+
+impl RpcClient {
+    /// Calls `service.method(args)` on the server of `server_type` that `key` routes to.
+    pub async fn call<A: Serialize, T: DeserializeOwned>(
+        &self,
+        server_type: &str,
+        key: &str,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<T, BusError> {
+        let target = self
+            .registry
+            .list()
+            .pick(server_type, key)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| BusError::NoServer(server_type.to_owned()))?;
+        self.call_server(&target, service, method, args).await
+    }
+
+    /// Calls `service.method(args)` on one server by id (Pomelo's `rpcInvoke`).
+    pub async fn call_server<A: Serialize, T: DeserializeOwned>(
+        &self,
+        server_id: &str,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<T, BusError> {
+        let payload = Envelope::rpc(service, method, args)?.encode()?;
+        let answer = self
+            .bus
+            .request(subject::server(&self.namespace, server_id), payload, self.timeout)
+            .await?;
+        let body = Reply::decode(&answer)?.into_result()?;
+        decode_value(&body)
+    }
+}

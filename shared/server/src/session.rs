@@ -1,0 +1,332 @@
+//! Pomelo's `SessionService` on a frontend: every socket is a [`Session`] with an id (the
+//! sid, unique on this frontend), an optional bound uid and settings. Outbound packages go
+//! through a bounded queue per socket; a full queue means the client is too slow, and it is
+//! closed rather than allowed to slow anyone else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Map, Value};
+use shaddock_bus::SessionExport;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a bind was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("session is already bound to another uid")]
+    AlreadyBound,
+    #[error("session is closed")]
+    Closed,
+}
+
+/// All sessions of this frontend.
+#[derive(Debug, Clone)]
+pub struct SessionService {
+    inner: Arc<ServiceInner>,
+}
+
+#[derive(Debug)]
+struct ServiceInner {
+    frontend_id: String,
+    sessions: RwLock<HashMap<u64, Session>>,
+    by_uid: RwLock<HashMap<String, Vec<Session>>>,
+    next_id: AtomicU64,
+    /// Slow clients closed because their queue was full.
+    slow_kicks: AtomicU64,
+}
+
+/// One client connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+#[derive(Debug)]
+struct SessionInner {
+    id: u64,
+    frontend_id: String,
+    tx: mpsc::Sender<Bytes>,
+    closing: CancellationToken,
+    working: AtomicBool,
+    state: Mutex<SessionState>,
+    service: Weak<ServiceInner>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    uid: Option<String>,
+    settings: Map<String, Value>,
+}
+
+impl SessionService {
+    pub fn new(frontend_id: &str) -> Self {
+        Self {
+            inner: Arc::new(ServiceInner {
+                frontend_id: frontend_id.to_owned(),
+                sessions: RwLock::new(HashMap::new()),
+                by_uid: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                slow_kicks: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A new session writing to `tx`; `closing` ends its socket.
+    pub fn create(&self, tx: mpsc::Sender<Bytes>, closing: CancellationToken) -> Session {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let session = Session {
+            inner: Arc::new(SessionInner {
+                id,
+                frontend_id: self.inner.frontend_id.clone(),
+                tx,
+                closing,
+                working: AtomicBool::new(false),
+                state: Mutex::new(SessionState::default()),
+                service: Arc::downgrade(&self.inner),
+            }),
+        };
+        self.inner.sessions.write().insert(id, session.clone());
+        session
+    }
+
+    /// Undoes a bind (e.g. when the backend refused the login).
+    pub fn unbind(&self, session: &Session) {
+        let Some(uid) = session.inner.state.lock().uid.take() else { return };
+        let mut by_uid = self.inner.by_uid.write();
+        if let Some(list) = by_uid.get_mut(&uid) {
+            list.retain(|s| s.id() != session.id());
+            if list.is_empty() {
+                by_uid.remove(&uid);
+            }
+        }
+    }
+
+    /// Forgets a closed session.
+    pub fn remove(&self, session: &Session) {
+        self.inner.sessions.write().remove(&session.id());
+        if let Some(uid) = session.uid() {
+            let mut by_uid = self.inner.by_uid.write();
+            if let Some(list) = by_uid.get_mut(&uid) {
+                list.retain(|s| s.id() != session.id());
+                if list.is_empty() {
+                    by_uid.remove(&uid);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<Session> {
+        self.inner.sessions.read().get(&id).cloned()
+    }
+
+    /// Every session bound to `uid` on this frontend (`getByUid`).
+    pub fn get_by_uid(&self, uid: &str) -> Vec<Session> {
+        self.inner.by_uid.read().get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Queues `pkg` on every session of `uid`; false when the uid has none here.
+    pub fn send_to_uid(&self, uid: &str, pkg: &Bytes) -> bool {
+        let by_uid = self.inner.by_uid.read();
+        match by_uid.get(uid) {
+            Some(list) if !list.is_empty() => {
+                for s in list {
+                    s.send(pkg.clone());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues `pkg` on every working session; returns how many.
+    pub fn send_to_all(&self, pkg: &Bytes) -> usize {
+        let sessions = self.inner.sessions.read();
+        let mut n = 0;
+        for s in sessions.values().filter(|s| s.is_working()) {
+            s.send(pkg.clone());
+            n += 1;
+        }
+        n
+    }
+
+    /// Kicks every session of `uid` with `reason`; returns how many.
+    pub fn kick_by_uid(&self, uid: &str, reason: &str) -> usize {
+        let list = self.get_by_uid(uid);
+        for s in &list {
+            s.kick(reason);
+        }
+        list.len()
+    }
+
+    /// Kicks everybody (graceful shutdown).
+    pub fn kick_all(&self, reason: &str) -> usize {
+        let all: Vec<Session> = self.inner.sessions.read().values().cloned().collect();
+        for s in &all {
+            s.kick(reason);
+        }
+        all.len()
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.sessions.read().len()
+    }
+
+    pub fn bound_count(&self) -> usize {
+        self.inner.by_uid.read().len()
+    }
+
+    pub fn slow_kicks(&self) -> u64 {
+        self.inner.slow_kicks.load(Ordering::Relaxed)
+    }
+
+    pub fn frontend_id(&self) -> &str {
+        &self.inner.frontend_id
+    }
+}
+
+impl Session {
+    /// The sid of this socket on its frontend.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub fn frontend_id(&self) -> &str {
+        &self.inner.frontend_id
+    }
+
+    pub fn uid(&self) -> Option<String> {
+        self.inner.state.lock().uid.clone()
+    }
+
+    /// Binds this session to `uid` (Pomelo's `session.bind`). Binding again to the same uid
+    /// is fine; to another uid is refused.
+    pub fn bind(&self, uid: &str) -> Result<(), BindError> {
+        if self.is_closed() {
+            return Err(BindError::Closed);
+        }
+        {
+            let mut state = self.inner.state.lock();
+            match &state.uid {
+                Some(u) if u == uid => return Ok(()),
+                Some(_) => return Err(BindError::AlreadyBound),
+                None => state.uid = Some(uid.to_owned()),
+            }
+        }
+        if let Some(service) = self.inner.service.upgrade() {
+            service.by_uid.write().entry(uid.to_owned()).or_default().push(self.clone());
+        }
+        Ok(())
+    }
+
+    pub fn set(&self, key: &str, value: Value) {
+        self.inner.state.lock().settings.insert(key.to_owned(), value);
+    }
+
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.inner.state.lock().settings.get(key).cloned()
+    }
+
+    /// What a backend receives with a forwarded request (`session.export()`).
+    pub fn export(&self) -> SessionExport {
+        let state = self.inner.state.lock();
+        SessionExport {
+            frontend_id: self.inner.frontend_id.clone(),
+            id: self.inner.id,
+            uid: state.uid.clone(),
+            settings: state.settings.clone(),
+        }
+    }
+
+    /// Queues a package. A full queue closes the session: a slow client never slows others.
+    pub fn send(&self, pkg: Bytes) -> bool {
+        match self.inner.tx.try_send(pkg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.inner.closing.is_cancelled() {
+                    if let Some(service) = self.inner.service.upgrade() {
+                        service.slow_kicks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::warn!(session.id = self.inner.id, "send queue full, closing slow client");
+                    self.inner.closing.cancel();
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends a KICK package with `reason`, then closes the socket.
+    pub fn kick(&self, reason: &str) {
+        if self.is_closed() {
+            return;
+        }
+        let _ = self.inner.tx.try_send(shaddock_protocol::package::kick(reason));
+        self.inner.closing.cancel();
+    }
+
+    /// Closes the socket without a KICK.
+    pub fn close(&self) {
+        self.inner.closing.cancel();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing.is_cancelled()
+    }
+
+    pub(crate) fn set_working(&self) {
+        self.inner.working.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_working(&self) -> bool {
+        self.inner.working.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_indexes_by_uid_and_remove_forgets() {
+        let svc = SessionService::new("connector-1");
+        let (tx, mut rx) = mpsc::channel(4);
+        let s = svc.create(tx, CancellationToken::new());
+        s.bind("a*r").unwrap();
+        assert_eq!(s.bind("b*r"), Err(BindError::AlreadyBound));
+        assert!(svc.send_to_uid("a*r", &Bytes::from_static(b"x")));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"x"));
+        assert_eq!(s.export().uid.as_deref(), Some("a*r"));
+        svc.remove(&s);
+        assert!(!svc.send_to_uid("a*r", &Bytes::from_static(b"x")));
+        assert_eq!(svc.count(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_closes_only_that_session() {
+        let svc = SessionService::new("connector-1");
+        let (tx, _rx) = mpsc::channel(1);
+        let slow = svc.create(tx, CancellationToken::new());
+        let (tx2, _rx2) = mpsc::channel(8);
+        let fine = svc.create(tx2, CancellationToken::new());
+        assert!(slow.send(Bytes::from_static(b"1")));
+        assert!(!slow.send(Bytes::from_static(b"2")));
+        assert!(slow.is_closed());
+        assert!(fine.send(Bytes::from_static(b"1")));
+        assert!(!fine.is_closed());
+        assert_eq!(svc.slow_kicks(), 1);
+    }
+
+    #[test]
+    fn kick_queues_the_kick_package_then_closes() {
+        let svc = SessionService::new("connector-1");
+        let (tx, mut rx) = mpsc::channel(4);
+        let s = svc.create(tx, CancellationToken::new());
+        s.kick("attack");
+        assert_eq!(&rx.try_recv().unwrap()[..], b"\x05\x00\x00\x13{\"reason\":\"attack\"}");
+        assert!(s.is_closed());
+    }
+}
