@@ -1,0 +1,42 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shaddock_client::{Client, ClientOptions};
+
+pub const ENTER: &str = "connector.entryHandler.enter";
+pub const SEND: &str = "chat.chatHandler.send";
+pub const QUERY_ENTRY: &str = "gate.gateHandler.queryEntry";
+
+pub async fn connect(url: &str) -> Client {
+    Client::connect(url, ClientOptions::default()).await.expect("connect")
+}
+
+/// `enter`, retrying while the cluster is still forming (a bare `{"code":500}`).
+pub async fn enter(client: &Client, username: &str, rid: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = client
+            .request(ENTER, json!({"username": username, "rid": rid}))
+            .await
+            .expect("enter response");
+        let forming = resp.get("code") == Some(&json!(500)) && resp.get("error").is_none();
+        if !forming || tokio::time::Instant::now() > deadline {
+            return resp;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sorted user list of an enter response.
+pub fn users(resp: &Value) -> Vec<String> {
+    let mut u: Vec<String> = resp["users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no users in {resp}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    u.sort();
+    u
+}
