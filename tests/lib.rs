@@ -25,12 +25,14 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// A config file for a test cluster, in a temporary directory.
+#[derive(Debug)]
 pub struct TestConfig {
     pub namespace: String,
     pub path: PathBuf,
     _dir: TempDir,
 }
 
+#[derive(Debug)]
 struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -60,6 +62,7 @@ impl TestConfig {
 }
 
 /// One running server process; killed on drop.
+#[derive(Debug)]
 pub struct Server {
     pub id: String,
     pub client_port: Option<u16>,
