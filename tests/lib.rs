@@ -14,14 +14,21 @@ pub fn namespace(tag: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("e2e-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+    format!(
+        "e2e-{tag}-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000
+    )
 }
 
 /// The directory holding the workspace's binaries (target/debug or target/release).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/e2e-xxxx -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// A config file for a test cluster, in a temporary directory.
@@ -73,7 +80,11 @@ impl Server {
     /// Starts `shaddock-<kind>` with `--id id` on `config` and waits for its ready line.
     pub async fn start(kind: &str, id: &str, config: &TestConfig) -> Self {
         let bin = bin_dir().join(format!("shaddock-{kind}"));
-        assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --workspace --bins` first",
+            bin.display()
+        );
         let mut cmd = Command::new(&bin);
         cmd.arg("--config")
             .arg(&config.path)
@@ -82,7 +93,11 @@ impl Server {
             .env("SHADDOCK_CLIENT_PORT", "0")
             .env("SHADDOCK_BIND", "127.0.0.1")
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
@@ -117,7 +132,10 @@ impl Server {
 
     /// `ws://127.0.0.1:<client port>`.
     pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.client_port.expect("a frontend has a client port"))
+        format!(
+            "ws://127.0.0.1:{}",
+            self.client_port.expect("a frontend has a client port")
+        )
     }
 
     /// SIGKILL: a crash, no goodbye.
@@ -128,7 +146,10 @@ impl Server {
     /// SIGTERM, then wait for the exit (at most `within`); returns the exit success.
     pub async fn terminate(&mut self, within: Duration) -> Option<bool> {
         let pid = self.child.id()?;
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         match tokio::time::timeout(within, self.child.wait()).await {
             Ok(Ok(status)) => Some(status.success()),
             _ => None,

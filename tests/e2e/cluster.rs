@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use shaddock_client::{Client, Push};
 use shaddock_e2e::{Server, TestConfig};
 
-use crate::support::{connect, enter, users as user_list, QUERY_ENTRY, SEND};
+use crate::support::{QUERY_ENTRY, SEND, connect, enter, users as user_list};
 
 struct User {
     name: String,
@@ -20,7 +20,10 @@ struct User {
 /// Asks the gate for `name`'s connector, as the web client does.
 async fn query_entry(gate: &Server, name: &str) -> Value {
     let client = connect(&gate.url()).await;
-    let resp = client.request(QUERY_ENTRY, json!({ "uid": name })).await.unwrap();
+    let resp = client
+        .request(QUERY_ENTRY, json!({ "uid": name }))
+        .await
+        .unwrap();
     client.close();
     resp
 }
@@ -38,7 +41,11 @@ async fn wait_for_connectors(gate: &Server, n: usize) {
         if ports.len() >= n {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "gate sees {} connectors", ports.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gate sees {} connectors",
+            ports.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -50,7 +57,10 @@ async fn login(gate: &Server, name: &str, room: &str) -> User {
     let host = entry["host"].as_str().unwrap();
     let client = connect(&format!("ws://{host}:{port}")).await;
     let resp = enter(&client, name, room).await;
-    assert!(resp.get("users").is_some(), "{name} could not enter: {resp}");
+    assert!(
+        resp.get("users").is_some(),
+        "{name} could not enter: {resp}"
+    );
     User {
         name: name.to_owned(),
         room: room.to_owned(),
@@ -61,7 +71,11 @@ async fn login(gate: &Server, name: &str, room: &str) -> User {
 
 /// Collects pushes of `route` for every user until each has `expected(user)`, then a little
 /// longer to catch duplicates.
-async fn collect(users: &mut [User], route: &str, expected: impl Fn(&User) -> usize) -> Vec<Vec<Push>> {
+async fn collect(
+    users: &mut [User],
+    route: &str,
+    expected: impl Fn(&User) -> usize,
+) -> Vec<Vec<Push>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     let mut got: Vec<Vec<Push>> = users.iter().map(|_| Vec::new()).collect();
     for (u, bucket) in users.iter_mut().zip(got.iter_mut()) {
@@ -97,12 +111,18 @@ async fn chat_round(users: &mut [User], round: &str) {
             if resp == json!({}) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "send keeps failing: {resp}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "send keeps failing: {resp}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let room_size = |room: &str| users.iter().filter(|o| o.room == room).count();
-    let sizes: BTreeMap<String, usize> = users.iter().map(|u| (u.room.clone(), room_size(&u.room))).collect();
+    let sizes: BTreeMap<String, usize> = users
+        .iter()
+        .map(|u| (u.room.clone(), room_size(&u.room)))
+        .collect();
     let got = collect(users, "onChat", |u| sizes[&u.room]).await;
     for (u, pushes) in users.iter().zip(got) {
         let mut texts: Vec<String> = pushes
@@ -120,7 +140,11 @@ async fn chat_round(users: &mut [User], round: &str) {
         assert_eq!(texts, want, "{} in {} ({round})", u.name, u.room);
         for p in &pushes {
             let from = p.body["from"].as_str().unwrap_or_default();
-            assert!(users.iter().any(|o| o.name == from && o.room == u.room), "{} got {p:?}", u.name);
+            assert!(
+                users.iter().any(|o| o.name == from && o.room == u.room),
+                "{} got {p:?}",
+                u.name
+            );
             assert_eq!(p.body["target"], json!("*"));
         }
     }
@@ -147,12 +171,23 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
     assert_eq!(ports.len(), 2, "users are spread over both connectors");
 
     // onAdd: each member hears of every later joiner of its room, never of itself.
-    let position = |u: &User| u.name.chars().last().and_then(|c| c.to_digit(10)).unwrap_or(0) as usize;
+    let position = |u: &User| {
+        u.name
+            .chars()
+            .last()
+            .and_then(|c| c.to_digit(10))
+            .unwrap_or(0) as usize
+    };
     let adds = collect(&mut users, "onAdd", |u| 4 - position(u)).await;
     for (u, pushes) in users.iter().zip(adds) {
-        let mut names: Vec<String> = pushes.iter().map(|p| p.body["user"].as_str().unwrap_or_default().to_owned()).collect();
+        let mut names: Vec<String> = pushes
+            .iter()
+            .map(|p| p.body["user"].as_str().unwrap_or_default().to_owned())
+            .collect();
         names.sort();
-        let want: Vec<String> = (position(u) + 1..5).map(|i| format!("{}{i}", &u.name[..u.name.len() - 1])).collect();
+        let want: Vec<String> = (position(u) + 1..5)
+            .map(|i| format!("{}{i}", &u.name[..u.name.len() - 1]))
+            .collect();
         assert_eq!(names, want, "onAdd for {}", u.name);
         assert!(pushes.iter().all(|p| p.body["route"] == json!("onAdd")));
     }
@@ -162,7 +197,10 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
     // A private message reaches its target only; an unknown target answers 500.
     let resp = users[0]
         .client
-        .request(SEND, json!({"rid": "room0", "content": "psst", "from": "user00", "target": "user01"}))
+        .request(
+            SEND,
+            json!({"rid": "room0", "content": "psst", "from": "user00", "target": "user01"}),
+        )
         .await
         .unwrap();
     assert_eq!(resp, json!({}));
@@ -170,14 +208,24 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
     for (u, pushes) in users.iter().zip(private) {
         if u.name == "user01" {
             assert_eq!(pushes.len(), 1);
-            assert_eq!(pushes[0].body, json!({"msg": "psst", "from": "user00", "target": "user01"}));
+            assert_eq!(
+                pushes[0].body,
+                json!({"msg": "psst", "from": "user00", "target": "user01"})
+            );
         } else {
-            assert!(pushes.is_empty(), "{} saw a private message: {pushes:?}", u.name);
+            assert!(
+                pushes.is_empty(),
+                "{} saw a private message: {pushes:?}",
+                u.name
+            );
         }
     }
     let resp = users[0]
         .client
-        .request(SEND, json!({"rid": "room0", "content": "x", "from": "user00", "target": "nobody"}))
+        .request(
+            SEND,
+            json!({"rid": "room0", "content": "x", "from": "user00", "target": "nobody"}),
+        )
         .await
         .unwrap();
     assert_eq!(resp, json!({"code": 500}));
@@ -190,21 +238,33 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
     // A connector crashes: its members leave every user list, with onLeave to the others.
     let dead_port = conn1.client_port.unwrap();
     conn1.kill().await;
-    let (gone, mut alive): (Vec<User>, Vec<User>) = users.into_iter().partition(|u| u.port == dead_port);
+    let (gone, mut alive): (Vec<User>, Vec<User>) =
+        users.into_iter().partition(|u| u.port == dead_port);
     assert!(!gone.is_empty() && !alive.is_empty());
     let gone_in = |room: &str| gone.iter().filter(|g| g.room == room).count();
     let leaves = collect(&mut alive, "onLeave", |u| gone_in(&u.room)).await;
     for (u, pushes) in alive.iter().zip(leaves) {
-        let mut names: Vec<String> = pushes.iter().map(|p| p.body["user"].as_str().unwrap_or_default().to_owned()).collect();
+        let mut names: Vec<String> = pushes
+            .iter()
+            .map(|p| p.body["user"].as_str().unwrap_or_default().to_owned())
+            .collect();
         names.sort();
-        let mut want: Vec<String> = gone.iter().filter(|g| g.room == u.room).map(|g| g.name.clone()).collect();
+        let mut want: Vec<String> = gone
+            .iter()
+            .filter(|g| g.room == u.room)
+            .map(|g| g.name.clone())
+            .collect();
         want.sort();
         assert_eq!(names, want, "onLeave for {}", u.name);
     }
     // A newcomer's user list shows only the live members.
     let probe = connect(&conn2.url()).await;
     let resp = enter(&probe, "probe", "room0").await;
-    let mut want: Vec<String> = alive.iter().filter(|u| u.room == "room0").map(|u| u.name.clone()).collect();
+    let mut want: Vec<String> = alive
+        .iter()
+        .filter(|u| u.room == "room0")
+        .map(|u| u.name.clone())
+        .collect();
     want.push("probe".into());
     want.sort();
     assert_eq!(user_list(&resp), want);
@@ -220,7 +280,10 @@ async fn the_gate_answers_500_without_uid_or_without_connectors() {
     let gate = Server::start("gate", "gate-server-1", &config).await;
     assert_eq!(query_entry(&gate, "alice").await, json!({"code": 500}));
     let client = connect(&gate.url()).await;
-    assert_eq!(client.request(QUERY_ENTRY, json!({})).await.unwrap(), json!({"code": 500}));
+    assert_eq!(
+        client.request(QUERY_ENTRY, json!({})).await.unwrap(),
+        json!({"code": 500})
+    );
     let _connector = Server::start("connector", "connector-server-1", &config).await;
     wait_for_connectors(&gate, 1).await;
     let entry = query_entry(&gate, "alice").await;
@@ -237,7 +300,10 @@ async fn a_uid_logged_in_through_one_connector_is_refused_on_another() {
     let first = connect(&c1.url()).await;
     assert_eq!(user_list(&enter(&first, "eve", "r").await), vec!["eve"]);
     let second = connect(&c2.url()).await;
-    assert_eq!(enter(&second, "eve", "r").await, json!({"code": 500, "error": true}));
+    assert_eq!(
+        enter(&second, "eve", "r").await,
+        json!({"code": 500, "error": true})
+    );
     // Once the first session closes, the name is free again.
     first.close();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -247,7 +313,38 @@ async fn a_uid_logged_in_through_one_connector_is_refused_on_another() {
             assert_eq!(user_list(&resp), vec!["eve"]);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "name never freed: {resp}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "name never freed: {resp}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_connector_restarted_under_the_same_id_leaves_no_ghosts() {
+    let config = TestConfig::new("ghosts", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let mut c1 = Server::start("connector", "connector-server-1", &config).await;
+    let c2 = Server::start("connector", "connector-server-2", &config).await;
+    let stays = connect(&c2.url()).await;
+    enter(&stays, "stays", "room").await;
+    let ghost = connect(&c1.url()).await;
+    assert_eq!(
+        user_list(&enter(&ghost, "ghost", "room").await),
+        vec!["ghost", "stays"]
+    );
+    // Crash and restart at once, well within the registry lapse.
+    c1.kill().await;
+    let c1 = Server::start("connector", "connector-server-1", &config).await;
+    let back = connect(&c1.url()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let resp = loop {
+        let resp = enter(&back, "ghost", "room").await;
+        if resp.get("users").is_some() || tokio::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(user_list(&resp), vec!["ghost", "stays"]);
 }

@@ -12,7 +12,7 @@ use shaddock_protocol::handshake::HandshakeRequest;
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 use shaddock_protocol::package::{self, PackageType};
 
-use crate::support::{connect, enter, users, ENTER};
+use crate::support::{ENTER, connect, enter, users};
 
 /// One chat server and one connector with a 1 s heartbeat.
 async fn small_cluster(tag: &str) -> (TestConfig, Server, Server) {
@@ -42,7 +42,10 @@ async fn enter_binds_the_user_and_a_second_enter_of_the_same_uid_is_refused() {
     let alice = connect(&connector.url()).await;
     assert_eq!(users(&enter(&alice, "alice", "room1").await), vec!["alice"]);
     let bob = connect(&connector.url()).await;
-    assert_eq!(users(&enter(&bob, "bob", "room1").await), vec!["alice", "bob"]);
+    assert_eq!(
+        users(&enter(&bob, "bob", "room1").await),
+        vec!["alice", "bob"]
+    );
 
     let again = connect(&connector.url()).await;
     let resp = enter(&again, "alice", "room1").await;
@@ -63,11 +66,20 @@ async fn a_client_that_stops_heartbeating_is_disconnected_without_a_kick() {
     let silent = Client::connect(&connector.url(), options).await.unwrap();
     let alive = connect(&connector.url()).await;
     let started = std::time::Instant::now();
-    assert!(silent.closed_within(Duration::from_secs(5)).await, "silent client should be closed");
+    assert!(
+        silent.closed_within(Duration::from_secs(5)).await,
+        "silent client should be closed"
+    );
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1500), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed too early: {waited:?}"
+    );
     assert_eq!(silent.kick_reason(), None);
-    assert!(silent.heartbeats_seen() >= 1, "the server heartbeats right after the ack");
+    assert!(
+        silent.heartbeats_seen() >= 1,
+        "the server heartbeats right after the ack"
+    );
     // The heartbeating client is still here.
     assert!(!alive.is_closed());
     assert!(alive.heartbeats_seen() >= 2);
@@ -81,7 +93,9 @@ async fn a_malformed_package_closes_only_its_own_socket() {
     bad.send_raw(Bytes::from_static(&[9, 0, 0, 0])).unwrap();
     assert!(bad.closed_within(Duration::from_secs(3)).await);
     let truncated = connect(&connector.url()).await;
-    truncated.send_raw(Bytes::from_static(&[4, 0, 0, 0x40, 0, 1])).unwrap();
+    truncated
+        .send_raw(Bytes::from_static(&[4, 0, 0, 0x40, 0, 1]))
+        .unwrap();
     assert!(truncated.closed_within(Duration::from_secs(3)).await);
     assert_eq!(users(&enter(&good, "carol", "r").await), vec!["carol"]);
 }
@@ -90,7 +104,9 @@ async fn a_malformed_package_closes_only_its_own_socket() {
 async fn the_constructor_route_is_kicked_as_an_attack() {
     let (_cfg, _chat, connector) = small_cluster("attack").await;
     let client = connect(&connector.url()).await;
-    let result = client.request("connector.entryHandler.constructor", json!({})).await;
+    let result = client
+        .request("connector.entryHandler.constructor", json!({}))
+        .await;
     assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
     assert!(client.closed_within(Duration::from_secs(3)).await);
     assert_eq!(client.kick_reason().as_deref(), Some("attack"));
@@ -108,7 +124,12 @@ async fn unknown_and_malformed_routes_answer_code_500_and_dotless_routes_are_dro
     )
     .await
     .unwrap();
-    for route in ["connector.nohandler.x", "a.b", "foo.bar.baz", "connector.entryHandler.enter.extra"] {
+    for route in [
+        "connector.nohandler.x",
+        "a.b",
+        "foo.bar.baz",
+        "connector.entryHandler.enter.extra",
+    ] {
         let resp = client.request(route, json!({})).await.unwrap();
         assert_eq!(resp, json!({"code": 500}), "{route}");
     }
@@ -128,11 +149,16 @@ async fn a_handshake_without_sys_is_answered_500_and_closed() {
         },
     )
     .await;
-    assert!(matches!(result, Err(ClientError::Handshake(500))), "{result:?}");
+    assert!(
+        matches!(result, Err(ClientError::Handshake(500))),
+        "{result:?}"
+    );
 }
 
 /// A raw socket: what arrives is checked byte by byte.
-async fn raw(url: &str) -> shaddock_client::tokio_tungstenite::WebSocketStream<
+async fn raw(
+    url: &str,
+) -> shaddock_client::tokio_tungstenite::WebSocketStream<
     shaddock_client::tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
 > {
     connect_async(url).await.unwrap().0
@@ -140,7 +166,9 @@ async fn raw(url: &str) -> shaddock_client::tokio_tungstenite::WebSocketStream<
 
 async fn next_binary<S>(ws: &mut S) -> Option<Bytes>
 where
-    S: futures_util::Stream<Item = Result<Message, shaddock_client::tokio_tungstenite::tungstenite::Error>> + Unpin,
+    S: futures_util::Stream<
+            Item = Result<Message, shaddock_client::tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
 {
     loop {
         match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
@@ -152,7 +180,13 @@ where
 }
 
 fn request_pkg(id: u32, route: &str, body: &str) -> Bytes {
-    message::data_package(MessageType::Request, id, Some(&RouteRef::Name(route.into())), body.as_bytes()).unwrap()
+    message::data_package(
+        MessageType::Request,
+        id,
+        Some(&RouteRef::Name(route.into())),
+        body.as_bytes(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -160,14 +194,22 @@ async fn data_before_the_ack_is_ignored_and_packages_sharing_a_frame_are_all_han
     let (_cfg, _chat, connector) = small_cluster("rawframes").await;
     let mut ws = raw(&connector.url()).await;
     let hs = HandshakeRequest::js_client_body(None);
-    ws.send(Message::Binary(package::encoded(PackageType::Handshake, hs.as_bytes()).unwrap()))
-        .await
-        .unwrap();
+    ws.send(Message::Binary(
+        package::encoded(PackageType::Handshake, hs.as_bytes()).unwrap(),
+    ))
+    .await
+    .unwrap();
     let answer = next_binary(&mut ws).await.unwrap();
     assert_eq!(answer[0], PackageType::Handshake as u8);
 
     // A request before the ack: ignored.
-    ws.send(Message::Binary(request_pkg(1, "connector.nohandler.x", "{}"))).await.unwrap();
+    ws.send(Message::Binary(request_pkg(
+        1,
+        "connector.nohandler.x",
+        "{}",
+    )))
+    .await
+    .unwrap();
     // The ack and a heartbeat and a request in ONE frame: all handled.
     let mut frame = package::HANDSHAKE_ACK.to_vec();
     frame.extend_from_slice(&package::HEARTBEAT);
@@ -190,7 +232,11 @@ async fn data_before_the_ack_is_ignored_and_packages_sharing_a_frame_are_all_han
             }
         }
     }
-    assert_eq!(responses, vec![(2, b"{\"code\":500}".to_vec())], "only the request after the ack");
+    assert_eq!(
+        responses,
+        vec![(2, b"{\"code\":500}".to_vec())],
+        "only the request after the ack"
+    );
     assert!(heartbeats >= 1, "a heartbeat after the ack");
 
     // Text frames are read as bytes.

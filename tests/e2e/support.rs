@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use shaddock_client::{Client, ClientOptions};
 
 pub const ENTER: &str = "connector.entryHandler.enter";
@@ -10,7 +10,9 @@ pub const SEND: &str = "chat.chatHandler.send";
 pub const QUERY_ENTRY: &str = "gate.gateHandler.queryEntry";
 
 pub async fn connect(url: &str) -> Client {
-    Client::connect(url, ClientOptions::default()).await.expect("connect")
+    Client::connect(url, ClientOptions::default())
+        .await
+        .expect("connect")
 }
 
 /// `enter`, retrying while the cluster is still forming (a bare `{"code":500}`).

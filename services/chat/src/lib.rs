@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shaddock_bus::{subject, Registry};
+use shaddock_bus::{Registry, subject};
 use shaddock_channel::{ChannelService, ChannelStore};
 use shaddock_server::backend::Backend;
 use shaddock_server::{App, Handlers};
@@ -34,7 +34,10 @@ pub struct ChatState {
 impl ChatState {
     /// True when crc32(rid) routes the room to this server.
     pub fn owns(&self, rid: &str) -> bool {
-        self.registry.list().pick(SERVER_TYPE, rid).is_some_and(|s| s.id == self.server_id)
+        self.registry
+            .list()
+            .pick(SERVER_TYPE, rid)
+            .is_some_and(|s| s.id == self.server_id)
     }
 }
 
@@ -59,7 +62,12 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
 /// Starts a chat server on `app` with `store`.
 pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> {
     let registry = app.join_registry(None).await?;
-    let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
+    let channels = ChannelService::new(
+        store,
+        app.bus.clone(),
+        &app.config.namespace,
+        app.rpc_timeout(),
+    );
     let state = ChatState {
         channels,
         registry,
@@ -72,10 +80,14 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         let state = remote_state.clone();
         async move { remote::chat_remote::dispatch(&state, &service, &method, &args).await }
     }));
-    let sub = app.bus.subscribe(subject::server(&app.config.namespace, &app.me.id)).await?;
+    let sub = app
+        .bus
+        .subscribe(subject::server(&app.config.namespace, &app.me.id))
+        .await?;
     app.tracker
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
-    app.tracker.spawn(purge::watch(state.clone(), app.token.clone()));
+    app.tracker
+        .spawn(purge::watch(state.clone(), app.token.clone()));
     app.announce_ready(None);
     Ok(state)
 }

@@ -6,8 +6,8 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::remote::chat_remote::announce_leave;
 use crate::ChatState;
+use crate::remote::chat_remote::announce_leave;
 
 pub async fn watch(state: ChatState, token: CancellationToken) {
     let mut rx = state.registry.watch();
@@ -20,32 +20,49 @@ pub async fn watch(state: ChatState, token: CancellationToken) {
         let now = rx.borrow_and_update().clone();
         state.channels.invalidate_cache();
         for gone in last.departed(&now, "connector") {
-            purge_frontend(&state, &gone.id).await;
+            // Back under a new incarnation: keep what the new one already added.
+            let keep = now
+                .servers("connector")
+                .iter()
+                .find(|s| s.id == gone.id)
+                .map(|s| s.incarnation);
+            purge_frontend(&state, &gone.id, keep).await;
         }
         last = now;
     }
 }
 
-/// Removes every member held by frontend `sid` from the rooms this server owns.
-pub async fn purge_frontend(state: &ChatState, sid: &str) {
+/// Removes the members held by frontend `sid` from the rooms this server owns, except those
+/// of incarnation `keep` (the frontend's live one). Returns how many left.
+pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> usize {
     let rooms = match state.channels.store().channels_of_sid(sid).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(%sid, error = %e, "cannot list rooms of a lapsed connector");
-            return;
+            tracing::warn!(%sid, error = %e, "cannot list rooms of a departed connector");
+            return 0;
         }
     };
     let mut removed = 0usize;
     for rid in rooms.iter().filter(|r| state.owns(r)) {
         let channel = state.channels.channel(rid);
-        let Ok(members) = channel.members().await else { continue };
+        let Ok(members) = channel.members().await else {
+            continue;
+        };
+        let mut kept = false;
         for m in members.iter().filter(|m| m.sid == sid) {
-            if channel.leave(&m.uid, sid).await.unwrap_or(false) {
+            if Some(m.incarnation) == keep {
+                kept = true;
+            } else if channel.leave(m).await.unwrap_or(false) {
                 removed += 1;
                 announce_leave(state, &channel, &m.uid).await;
             }
         }
-        let _ = state.channels.store().forget_sid_channel(sid, rid).await;
+        if !kept {
+            let _ = state.channels.store().forget_sid_channel(sid, rid).await;
+        }
     }
-    tracing::info!(%sid, removed, "purged members of a departed connector");
+    if removed > 0 {
+        tracing::info!(%sid, removed, "purged members of a departed connector");
+    }
+    removed
 }

@@ -4,23 +4,80 @@
 //! the chat server when a session closes (`chatRemote.kick`).
 //!
 //! # Layout
-//! - [`handler::entry_handler`]: `enter`.
-//! - [`run`]: assembles the frontend on an [`App`] and serves until stopped.
+//! - `handler::entry_handler`: `enter`.
+//! - [`run`]: assembles the frontend on an `App` and serves until stopped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shaddock_bus::subject;
-use shaddock_server::forward::Forwarder;
-use shaddock_server::frontend::{push, Frontend};
-use shaddock_server::rpc::RpcClient;
 use shaddock_server::App;
+use shaddock_server::forward::Forwarder;
+use shaddock_server::frontend::{Frontend, push};
+use shaddock_server::rpc::RpcClient;
 
 pub mod handler;
 
 /// The server type.
 pub const SERVER_TYPE: &str = "connector";
+
+/// Members an earlier run of this connector left in the channel store are ghosts: nobody holds
+/// their sessions any more. Each chat server this connector sees (again) is asked to drop the
+/// members of this sid from any other incarnation. Safe to repeat: live members are kept.
+async fn purge_ghosts(
+    rpc: RpcClient,
+    my_id: String,
+    incarnation: u64,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let mut rx = rpc.registry.watch();
+    let mut asked = std::collections::HashSet::new();
+    loop {
+        let chats: Vec<(String, u64)> = rx
+            .borrow_and_update()
+            .servers("chat")
+            .iter()
+            .map(|s| (s.id.clone(), s.incarnation))
+            .collect();
+        let mut failed = false;
+        for chat in chats {
+            if asked.insert(chat.clone()) {
+                let purged: Result<usize, _> = rpc
+                    .call_server(
+                        &chat.0,
+                        "chatRemote",
+                        "purgeFrontend",
+                        &(&my_id, Some(incarnation)),
+                    )
+                    .await;
+                match purged {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(chat = %chat.0, purged = n, "dropped ghosts of an earlier run")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(chat = %chat.0, error = %e, "purge request failed, will retry");
+                        asked.remove(&chat);
+                        failed = true;
+                    }
+                }
+            }
+        }
+        let retry = async {
+            if failed {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = retry => {}
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+    }
+}
 
 /// Runs a connector on `app` until it is stopped (signal or token).
 pub async fn run(app: App) -> anyhow::Result<()> {
@@ -46,7 +103,13 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         timeout: app.rpc_timeout(),
     };
 
-    let mut fe = Frontend::new(SERVER_TYPE, &app.me.id, &app.config, app.token.clone(), app.tracker.clone());
+    let mut fe = Frontend::new(
+        SERVER_TYPE,
+        &app.me.id,
+        &app.config,
+        app.token.clone(),
+        app.tracker.clone(),
+    );
     fe.forwarder = Some(Forwarder {
         bus: app.bus.clone(),
         registry,
@@ -54,18 +117,40 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         timeout: app.rpc_timeout(),
         route_keys: HashMap::from([("chat".to_owned(), "rid".to_owned())]),
     });
-    handler::entry_handler::register(&mut fe, rpc.clone());
+    let incarnation = app.incarnation;
+    handler::entry_handler::register(&mut fe, rpc.clone(), incarnation);
     let tracker = app.tracker.clone();
+    let leave_rpc = rpc.clone();
     fe.on_close = Some(Arc::new(move |session| {
-        let rpc = rpc.clone();
-        tracker.spawn(handler::entry_handler::on_user_leave(rpc, session));
+        let rpc = leave_rpc.clone();
+        tracker.spawn(handler::entry_handler::on_user_leave(
+            rpc,
+            incarnation,
+            session,
+        ));
     }));
+    app.tracker.spawn(purge_ghosts(
+        rpc,
+        app.me.id.clone(),
+        incarnation,
+        app.token.clone(),
+    ));
     let fe = Arc::new(fe);
 
-    let own = app.bus.subscribe(subject::server(&app.config.namespace, &app.me.id)).await?;
-    let by_type = app.bus.subscribe(subject::server_type(&app.config.namespace, SERVER_TYPE)).await?;
-    app.tracker
-        .spawn(push::serve(app.bus.clone(), vec![own, by_type], fe.clone(), app.token.clone()));
+    let own = app
+        .bus
+        .subscribe(subject::server(&app.config.namespace, &app.me.id))
+        .await?;
+    let by_type = app
+        .bus
+        .subscribe(subject::server_type(&app.config.namespace, SERVER_TYPE))
+        .await?;
+    app.tracker.spawn(push::serve(
+        app.bus.clone(),
+        vec![own, by_type],
+        fe.clone(),
+        app.token.clone(),
+    ));
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shaddock_server::frontend::Frontend;
 use shaddock_server::App;
+use shaddock_server::frontend::Frontend;
 
 pub mod handler;
 
@@ -18,7 +18,13 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     let listener = app.bind_client_port().await?;
     let port = listener.local_addr()?.port();
     let registry = app.join_registry(Some(port)).await?;
-    let mut fe = Frontend::new(SERVER_TYPE, &app.me.id, &app.config, app.token.clone(), app.tracker.clone());
+    let mut fe = Frontend::new(
+        SERVER_TYPE,
+        &app.me.id,
+        &app.config,
+        app.token.clone(),
+        app.tracker.clone(),
+    );
     handler::gate_handler::register(&mut fe, registry);
     let fe = Arc::new(fe);
     fe.clone().serve(listener);

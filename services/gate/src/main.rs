@@ -23,9 +23,10 @@ struct Cli {
 async fn main() -> ExitCode {
     shaddock_server::telemetry::init();
     let cli = Cli::parse();
-    let (config, me) = match ClusterConfig::load(cli.config.as_deref(), &ProcessEnv)
-        .and_then(|c| c.identity(shaddock_gate::SERVER_TYPE, cli.id, &ProcessEnv).map(|me| (c, me)))
-    {
+    let (config, me) = match ClusterConfig::load(cli.config.as_deref(), &ProcessEnv).and_then(|c| {
+        c.identity(shaddock_gate::SERVER_TYPE, cli.id, &ProcessEnv)
+            .map(|me| (c, me))
+    }) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("shaddock-gate: {e}");

@@ -50,7 +50,9 @@ impl Bus {
                 match event {
                     async_nats::Event::Connected => tracing::info!("nats connected"),
                     async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
-                    async_nats::Event::SlowConsumer(sid) => tracing::warn!(sid, "nats slow consumer, messages dropped"),
+                    async_nats::Event::SlowConsumer(sid) => {
+                        tracing::warn!(sid, "nats slow consumer, messages dropped")
+                    }
                     other => tracing::debug!(event = %other, "nats event"),
                 }
             })
@@ -82,12 +84,24 @@ impl Bus {
     }
 
     /// Sends `payload` and waits at most `timeout` for one answer.
-    pub async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    pub async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
         match self {
             Bus::Nats(c) => {
                 let subject_for_err = subject.clone();
-                let req = async_nats::Request::new().payload(payload).timeout(Some(timeout));
-                match tokio::time::timeout(timeout + Duration::from_millis(50), c.send_request(subject, req)).await {
+                let req = async_nats::Request::new()
+                    .payload(payload)
+                    .timeout(Some(timeout));
+                match tokio::time::timeout(
+                    timeout + Duration::from_millis(50),
+                    c.send_request(subject, req),
+                )
+                .await
+                {
                     Err(_) => Err(BusError::Timeout),
                     Ok(Ok(msg)) => Ok(msg.payload),
                     Ok(Err(e)) => Err(match e.kind() {
@@ -125,7 +139,10 @@ impl Bus {
     /// Waits until everything published so far has left this process.
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
-            Bus::Nats(c) => c.flush().await.map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Nats(c) => c
+                .flush()
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
             Bus::Local(_) => Ok(()),
         }
     }
@@ -182,7 +199,9 @@ impl LocalBus {
     /// Delivers to every live subscriber; returns how many took it.
     fn deliver(&self, subject: &str, reply: Option<String>, payload: Bytes) -> usize {
         let mut subs = self.inner.subs.lock();
-        let Some(list) = subs.get_mut(subject) else { return 0 };
+        let Some(list) = subs.get_mut(subject) else {
+            return 0;
+        };
         list.retain(|tx| !tx.is_closed());
         let mut n = 0;
         for tx in list.iter() {
@@ -205,8 +224,16 @@ impl LocalBus {
         n
     }
 
-    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
-        let inbox = format!("_INBOX.local.{}", self.inner.next_inbox.fetch_add(1, Ordering::Relaxed));
+    async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let inbox = format!(
+            "_INBOX.local.{}",
+            self.inner.next_inbox.fetch_add(1, Ordering::Relaxed)
+        );
         let mut rx = self.subscribe(inbox.clone());
         let delivered = self.deliver(&subject, Some(inbox.clone()), payload);
         let result = if delivered == 0 {
@@ -233,10 +260,17 @@ mod tests {
         let responder = bus.clone();
         tokio::spawn(async move {
             let m = sub.next().await.unwrap();
-            responder.respond(&m, Bytes::from_static(b"pong")).await.unwrap();
+            responder
+                .respond(&m, Bytes::from_static(b"pong"))
+                .await
+                .unwrap();
         });
         let answer = bus
-            .request("ns.srv.a".into(), Bytes::from_static(b"ping"), Duration::from_secs(1))
+            .request(
+                "ns.srv.a".into(),
+                Bytes::from_static(b"ping"),
+                Duration::from_secs(1),
+            )
             .await
             .unwrap();
         assert_eq!(&answer[..], b"pong");
@@ -257,7 +291,11 @@ mod tests {
         let bus = Bus::local();
         let _sub = bus.subscribe("ns.srv.mute".into()).await.unwrap();
         let err = bus
-            .request("ns.srv.mute".into(), Bytes::new(), Duration::from_millis(100))
+            .request(
+                "ns.srv.mute".into(),
+                Bytes::new(),
+                Duration::from_millis(100),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, BusError::Timeout));

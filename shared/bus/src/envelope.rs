@@ -58,12 +58,35 @@ pub enum Envelope {
     },
 }
 
+/// A push envelope encoded from borrowed parts: the same bytes as [`Envelope::Push`], without
+/// cloning the uids of a cached channel group on every push.
+pub fn encode_push(route: &str, body: &[u8], uids: &[String]) -> Result<Bytes, BusError> {
+    /// Mirrors [`Envelope`]: same variant names and order, so the encoding is identical.
+    #[derive(Serialize)]
+    #[allow(dead_code)]
+    enum EnvelopeRef<'a> {
+        Forward {},
+        Rpc {},
+        Push {
+            route: &'a str,
+            #[serde(with = "serde_bytes")]
+            body: &'a [u8],
+            uids: &'a [String],
+        },
+    }
+    let env = EnvelopeRef::Push { route, body, uids };
+    Ok(Bytes::from(rmp_serde::to_vec(&env)?))
+}
+
 /// The answer to a request on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     /// `body`: JSON for a forwarded request, MessagePack for a remote call or a push.
     Ok(#[serde(with = "serde_bytes")] Vec<u8>),
-    Err { code: u16, message: String },
+    Err {
+        code: u16,
+        message: String,
+    },
 }
 
 impl Envelope {
@@ -133,6 +156,18 @@ mod tests {
         };
         let (a, b, c): (String, String, String) = decode_value(&args).unwrap();
         assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("u", "s", "r"));
+    }
+
+    #[test]
+    fn a_borrowed_push_encodes_like_the_owned_one() {
+        let uids = vec!["a".to_owned(), "b".to_owned()];
+        let borrowed = encode_push("onChat", b"{}", &uids).unwrap();
+        let owned = Envelope::Push {
+            route: "onChat".into(),
+            body: b"{}".to_vec(),
+            uids,
+        };
+        assert_eq!(borrowed, owned.encode().unwrap());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{subject, Bus, BusError};
+use crate::{Bus, BusError, subject};
 
 /// One server as the others see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,10 @@ impl ServerList {
     fn from_servers<'a>(servers: impl Iterator<Item = &'a ServerInfo>) -> Self {
         let mut by_type: BTreeMap<String, Vec<ServerInfo>> = BTreeMap::new();
         for s in servers {
-            by_type.entry(s.server_type.clone()).or_default().push(s.clone());
+            by_type
+                .entry(s.server_type.clone())
+                .or_default()
+                .push(s.clone());
         }
         for list in by_type.values_mut() {
             list.sort_by(|a, b| a.id.cmp(&b.id));
@@ -74,7 +77,10 @@ impl ServerList {
 
     /// The servers of one type, sorted by id.
     pub fn servers(&self, server_type: &str) -> &[ServerInfo] {
-        self.by_type.get(server_type).map(Vec::as_slice).unwrap_or(&[])
+        self.by_type
+            .get(server_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The server of `server_type` that `key` routes to (crc32 % n).
@@ -267,13 +273,18 @@ impl RegistryTask {
 
     fn publish_list(&self) {
         let list = ServerList::from_servers(
-            self.seen.values().map(|(s, _)| s).chain(std::iter::once(&self.me)),
+            self.seen
+                .values()
+                .map(|(s, _)| s)
+                .chain(std::iter::once(&self.me)),
         );
         self.tx.send_replace(Arc::new(list));
     }
 
     async fn announce(&self, a: Announce) {
-        let Ok(bytes) = rmp_serde::to_vec(&a) else { return };
+        let Ok(bytes) = rmp_serde::to_vec(&a) else {
+            return;
+        };
         if let Err(e) = self.bus.publish(self.subject.clone(), bytes.into()).await {
             tracing::debug!(error = %e, "registry announce failed");
         }
@@ -296,11 +307,16 @@ mod tests {
 
     #[test]
     fn a_server_back_under_a_new_incarnation_has_departed() {
-        let old = ServerList::from_servers([info("c-1", "connector"), info("c-2", "connector")].iter());
+        let old =
+            ServerList::from_servers([info("c-1", "connector"), info("c-2", "connector")].iter());
         let mut back = info("c-1", "connector");
         back.incarnation = 2;
         let new = ServerList::from_servers([back].iter());
-        let gone: Vec<_> = old.departed(&new, "connector").iter().map(|s| s.id.clone()).collect();
+        let gone: Vec<_> = old
+            .departed(&new, "connector")
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
         assert_eq!(gone, vec!["c-1", "c-2"]);
         assert!(new.departed(&new, "connector").is_empty());
     }
@@ -318,14 +334,33 @@ mod tests {
         let tracker = TaskTracker::new();
         let a_token = CancellationToken::new();
         let b_token = CancellationToken::new();
-        let a = Registry::start(bus.clone(), "t", info("chat-2", "chat"), timing(), a_token.clone(), &tracker)
-            .await
-            .unwrap();
-        let _b = Registry::start(bus.clone(), "t", info("chat-1", "chat"), timing(), b_token.clone(), &tracker)
-            .await
-            .unwrap();
+        let a = Registry::start(
+            bus.clone(),
+            "t",
+            info("chat-2", "chat"),
+            timing(),
+            a_token.clone(),
+            &tracker,
+        )
+        .await
+        .unwrap();
+        let _b = Registry::start(
+            bus.clone(),
+            "t",
+            info("chat-1", "chat"),
+            timing(),
+            b_token.clone(),
+            &tracker,
+        )
+        .await
+        .unwrap();
         assert!(a.wait_for("chat", 2, Duration::from_secs(2)).await);
-        let ids: Vec<_> = a.list().servers("chat").iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<_> = a
+            .list()
+            .servers("chat")
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
         assert_eq!(ids, vec!["chat-1", "chat-2"]);
 
         b_token.cancel();

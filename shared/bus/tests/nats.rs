@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shaddock_bus::registry::RegistryTiming;
-use shaddock_bus::{subject, Bus, BusError, Registry, ServerInfo};
+use shaddock_bus::{Bus, BusError, Registry, ServerInfo, subject};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,7 +49,11 @@ async fn a_request_gets_its_reply_over_nats() {
         }
     });
     let reply = bus
-        .request(subject::server(&ns, "chat-1"), Bytes::from_static(b"hi"), Duration::from_secs(2))
+        .request(
+            subject::server(&ns, "chat-1"),
+            Bytes::from_static(b"hi"),
+            Duration::from_secs(2),
+        )
         .await
         .unwrap();
     assert_eq!(&reply[..], b"re:hi");
@@ -63,14 +67,22 @@ async fn a_request_nobody_answers_fails_within_its_timeout() {
     let _mute = bus.subscribe(subject::server(&ns, "mute")).await.unwrap();
     let started = std::time::Instant::now();
     let err = bus
-        .request(subject::server(&ns, "mute"), Bytes::new(), Duration::from_millis(300))
+        .request(
+            subject::server(&ns, "mute"),
+            Bytes::new(),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, BusError::Timeout), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // Nobody subscribed at all: no responders (or a timeout), never a hang.
     let err = bus
-        .request(subject::server(&ns, "nobody"), Bytes::new(), Duration::from_millis(300))
+        .request(
+            subject::server(&ns, "nobody"),
+            Bytes::new(),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
     assert!(err.is_unreachable(), "{err:?}");
@@ -82,9 +94,16 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
     let bus = Bus::connect_nats(NATS, "a").await.unwrap();
     let tracker = TaskTracker::new();
     let token = CancellationToken::new();
-    let a = Registry::start(bus, &ns, info("connector-a"), timing(), token.clone(), &tracker)
-        .await
-        .unwrap();
+    let a = Registry::start(
+        bus,
+        &ns,
+        info("connector-a"),
+        timing(),
+        token.clone(),
+        &tracker,
+    )
+    .await
+    .unwrap();
 
     // Server b runs on its own runtime in its own thread; dropping the runtime is a crash: no Bye.
     let ns_b = ns.clone();
@@ -94,12 +113,22 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
         rt.block_on(async move {
             let bus = Bus::connect_nats(NATS, "b").await.unwrap();
             let tracker = TaskTracker::new();
-            let r = Registry::start(bus, &ns_b, info("connector-b"), timing(), CancellationToken::new(), &tracker)
-                .await
-                .unwrap();
+            let r = Registry::start(
+                bus,
+                &ns_b,
+                info("connector-b"),
+                timing(),
+                CancellationToken::new(),
+                &tracker,
+            )
+            .await
+            .unwrap();
             assert!(r.wait_for("connector", 2, Duration::from_secs(2)).await);
             // Keep the registry alive until told to crash.
-            tokio::task::spawn_blocking(move || crash_rx.recv()).await.unwrap().unwrap();
+            tokio::task::spawn_blocking(move || crash_rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             std::mem::forget(r);
         });
         drop(rt);
@@ -107,7 +136,10 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
     assert!(a.wait_for("connector", 2, Duration::from_secs(2)).await);
     crash_tx.send(()).unwrap();
     let crashed = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || b.join()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || b.join())
+        .await
+        .unwrap()
+        .unwrap();
 
     let mut rx = a.watch();
     tokio::time::timeout(Duration::from_secs(3), async {
@@ -117,7 +149,10 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
     })
     .await
     .expect("b should lapse");
-    assert!(crashed.elapsed() >= Duration::from_millis(400), "lapsed too early");
+    assert!(
+        crashed.elapsed() >= Duration::from_millis(400),
+        "lapsed too early"
+    );
     assert_eq!(a.list().servers("connector")[0].id, "connector-a");
     token.cancel();
 }

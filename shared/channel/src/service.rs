@@ -12,16 +12,67 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shaddock_bus::{envelope::decode_value, subject, Bus, Envelope, Reply};
+use shaddock_bus::envelope::{decode_value, encode_push};
+use shaddock_bus::{Bus, Envelope, Reply, subject};
 
-use crate::store::{ChannelStore, Member};
 use crate::ChannelError;
+use crate::store::{ChannelStore, Member};
 
-/// Members grouped by the frontend (sid) that holds their sessions.
-type Groups = BTreeMap<String, Vec<String>>;
+/// A channel's members grouped by the frontend (sid) that holds their sessions.
+#[derive(Debug, Clone, Default)]
+struct Groups {
+    by_sid: BTreeMap<String, Vec<String>>,
+    incarnation: HashMap<String, u64>,
+}
+
+impl Groups {
+    /// Idempotent: a member already cached (say, read from the store by a concurrent load)
+    /// is moved, never doubled.
+    fn insert(&mut self, m: &Member) {
+        if let Some(old_sid) = self.sid_of(&m.uid) {
+            self.remove(&m.uid, &old_sid);
+        }
+        self.by_sid
+            .entry(m.sid.clone())
+            .or_default()
+            .push(m.uid.clone());
+        self.incarnation.insert(m.uid.clone(), m.incarnation);
+    }
+
+    fn remove(&mut self, uid: &str, sid: &str) {
+        if let Some(uids) = self.by_sid.get_mut(sid) {
+            uids.retain(|u| u != uid);
+            if uids.is_empty() {
+                self.by_sid.remove(sid);
+            }
+        }
+        self.incarnation.remove(uid);
+    }
+
+    fn sid_of(&self, uid: &str) -> Option<String> {
+        if !self.incarnation.contains_key(uid) {
+            return None;
+        }
+        self.by_sid
+            .iter()
+            .find(|(_, uids)| uids.iter().any(|u| u == uid))
+            .map(|(s, _)| s.clone())
+    }
+
+    fn members(&self) -> impl Iterator<Item = Member> + '_ {
+        self.by_sid.iter().flat_map(move |(sid, uids)| {
+            uids.iter().map(move |u| Member {
+                uid: u.clone(),
+                sid: sid.clone(),
+                incarnation: self.incarnation.get(u).copied().unwrap_or(0),
+            })
+        })
+    }
+}
 
 /// Whether a push waits for the frontends' answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +105,9 @@ struct Inner {
     namespace: String,
     timeout: Duration,
     cache: Mutex<HashMap<String, Arc<Groups>>>,
+    /// Bumped before every membership change: a grouping read from the store while one was
+    /// under way may be stale, so it is used once and not cached.
+    generation: AtomicU64,
 }
 
 impl ChannelService {
@@ -65,6 +119,7 @@ impl ChannelService {
                 namespace: namespace.to_owned(),
                 timeout,
                 cache: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -74,7 +129,11 @@ impl ChannelService {
     }
 
     /// `getChannel(name, create)`: `None` when it does not exist and `create` is false.
-    pub async fn get_channel(&self, name: &str, create: bool) -> Result<Option<Channel>, ChannelError> {
+    pub async fn get_channel(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<Channel>, ChannelError> {
         if create {
             self.inner.store.create(name).await?;
         } else if !self.inner.store.exists(name).await? {
@@ -98,6 +157,7 @@ impl ChannelService {
 
     /// Forgets every cached grouping: call it when the server list changes.
     pub fn invalidate_cache(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.cache.lock().clear();
     }
 
@@ -112,15 +172,20 @@ impl ChannelService {
         if members.is_empty() {
             return Err(ChannelError::NoUids);
         }
-        let mut groups = Groups::new();
+        let mut by_sid: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for m in members {
-            groups.entry(m.sid.clone()).or_default().push(m.uid.clone());
+            by_sid.entry(m.sid.clone()).or_default().push(m.uid.clone());
         }
-        self.send_by_group(route, body, &groups, delivery).await
+        self.send_by_group(route, body, &by_sid, delivery).await
     }
 
     /// `broadcast(serverType, route, msg)`: to every session on every server of a type.
-    pub async fn broadcast(&self, server_type: &str, route: &str, body: &[u8]) -> Result<(), ChannelError> {
+    pub async fn broadcast(
+        &self,
+        server_type: &str,
+        route: &str,
+        body: &[u8],
+    ) -> Result<(), ChannelError> {
         let env = Envelope::Broadcast {
             route: route.to_owned(),
             body: body.to_vec(),
@@ -134,18 +199,14 @@ impl ChannelService {
         &self,
         route: &str,
         body: &[u8],
-        groups: &Groups,
+        groups: &BTreeMap<String, Vec<String>>,
         delivery: Delivery,
     ) -> Result<PushReport, ChannelError> {
         let mut report = PushReport::default();
         let mut confirms = Vec::new();
         for (sid, uids) in groups.iter().filter(|(_, u)| !u.is_empty()) {
-            let env = Envelope::Push {
-                route: route.to_owned(),
-                body: body.to_vec(),
-                uids: uids.clone(),
-            };
-            let payload = env.encode()?;
+            // One buffer per sid group; the uids are borrowed from the cached grouping.
+            let payload = encode_push(route, body, uids)?;
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
@@ -189,13 +250,21 @@ impl ChannelService {
         if let Some(g) = self.inner.cache.lock().get(name) {
             return Ok(g.clone());
         }
-        let mut groups = Groups::new();
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let mut groups = Groups::default();
         for m in self.inner.store.members(name).await? {
-            groups.entry(m.sid).or_default().push(m.uid);
+            groups.insert(&m);
         }
         let groups = Arc::new(groups);
-        self.inner.cache.lock().insert(name.to_owned(), groups.clone());
+        let mut cache = self.inner.cache.lock();
+        if self.inner.generation.load(Ordering::Acquire) == generation {
+            cache.insert(name.to_owned(), groups.clone());
+        }
         Ok(groups)
+    }
+
+    fn changing(&self) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn update_cache(&self, name: &str, f: impl FnOnce(&mut Groups)) {
@@ -217,54 +286,63 @@ impl Channel {
         &self.name
     }
 
-    /// Adds `uid` held by frontend `sid`; false when the uid is already a member.
-    pub async fn add(&self, uid: &str, sid: &str) -> Result<bool, ChannelError> {
-        let added = self.service.inner.store.add(&self.name, uid, sid).await?;
+    /// Adds `member`; false when its uid is already a member.
+    pub async fn add(&self, member: &Member) -> Result<bool, ChannelError> {
+        self.service.changing();
+        let store = &self.service.inner.store;
+        let added = store
+            .add(&self.name, &member.uid, &member.sid, member.incarnation)
+            .await?;
         if added {
-            self.service.update_cache(&self.name, |g| g.entry(sid.to_owned()).or_default().push(uid.to_owned()));
+            self.service.update_cache(&self.name, |g| g.insert(member));
         }
         Ok(added)
     }
 
-    /// Removes `uid` if it is a member on `sid`; true when it was.
-    pub async fn leave(&self, uid: &str, sid: &str) -> Result<bool, ChannelError> {
-        let removed = self.service.inner.store.leave(&self.name, uid, Some(sid)).await?;
+    /// Removes `member` if it is in the channel exactly so (same sid and incarnation): a late
+    /// leave from an old session never removes a newer one. True when it was.
+    pub async fn leave(&self, member: &Member) -> Result<bool, ChannelError> {
+        self.service.changing();
+        let only = Some((member.sid.as_str(), member.incarnation));
+        let removed = self
+            .service
+            .inner
+            .store
+            .leave(&self.name, &member.uid, only)
+            .await?;
         if removed {
-            self.service.update_cache(&self.name, |g| {
-                if let Some(uids) = g.get_mut(sid) {
-                    uids.retain(|u| u != uid);
-                    if uids.is_empty() {
-                        g.remove(sid);
-                    }
-                }
-            });
+            self.service
+                .update_cache(&self.name, |g| g.remove(&member.uid, &member.sid));
         }
         Ok(removed)
     }
 
     /// Every member, grouped by sid.
     pub async fn members(&self) -> Result<Vec<Member>, ChannelError> {
-        let groups = self.service.groups(&self.name).await?;
-        Ok(groups
-            .iter()
-            .flat_map(|(sid, uids)| uids.iter().map(|u| Member { uid: u.clone(), sid: sid.clone() }))
-            .collect())
+        Ok(self.service.groups(&self.name).await?.members().collect())
     }
 
-    /// The sid of one member (`getMember(uid).sid`).
-    pub async fn member(&self, uid: &str) -> Result<Option<String>, ChannelError> {
+    /// One member (`getMember(uid)`).
+    pub async fn member(&self, uid: &str) -> Result<Option<Member>, ChannelError> {
         let groups = self.service.groups(&self.name).await?;
-        Ok(groups.iter().find(|(_, uids)| uids.iter().any(|u| u == uid)).map(|(sid, _)| sid.clone()))
+        Ok(groups.members().find(|m| m.uid == uid))
     }
 
     pub async fn user_amount(&self) -> Result<usize, ChannelError> {
-        Ok(self.service.groups(&self.name).await?.values().map(Vec::len).sum())
+        Ok(self.service.groups(&self.name).await?.incarnation.len())
     }
 
     /// `pushMessage(route, msg)` to every member: one envelope per sid group.
-    pub async fn push_message(&self, route: &str, body: &[u8], delivery: Delivery) -> Result<PushReport, ChannelError> {
+    pub async fn push_message(
+        &self,
+        route: &str,
+        body: &[u8],
+        delivery: Delivery,
+    ) -> Result<PushReport, ChannelError> {
         let groups = self.service.groups(&self.name).await?;
-        self.service.send_by_group(route, body, &groups, delivery).await
+        self.service
+            .send_by_group(route, body, &groups.by_sid, delivery)
+            .await
     }
 
     pub async fn destroy(self) -> Result<(), ChannelError> {
@@ -283,22 +361,37 @@ mod tests {
     #[tokio::test]
     async fn a_push_sends_one_envelope_per_sid_group() {
         let bus = Bus::local();
-        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
+        let svc = ChannelService::new(
+            ChannelStore::memory(),
+            bus.clone(),
+            "t",
+            Duration::from_secs(1),
+        );
         let mut c1 = frontend(&bus, "t", "connector-1").await;
         let mut c2 = frontend(&bus, "t", "connector-2").await;
         let room = svc.get_channel("room", true).await.unwrap().unwrap();
-        assert!(room.add("a", "connector-1").await.unwrap());
-        assert!(room.add("b", "connector-1").await.unwrap());
-        assert!(room.add("c", "connector-2").await.unwrap());
-        assert!(!room.add("c", "connector-1").await.unwrap(), "a uid is a member once");
+        assert!(room.add(&Member::new("a", "connector-1")).await.unwrap());
+        assert!(room.add(&Member::new("b", "connector-1")).await.unwrap());
+        assert!(room.add(&Member::new("c", "connector-2")).await.unwrap());
+        assert!(
+            !room.add(&Member::new("c", "connector-1")).await.unwrap(),
+            "a uid is a member once"
+        );
 
-        let report = room.push_message("onChat", b"{}", Delivery::Publish).await.unwrap();
+        let report = room
+            .push_message("onChat", b"{}", Delivery::Publish)
+            .await
+            .unwrap();
         assert_eq!(report.groups, 2);
-        let Envelope::Push { uids, .. } = Envelope::decode(&c1.next().await.unwrap().payload).unwrap() else {
+        let Envelope::Push { uids, .. } =
+            Envelope::decode(&c1.next().await.unwrap().payload).unwrap()
+        else {
             panic!("not a push")
         };
         assert_eq!(uids, vec!["a", "b"]);
-        let Envelope::Push { uids, .. } = Envelope::decode(&c2.next().await.unwrap().payload).unwrap() else {
+        let Envelope::Push { uids, .. } =
+            Envelope::decode(&c2.next().await.unwrap().payload).unwrap()
+        else {
             panic!("not a push")
         };
         assert_eq!(uids, vec!["c"]);
@@ -306,44 +399,69 @@ mod tests {
 
     #[tokio::test]
     async fn leave_only_removes_the_session_that_joined() {
-        let svc = ChannelService::new(ChannelStore::memory(), Bus::local(), "t", Duration::from_secs(1));
+        let svc = ChannelService::new(
+            ChannelStore::memory(),
+            Bus::local(),
+            "t",
+            Duration::from_secs(1),
+        );
         let room = svc.channel("room");
-        room.add("a", "connector-1").await.unwrap();
+        let mut a = Member::new("a", "connector-1");
+        a.incarnation = 7;
+        room.add(&a).await.unwrap();
         room.members().await.unwrap(); // warm the cache
-        assert!(!room.leave("a", "connector-2").await.unwrap());
+        assert!(!room.leave(&Member::new("a", "connector-2")).await.unwrap());
+        assert!(
+            !room.leave(&Member::new("a", "connector-1")).await.unwrap(),
+            "another incarnation"
+        );
         assert_eq!(room.user_amount().await.unwrap(), 1);
-        assert!(room.leave("a", "connector-1").await.unwrap());
+        assert_eq!(room.member("a").await.unwrap(), Some(a.clone()));
+        assert!(room.leave(&a).await.unwrap());
         assert_eq!(room.user_amount().await.unwrap(), 0);
     }
 
     #[tokio::test]
     async fn confirmed_pushes_collect_fail_ids_and_fail_when_nobody_answers() {
         let bus = Bus::local();
-        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_millis(200));
+        let svc = ChannelService::new(
+            ChannelStore::memory(),
+            bus.clone(),
+            "t",
+            Duration::from_millis(200),
+        );
         let mut c1 = frontend(&bus, "t", "connector-1").await;
         let responder = bus.clone();
         tokio::spawn(async move {
             while let Some(m) = c1.next().await {
                 let reply = Reply::value(&vec!["gone".to_owned()]).unwrap();
-                responder.respond(&m, reply.encode().unwrap()).await.unwrap();
+                responder
+                    .respond(&m, reply.encode().unwrap())
+                    .await
+                    .unwrap();
             }
         });
         let members = vec![
-            Member { uid: "here".into(), sid: "connector-1".into() },
-            Member { uid: "lost".into(), sid: "connector-9".into() },
+            Member::new("here", "connector-1"),
+            Member::new("lost", "connector-9"),
         ];
-        let report = svc.push_message_by_uids("onChat", b"{}", &members, Delivery::Confirm).await.unwrap();
+        let report = svc
+            .push_message_by_uids("onChat", b"{}", &members, Delivery::Confirm)
+            .await
+            .unwrap();
         let mut fails = report.fail_ids;
         fails.sort();
         assert_eq!(fails, vec!["gone", "lost"]);
 
-        let only_dead = vec![Member { uid: "lost".into(), sid: "connector-9".into() }];
+        let only_dead = vec![Member::new("lost", "connector-9")];
         assert!(matches!(
-            svc.push_message_by_uids("onChat", b"{}", &only_dead, Delivery::Confirm).await,
+            svc.push_message_by_uids("onChat", b"{}", &only_dead, Delivery::Confirm)
+                .await,
             Err(ChannelError::AllFailed)
         ));
         assert!(matches!(
-            svc.push_message_by_uids("onChat", b"{}", &[], Delivery::Confirm).await,
+            svc.push_message_by_uids("onChat", b"{}", &[], Delivery::Confirm)
+                .await,
             Err(ChannelError::NoUids)
         ));
     }

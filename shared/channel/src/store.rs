@@ -1,7 +1,8 @@
 //! The channel store. Keys, all under the namespace:
 //! - `<ns>:channels`: the set of channel names;
-//! - `<ns>:channel:<name>`: a hash `uid -> sid` (Pomelo keeps `sid:uid` strings, which break on
-//!   a `:` in a uid; a hash does not);
+//! - `<ns>:channel:<name>`: a hash `uid -> "<sid>#<incarnation>"` (Pomelo keeps `sid:uid`
+//!   strings, which break on a `:` in a uid; a hash does not). The incarnation of the frontend
+//!   that added a member tells a member of a restarted frontend (a ghost) from a live one;
 //! - `<ns>:sid:<sid>`: the channels a frontend has members in, to purge a dead frontend.
 //!
 //! A channel's whole membership is one `HGETALL`: a push costs one round trip at most.
@@ -11,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
 
 use crate::ChannelError;
 
@@ -21,12 +22,43 @@ use crate::ChannelError;
 pub struct Member {
     pub uid: String,
     pub sid: String,
+    /// The incarnation of the frontend when the member joined (0 when unknown).
+    pub incarnation: u64,
+}
+
+impl Member {
+    pub fn new(uid: impl Into<String>, sid: impl Into<String>) -> Self {
+        Self {
+            uid: uid.into(),
+            sid: sid.into(),
+            incarnation: 0,
+        }
+    }
+
+    fn from_stored(uid: String, value: &str) -> Self {
+        match value.rsplit_once('#') {
+            Some((sid, inc)) => Self {
+                uid,
+                sid: sid.to_owned(),
+                incarnation: inc.parse().unwrap_or(0),
+            },
+            None => Self::new(uid, value),
+        }
+    }
+}
+
+/// How a member is stored: `<sid>#<incarnation>` (server ids never contain `#`).
+fn stored(sid: &str, incarnation: u64) -> String {
+    format!("{sid}#{incarnation}")
 }
 
 /// Where channel membership lives.
 #[derive(Clone)]
 pub enum ChannelStore {
-    Redis { conn: ConnectionManager, ns: Arc<str> },
+    Redis {
+        conn: ConnectionManager,
+        ns: Arc<str>,
+    },
     Memory(Arc<Mutex<MemoryStore>>),
 }
 
@@ -95,13 +127,20 @@ impl ChannelStore {
     }
 
     /// Adds `uid` on `sid`; false (and nothing changes) when the uid is already a member.
-    pub async fn add(&self, name: &str, uid: &str, sid: &str) -> Result<bool, ChannelError> {
+    pub async fn add(
+        &self,
+        name: &str,
+        uid: &str,
+        sid: &str,
+        incarnation: u64,
+    ) -> Result<bool, ChannelError> {
+        let value = stored(sid, incarnation);
         match self {
             Self::Redis { conn, ns } => {
                 let (set, hash) = Self::keys(ns, name);
                 let (added, _, _): (bool, i64, i64) = redis::pipe()
                     .atomic()
-                    .hset_nx(&hash, uid, sid)
+                    .hset_nx(&hash, uid, &value)
                     .sadd(set, name)
                     .sadd(format!("{ns}:sid:{sid}"), name)
                     .query_async(&mut conn.clone())
@@ -114,27 +153,42 @@ impl ChannelStore {
                 if members.contains_key(uid) {
                     return Ok(false);
                 }
-                members.insert(uid.to_owned(), sid.to_owned());
-                m.by_sid.entry(sid.to_owned()).or_default().insert(name.to_owned());
+                members.insert(uid.to_owned(), value);
+                m.by_sid
+                    .entry(sid.to_owned())
+                    .or_default()
+                    .insert(name.to_owned());
                 Ok(true)
             }
         }
     }
 
-    /// Removes `uid` when it is a member on `sid` (any sid when `None`); true if removed.
-    pub async fn leave(&self, name: &str, uid: &str, sid: Option<&str>) -> Result<bool, ChannelError> {
+    /// Removes `uid` when it is a member on `sid` of `incarnation` (any, when `None`); true if
+    /// removed.
+    pub async fn leave(
+        &self,
+        name: &str,
+        uid: &str,
+        only: Option<(&str, u64)>,
+    ) -> Result<bool, ChannelError> {
+        let only = only.map(|(sid, inc)| stored(sid, inc));
         match self {
             Self::Redis { conn, ns } => {
                 let (_, hash) = Self::keys(ns, name);
                 let mut c = conn.clone();
-                if let Some(sid) = sid {
+                if let Some(value) = only {
                     // Only the session that joined may leave: a late kick from an old session
                     // must not remove a newer one. Compare-and-delete in one script.
                     let script = redis::Script::new(
                         "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
                          return redis.call('HDEL', KEYS[1], ARGV[1]) else return 0 end",
                     );
-                    let n: i64 = script.key(&hash).arg(uid).arg(sid).invoke_async(&mut c).await?;
+                    let n: i64 = script
+                        .key(&hash)
+                        .arg(uid)
+                        .arg(value)
+                        .invoke_async(&mut c)
+                        .await?;
                     Ok(n > 0)
                 } else {
                     let n: i64 = c.hdel(&hash, uid).await?;
@@ -143,9 +197,11 @@ impl ChannelStore {
             }
             Self::Memory(m) => {
                 let mut m = m.lock();
-                let Some(members) = m.channels.get_mut(name) else { return Ok(false) };
-                match (members.get(uid), sid) {
-                    (Some(have), Some(want)) if have != want => Ok(false),
+                let Some(members) = m.channels.get_mut(name) else {
+                    return Ok(false);
+                };
+                match (members.get(uid), only) {
+                    (Some(have), Some(want)) if *have != want => Ok(false),
                     (Some(_), _) => Ok(members.remove(uid).is_some()),
                     (None, _) => Ok(false),
                 }
@@ -159,13 +215,19 @@ impl ChannelStore {
             Self::Redis { conn, ns } => {
                 let (_, hash) = Self::keys(ns, name);
                 let map: HashMap<String, String> = conn.clone().hgetall(hash).await?;
-                map.into_iter().map(|(uid, sid)| Member { uid, sid }).collect()
+                map.into_iter()
+                    .map(|(uid, v)| Member::from_stored(uid, &v))
+                    .collect()
             }
             Self::Memory(m) => m
                 .lock()
                 .channels
                 .get(name)
-                .map(|c| c.iter().map(|(u, s)| Member { uid: u.clone(), sid: s.clone() }).collect())
+                .map(|c| {
+                    c.iter()
+                        .map(|(u, v)| Member::from_stored(u.clone(), v))
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         // Grouped by sid, as Pomelo's getMembers is; stable for tests and users.
@@ -173,15 +235,20 @@ impl ChannelStore {
         Ok(list)
     }
 
-    /// The sid of one member.
-    pub async fn member(&self, name: &str, uid: &str) -> Result<Option<String>, ChannelError> {
-        match self {
+    /// One member.
+    pub async fn member(&self, name: &str, uid: &str) -> Result<Option<Member>, ChannelError> {
+        let value: Option<String> = match self {
             Self::Redis { conn, ns } => {
                 let (_, hash) = Self::keys(ns, name);
-                Ok(conn.clone().hget(hash, uid).await?)
+                conn.clone().hget(hash, uid).await?
             }
-            Self::Memory(m) => Ok(m.lock().channels.get(name).and_then(|c| c.get(uid).cloned())),
-        }
+            Self::Memory(m) => m
+                .lock()
+                .channels
+                .get(name)
+                .and_then(|c| c.get(uid).cloned()),
+        };
+        Ok(value.map(|v| Member::from_stored(uid.to_owned(), &v)))
     }
 
     /// Deletes a channel and its members.
@@ -218,8 +285,15 @@ impl ChannelStore {
     /// The channels in which frontend `sid` has (or had) members.
     pub async fn channels_of_sid(&self, sid: &str) -> Result<Vec<String>, ChannelError> {
         match self {
-            Self::Redis { conn, ns } => Ok(conn.clone().smembers(format!("{ns}:sid:{sid}")).await?),
-            Self::Memory(m) => Ok(m.lock().by_sid.get(sid).map(|s| s.iter().cloned().collect()).unwrap_or_default()),
+            Self::Redis { conn, ns } => {
+                Ok(conn.clone().smembers(format!("{ns}:sid:{sid}")).await?)
+            }
+            Self::Memory(m) => Ok(m
+                .lock()
+                .by_sid
+                .get(sid)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default()),
         }
     }
 
@@ -241,7 +315,10 @@ impl ChannelStore {
     /// True when the store answers.
     pub async fn ping(&self) -> bool {
         match self {
-            Self::Redis { conn, .. } => redis::cmd("PING").query_async::<String>(&mut conn.clone()).await.is_ok(),
+            Self::Redis { conn, .. } => redis::cmd("PING")
+                .query_async::<String>(&mut conn.clone())
+                .await
+                .is_ok(),
             Self::Memory(_) => true,
         }
     }

@@ -7,18 +7,18 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::Value;
+use shaddock_protocol::Dictionary;
 use shaddock_protocol::handshake::{HandshakeRequest, HandshakeResponse};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 use shaddock_protocol::package::{self, PackageType};
-use shaddock_protocol::Dictionary;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -91,23 +91,29 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (e.g. `ws://127.0.0.1:3050`), handshakes and acks.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-            .await
-            .map_err(|_| ClientError::Timeout)??;
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)??;
         let (mut sink, mut stream) = ws.split();
         let body = options
             .handshake_body
             .clone()
             .unwrap_or_else(|| HandshakeRequest::js_client_body(None));
-        let hs = package::encoded(PackageType::Handshake, body.as_bytes()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let hs = package::encoded(PackageType::Handshake, body.as_bytes())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         sink.send(Message::Binary(hs)).await?;
 
         let handshake = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(frame) = stream.next().await {
                 if let Message::Binary(b) = frame? {
-                    let (pkg, _) = package::decode_one(&b).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let (pkg, _) = package::decode_one(&b)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     if pkg.kind == PackageType::Handshake {
-                        return HandshakeResponse::parse(pkg.body).map_err(|e| ClientError::Protocol(e.to_string()));
+                        return HandshakeResponse::parse(pkg.body)
+                            .map_err(|e| ClientError::Protocol(e.to_string()));
                     }
                 }
             }
@@ -118,7 +124,8 @@ impl Client {
         if handshake.code != 200 {
             return Err(ClientError::Handshake(handshake.code));
         }
-        sink.send(Message::Binary(Bytes::from_static(&package::HANDSHAKE_ACK))).await?;
+        sink.send(Message::Binary(Bytes::from_static(&package::HANDSHAKE_ACK)))
+            .await?;
 
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (push_tx, push_rx) = mpsc::unbounded_channel();
@@ -143,7 +150,10 @@ impl Client {
 
         let reader = Reader {
             dict: handshake.dict.clone(),
-            heartbeat: handshake.heartbeat_secs.filter(|_| options.heartbeat).map(|s| Duration::from_secs(u64::from(s))),
+            heartbeat: handshake
+                .heartbeat_secs
+                .filter(|_| options.heartbeat)
+                .map(|s| Duration::from_secs(u64::from(s))),
             heartbeat_scheduled: Arc::new(AtomicBool::new(false)),
             out: out_tx.clone(),
             pending: pending.clone(),
@@ -195,8 +205,13 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         let json = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let pkg = message::data_package(MessageType::Request, id, Some(&self.route_ref(route)), &json)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let pkg = message::data_package(
+            MessageType::Request,
+            id,
+            Some(&self.route_ref(route)),
+            &json,
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)?;
         let result = tokio::select! {
             r = tokio::time::timeout(self.options.request_timeout, rx) => match r {
@@ -213,19 +228,25 @@ impl Client {
     /// Sends a notify (no response).
     pub fn notify(&self, route: &str, body: Value) -> Result<(), ClientError> {
         let json = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let pkg = message::data_package(MessageType::Notify, 0, Some(&self.route_ref(route)), &json)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let pkg =
+            message::data_package(MessageType::Notify, 0, Some(&self.route_ref(route)), &json)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)
     }
 
     /// Puts `bytes` on the wire as one binary frame, whatever they are.
     pub fn send_raw(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
-        self.out.send(Message::Binary(bytes.into())).map_err(|_| ClientError::Closed)
+        self.out
+            .send(Message::Binary(bytes.into()))
+            .map_err(|_| ClientError::Closed)
     }
 
     /// The next push, waiting at most `timeout`.
     pub async fn next_push(&mut self, timeout: Duration) -> Option<Push> {
-        tokio::time::timeout(timeout, self.pushes.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.pushes.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Every push that arrives within `timeout`.
@@ -240,7 +261,9 @@ impl Client {
 
     /// Waits until the server closes the connection; true if it did within `timeout`.
     pub async fn closed_within(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.closed.cancelled()).await.is_ok()
+        tokio::time::timeout(timeout, self.closed.cancelled())
+            .await
+            .is_ok()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -302,7 +325,9 @@ impl Reader {
 
     fn on_heartbeat(&self) {
         self.heartbeats_seen.fetch_add(1, Ordering::Relaxed);
-        let Some(interval) = self.heartbeat else { return };
+        let Some(interval) = self.heartbeat else {
+            return;
+        };
         if self.heartbeat_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -316,7 +341,9 @@ impl Reader {
     }
 
     fn on_data(&self, body: &[u8]) {
-        let Ok(msg) = message::decode(body) else { return };
+        let Ok(msg) = message::decode(body) else {
+            return;
+        };
         let value = serde_json::from_slice(msg.body).unwrap_or(Value::Null);
         match msg.kind {
             MessageType::Response => {

@@ -226,7 +226,10 @@ impl Default for RpcOptions {
 impl Default for DictionaryOptions {
     fn default() -> Self {
         Self {
-            routes: CHAT_HANDLER_ROUTES.iter().map(|s| (*s).to_owned()).collect(),
+            routes: CHAT_HANDLER_ROUTES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             extra: Vec::new(),
         }
     }
@@ -303,7 +306,11 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_name("namespace", &self.namespace)?;
         if !matches!(self.transport.as_str(), "nats" | "local") {
-            return Err(invalid("transport", &self.transport, "must be nats or local"));
+            return Err(invalid(
+                "transport",
+                &self.transport,
+                "must be nats or local",
+            ));
         }
         for s in &self.servers {
             check_name("servers.id", &s.id)?;
@@ -342,16 +349,25 @@ impl ClusterConfig {
             })
             .unwrap_or_else(|| format!("{server_type}-server-1"));
         check_name("server id", &id)?;
-        let mut me = self.servers.iter().find(|s| s.id == id).cloned().unwrap_or(ServerEntry {
-            id,
-            server_type: server_type.to_owned(),
-            host: default_host(),
-            bind: default_bind(),
-            client_port: None,
-            admin_port: None,
-        });
+        let mut me = self
+            .servers
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .unwrap_or(ServerEntry {
+                id,
+                server_type: server_type.to_owned(),
+                host: default_host(),
+                bind: default_bind(),
+                client_port: None,
+                admin_port: None,
+            });
         if me.server_type != server_type {
-            return Err(invalid("server id", &me.id, "names a server of another type"));
+            return Err(invalid(
+                "server id",
+                &me.id,
+                "names a server of another type",
+            ));
         }
         if let Some(v) = env.get(env::HOST) {
             me.host = v;
@@ -370,12 +386,18 @@ impl ClusterConfig {
 
     /// The options of a frontend type.
     pub fn frontend(&self, server_type: &str) -> &FrontendOptions {
-        if server_type == "gate" { &self.gate } else { &self.connector }
+        if server_type == "gate" {
+            &self.gate
+        } else {
+            &self.connector
+        }
     }
 }
 
 fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim().parse().map_err(|_| invalid(key, v, "not a number"))
+    v.trim()
+        .parse()
+        .map_err(|_| invalid(key, v, "not a number"))
 }
 
 fn invalid(key: &str, value: &str, why: &'static str) -> ConfigError {
@@ -390,11 +412,16 @@ fn invalid(key: &str, value: &str, why: &'static str) -> ConfigError {
 pub fn check_name(key: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
-        Err(invalid(key, v, "use letters, digits, '-' and '_' (at most 128)"))
+        Err(invalid(
+            key,
+            v,
+            "use letters, digits, '-' and '_' (at most 128)",
+        ))
     }
 }
 
@@ -403,7 +430,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     const FILE: &str = r#"
@@ -426,7 +456,10 @@ client_port = 3050
         assert_eq!(me.id, "connector-server-1");
         assert_eq!(me.host, "chat.example.com");
         assert_eq!(me.client_port, Some(0));
-        assert_eq!(cfg.connector.heartbeat_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            cfg.connector.heartbeat_timeout(),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -439,23 +472,35 @@ client_port = 3050
         let cfg = ClusterConfig::default();
         assert!(cfg.identity("chat", Some("a.b".into()), &env(&[])).is_err());
         assert!(cfg.identity("chat", Some("a>".into()), &env(&[])).is_err());
-        assert!(cfg.identity("chat", Some("chat-2".into()), &env(&[])).is_ok());
+        assert!(
+            cfg.identity("chat", Some("chat-2".into()), &env(&[]))
+                .is_ok()
+        );
     }
 
     #[test]
     fn the_environment_overrides_the_cluster() {
         let mut cfg = ClusterConfig::default();
-        cfg.apply_env(&env(&[("SHADDOCK_NAMESPACE", "ns1"), ("SHADDOCK_RPC_TIMEOUT_MS", "250")]))
-            .unwrap();
+        cfg.apply_env(&env(&[
+            ("SHADDOCK_NAMESPACE", "ns1"),
+            ("SHADDOCK_RPC_TIMEOUT_MS", "250"),
+        ]))
+        .unwrap();
         assert_eq!(cfg.namespace, "ns1");
         assert_eq!(cfg.rpc.timeout_ms, 250);
-        assert!(cfg.apply_env(&env(&[("SHADDOCK_RPC_TIMEOUT_MS", "soon")])).is_err());
+        assert!(
+            cfg.apply_env(&env(&[("SHADDOCK_RPC_TIMEOUT_MS", "soon")]))
+                .is_err()
+        );
     }
 
     #[test]
     fn the_gate_has_no_heartbeat_by_default() {
         let cfg = ClusterConfig::default();
         assert_eq!(cfg.frontend("gate").heartbeat(), None);
-        assert_eq!(cfg.frontend("connector").heartbeat(), Some(Duration::from_secs(3)));
+        assert_eq!(
+            cfg.frontend("connector").heartbeat(),
+            Some(Duration::from_secs(3))
+        );
     }
 }

@@ -71,7 +71,10 @@ impl Dictionary {
 
     /// Routes in code order.
     pub fn routes(&self) -> impl Iterator<Item = (&str, u16)> {
-        self.routes.iter().enumerate().map(|(i, r)| (r.as_str(), (i + 1) as u16))
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.as_str(), (i + 1) as u16))
     }
 
     /// `{"route":code,...}` in code order, as `JSON.stringify` writes it.

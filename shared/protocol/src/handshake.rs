@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::Dictionary;
 use crate::dictionary::push_json_string;
 use crate::package::{self, PackageType};
-use crate::Dictionary;
 
 /// Handshake codes.
 pub const CODE_OK: u16 = 200;
@@ -43,7 +43,10 @@ impl HandshakeRequest {
     pub fn parse(body: &[u8]) -> Result<Self, HandshakeError> {
         let text = crate::text::decode_lenient(body);
         let v: Value = serde_json::from_str(&text).map_err(|_| HandshakeError::NotJson)?;
-        let sys = v.get("sys").and_then(Value::as_object).ok_or(HandshakeError::NoSys)?;
+        let sys = v
+            .get("sys")
+            .and_then(Value::as_object)
+            .ok_or(HandshakeError::NoSys)?;
         let string = |k: &str| sys.get(k).and_then(Value::as_str).map(str::to_owned);
         Ok(Self {
             client_type: string("type"),
@@ -57,9 +60,14 @@ impl HandshakeRequest {
     /// The JSON the JS client sends (`sys.type = js-websocket`, `protoVersion = 0`).
     pub fn js_client_body(dict_version: Option<&str>) -> String {
         match dict_version {
-            None => r#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{},"protoVersion":0}}"#.to_owned(),
+            None => {
+                r#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{},"protoVersion":0}}"#
+                    .to_owned()
+            }
             Some(v) => {
-                let mut s = String::from(r#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{},"protoVersion":0,"dictVersion":"#);
+                let mut s = String::from(
+                    r#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{},"protoVersion":0,"dictVersion":"#,
+                );
                 push_json_string(&mut s, v);
                 s.push_str("}}");
                 s
@@ -141,13 +149,18 @@ impl HandshakeResponse {
             .and_then(|s| s.get("heartbeat"))
             .and_then(Value::as_u64)
             .map(|h| h as u32);
-        let dict = sys.and_then(|s| s.get("dict")).and_then(Value::as_object).map(|m| {
-            // Rebuild from the server's codes, which are authoritative.
-            let mut pairs: Vec<(&String, u64)> =
-                m.iter().filter_map(|(k, c)| c.as_u64().map(|c| (k, c))).collect();
-            pairs.sort_by_key(|(_, c)| *c);
-            Dictionary::from_ordered(pairs.into_iter().map(|(k, _)| k.clone()))
-        });
+        let dict = sys
+            .and_then(|s| s.get("dict"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                // Rebuild from the server's codes, which are authoritative.
+                let mut pairs: Vec<(&String, u64)> = m
+                    .iter()
+                    .filter_map(|(k, c)| c.as_u64().map(|c| (k, c)))
+                    .collect();
+                pairs.sort_by_key(|(_, c)| *c);
+                Dictionary::from_ordered(pairs.into_iter().map(|(k, _)| k.clone()))
+            });
         Ok(Self {
             code,
             heartbeat_secs,
@@ -172,14 +185,20 @@ mod tests {
     #[test]
     fn a_handshake_without_sys_is_refused() {
         assert_eq!(HandshakeRequest::parse(b"{}"), Err(HandshakeError::NoSys));
-        assert_eq!(HandshakeRequest::parse(b"nope"), Err(HandshakeError::NotJson));
+        assert_eq!(
+            HandshakeRequest::parse(b"nope"),
+            Err(HandshakeError::NotJson)
+        );
         assert_eq!(&error_package(500)[..], b"\x01\x00\x00\x0c{\"code\":500}");
     }
 
     #[test]
     fn a_server_without_heartbeat_or_dict_answers_an_empty_sys() {
         let cfg = HandshakeConfig::default();
-        assert_eq!(cfg.ok_body(&HandshakeRequest::default(), None), r#"{"code":200,"sys":{}}"#);
+        assert_eq!(
+            cfg.ok_body(&HandshakeRequest::default(), None),
+            r#"{"code":200,"sys":{}}"#
+        );
     }
 
     #[test]
@@ -193,7 +212,10 @@ mod tests {
             heartbeat_secs: Some(3),
             dict: Some(dict),
         };
-        assert_eq!(cfg.ok_body(&req, None), r#"{"code":200,"sys":{"heartbeat":3,"useDict":true}}"#);
+        assert_eq!(
+            cfg.ok_body(&req, None),
+            r#"{"code":200,"sys":{"heartbeat":3,"useDict":true}}"#
+        );
     }
 
     #[test]

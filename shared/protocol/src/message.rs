@@ -179,7 +179,12 @@ pub fn encode(
 }
 
 /// The length of a message, to size a buffer exactly once.
-pub fn encoded_len(kind: MessageType, id: u32, route: Option<&RouteRef<'_>>, body: &[u8]) -> Result<usize, EncodeError> {
+pub fn encoded_len(
+    kind: MessageType,
+    id: u32,
+    route: Option<&RouteRef<'_>>,
+    body: &[u8],
+) -> Result<usize, EncodeError> {
     let mut n = 1 + body.len();
     if kind.has_id() {
         n += id_len(id);
@@ -213,7 +218,11 @@ pub fn response_package(id: u32, body: &[u8]) -> Result<Bytes, EncodeError> {
 }
 
 /// A push package: the route compressed when `dict` knows it.
-pub fn push_package(route: &str, dict: Option<&crate::Dictionary>, body: &[u8]) -> Result<Bytes, EncodeError> {
+pub fn push_package(
+    route: &str,
+    dict: Option<&crate::Dictionary>,
+    body: &[u8],
+) -> Result<Bytes, EncodeError> {
     let route = match dict.and_then(|d| d.code_of(route)) {
         Some(code) => RouteRef::Code(code),
         None => RouteRef::Name(Cow::Borrowed(route)),
@@ -235,7 +244,10 @@ mod tests {
 
     #[test]
     fn an_id_longer_than_five_bytes_is_an_error() {
-        assert_eq!(decode_id(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), Err(DecodeError::BadId));
+        assert_eq!(
+            decode_id(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x01]),
+            Err(DecodeError::BadId)
+        );
         assert_eq!(decode_id(&[0x80]), Err(DecodeError::BadId));
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use shaddock_protocol::handshake::{HandshakeConfig, HandshakeRequest};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 use shaddock_protocol::package::{self, PackageType};
-use shaddock_protocol::{crc, DecodeError, Dictionary};
+use shaddock_protocol::{DecodeError, Dictionary, crc};
 
 fn vectors() -> Value {
     let text = include_str!("vectors/pomelo-protocol.json");
@@ -35,9 +35,17 @@ fn packages_encode_and_decode_like_the_reference() {
         if let Some(pkg_hex) = case["package_hex"].as_str() {
             let body = hex(case["body_hex"].as_str().unwrap());
             let expected = hex(pkg_hex);
-            assert_eq!(&package::encoded(kind, &body).unwrap()[..], &expected[..], "{name}");
+            assert_eq!(
+                &package::encoded(kind, &body).unwrap()[..],
+                &expected[..],
+                "{name}"
+            );
             let (pkg, used) = package::decode_one(&expected).unwrap();
-            assert_eq!((pkg.kind, pkg.body, used), (kind, &body[..], expected.len()), "{name}");
+            assert_eq!(
+                (pkg.kind, pkg.body, used),
+                (kind, &body[..], expected.len()),
+                "{name}"
+            );
         } else {
             let len = case["body_len"].as_u64().unwrap() as usize;
             let header = hex(case["header_hex"].as_str().unwrap());
@@ -133,7 +141,10 @@ fn handshake_responses_without_protobuf_are_byte_identical() {
         .iter()
         .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
         .collect();
-    let dict = Dictionary::new(dict_routes.iter().map(|(r, _)| r.clone()), Vec::<String>::new());
+    let dict = Dictionary::new(
+        dict_routes.iter().map(|(r, _)| r.clone()),
+        Vec::<String>::new(),
+    );
     for (route, code) in &dict_routes {
         assert_eq!(dict.code_of(route), Some(*code as u16));
     }
@@ -153,7 +164,11 @@ fn handshake_responses_without_protobuf_are_byte_identical() {
             dict: parsed["sys"].get("dict").map(|_| dict.clone()),
         };
         let pkg = cfg.ok_package(&req, None);
-        assert_eq!(&pkg[..], &hex(case["package_hex"].as_str().unwrap())[..], "{name}");
+        assert_eq!(
+            &pkg[..],
+            &hex(case["package_hex"].as_str().unwrap())[..],
+            "{name}"
+        );
         checked += 1;
     }
     assert!(checked >= 2);
@@ -164,7 +179,10 @@ fn the_js_client_handshake_request_is_byte_identical() {
     let v = vectors();
     let first = &cases(&v, "packages")[0];
     let body = HandshakeRequest::js_client_body(None);
-    assert_eq!(body.as_bytes(), &hex(first["body_hex"].as_str().unwrap())[..]);
+    assert_eq!(
+        body.as_bytes(),
+        &hex(first["body_hex"].as_str().unwrap())[..]
+    );
 }
 
 #[test]

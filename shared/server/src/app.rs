@@ -25,6 +25,8 @@ pub struct App {
     pub token: CancellationToken,
     /// Every task this server spawns; shutdown waits for it.
     pub tracker: TaskTracker,
+    /// This start of the server (see [`ServerInfo::incarnation`]).
+    pub incarnation: u64,
 }
 
 impl App {
@@ -50,13 +52,19 @@ impl App {
     }
 
     /// A server on an existing bus (several servers in one process share one).
-    pub fn with_bus(config: ClusterConfig, me: ServerEntry, bus: Bus, token: CancellationToken) -> Self {
+    pub fn with_bus(
+        config: ClusterConfig,
+        me: ServerEntry,
+        bus: Bus,
+        token: CancellationToken,
+    ) -> Self {
         Self {
             config: Arc::new(config),
             me,
             bus,
             token,
             tracker: TaskTracker::new(),
+            incarnation: ServerInfo::new_incarnation(),
         }
     }
 
@@ -75,15 +83,22 @@ impl App {
             server_type: self.me.server_type.clone(),
             host: self.me.host.clone(),
             client_port,
-            incarnation: ServerInfo::new_incarnation(),
+            incarnation: self.incarnation,
         };
         let timing = RegistryTiming {
             heartbeat: Duration::from_millis(self.config.registry.heartbeat_ms),
             lapse: Duration::from_millis(self.config.registry.lapse_ms),
         };
-        Registry::start(self.bus.clone(), &self.config.namespace, info, timing, self.token.clone(), &self.tracker)
-            .await
-            .context("joining the registry")
+        Registry::start(
+            self.bus.clone(),
+            &self.config.namespace,
+            info,
+            timing,
+            self.token.clone(),
+            &self.tracker,
+        )
+        .await
+        .context("joining the registry")
     }
 
     pub fn rpc_timeout(&self) -> Duration {
@@ -92,7 +107,9 @@ impl App {
 
     /// The one line on stdout that says the server is up; tests and scripts read the port.
     pub fn announce_ready(&self, client_port: Option<u16>) {
-        let port = client_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let port = client_port
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
         println!(
             "shaddock ready server_id={} server_type={} client_port={port}",
             self.me.id, self.me.server_type
@@ -112,8 +129,14 @@ impl App {
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.token.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            tracing::warn!(?grace, "tasks still running after the grace period, stopping now");
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "tasks still running after the grace period, stopping now"
+            );
         }
         tracing::info!(server.id = %self.me.id, "stopped");
     }

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::handler::{response_body, BoxFuture, HandlerError, Handlers};
+use crate::handler::{BoxFuture, HandlerError, Handlers, response_body};
 
-type RemoteFn = Arc<dyn Fn(String, String, Vec<u8>) -> BoxFuture<Result<Vec<u8>, HandlerError>> + Send + Sync>;
+type RemoteFn =
+    Arc<dyn Fn(String, String, Vec<u8>) -> BoxFuture<Result<Vec<u8>, HandlerError>> + Send + Sync>;
 
 /// A backend: handlers for forwarded requests and one function for remote calls.
 pub struct Backend {
@@ -22,7 +23,9 @@ pub struct Backend {
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend").field("handlers", &self.handlers).finish()
+        f.debug_struct("Backend")
+            .field("handlers", &self.handlers)
+            .finish()
     }
 }
 
@@ -40,7 +43,13 @@ impl Backend {
     }
 
     /// Serves `sub` until `token` is cancelled.
-    pub async fn serve(self: Arc<Self>, bus: Bus, mut sub: Subscription, token: CancellationToken, tracker: TaskTracker) {
+    pub async fn serve(
+        self: Arc<Self>,
+        bus: Bus,
+        mut sub: Subscription,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         loop {
             let msg = tokio::select! {
                 _ = token.cancelled() => break,
@@ -55,8 +64,15 @@ impl Backend {
 
     async fn handle(&self, bus: Bus, msg: Incoming) {
         let reply = match Envelope::decode(&msg.payload) {
-            Err(e) => Reply::Err { code: 500, message: e.to_string() },
-            Ok(Envelope::Forward { session, route, body }) => {
+            Err(e) => Reply::Err {
+                code: 500,
+                message: e.to_string(),
+            },
+            Ok(Envelope::Forward {
+                session,
+                route,
+                body,
+            }) => {
                 let body = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::json!({}));
                 let result = self.handlers.handle_filtered(&route, session, body).await;
                 if let Err(e) = &result {
@@ -64,15 +80,20 @@ impl Backend {
                 }
                 Reply::Ok(response_body(&result))
             }
-            Ok(Envelope::Rpc { service, method, args }) => {
-                match (self.remote)(service.clone(), method.clone(), args).await {
-                    Ok(body) => Reply::Ok(body),
-                    Err(e) => {
-                        tracing::debug!(%service, %method, error = %e, "remote failed");
-                        Reply::Err { code: 500, message: e.message }
+            Ok(Envelope::Rpc {
+                service,
+                method,
+                args,
+            }) => match (self.remote)(service.clone(), method.clone(), args).await {
+                Ok(body) => Reply::Ok(body),
+                Err(e) => {
+                    tracing::debug!(%service, %method, error = %e, "remote failed");
+                    Reply::Err {
+                        code: 500,
+                        message: e.message,
                     }
                 }
-            }
+            },
             Ok(Envelope::Push { .. } | Envelope::Broadcast { .. }) => Reply::Err {
                 code: 500,
                 message: "a backend holds no sessions".into(),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use shaddock_bus::{subject, Bus, Envelope, Registry, Reply, SessionExport};
+use shaddock_bus::{Bus, Envelope, Registry, Reply, SessionExport, subject};
 
 use crate::handler::HandlerError;
 
@@ -67,7 +67,10 @@ impl Forwarder {
         match Reply::decode(&answer).map_err(|e| HandlerError::new(e.to_string()))? {
             // The backend already applied the response rules: relay its JSON.
             Reply::Ok(json) => Ok(serde_json::from_slice(&json).unwrap_or(Value::Null)),
-            Reply::Err { code, message } => Err(HandlerError::with_response(message, serde_json::json!({ "code": code }))),
+            Reply::Err { code, message } => Err(HandlerError::with_response(
+                message,
+                serde_json::json!({ "code": code }),
+            )),
         }
     }
 }

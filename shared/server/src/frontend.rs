@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use shaddock_config::Limits;
-use shaddock_protocol::handshake::HandshakeConfig;
 use shaddock_protocol::Dictionary;
+use shaddock_protocol::handshake::HandshakeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,9 @@ pub struct Frontend {
 
 impl std::fmt::Debug for Frontend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frontend").field("server_id", &self.server_id).finish()
+        f.debug_struct("Frontend")
+            .field("server_id", &self.server_id)
+            .finish()
     }
 }
 
@@ -106,9 +108,12 @@ impl Frontend {
             let _ = tcp.set_nodelay(true);
         });
         self.tracker.spawn(async move {
-            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "frontend listener failed");
             }
@@ -122,11 +127,19 @@ async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
-        return (axum::http::StatusCode::BAD_REQUEST, "pomelo websocket endpoint\n").into_response();
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "pomelo websocket endpoint\n",
+        )
+            .into_response();
     };
     let Ok(permit) = fe.connections.clone().try_acquire_owned() else {
         tracing::warn!(%peer, max = fe.limits.max_connections, "connection limit reached, refusing");
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections\n",
+        )
+            .into_response();
     };
     let max = fe.limits.max_package_bytes;
     ws.read_buffer_size(READ_BUFFER)

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A boxed future, as handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -128,11 +128,14 @@ impl<S: Send + 'static> Handlers<S> {
     }
 
     /// Runs the pipeline for one request.
-    pub async fn handle(&self, route: &str, session: S, body: Value) -> Result<Value, HandlerError> {
+    pub async fn handle(
+        &self,
+        route: &str,
+        session: S,
+        body: Value,
+    ) -> Result<Value, HandlerError> {
         for f in &self.filters {
-            if let Err(e) = f.before(route, &session, &body) {
-                return Err(e);
-            }
+            f.before(route, &session, &body)?;
         }
         match self.map.get(route) {
             Some(h) => h(session, body).await,
@@ -141,7 +144,12 @@ impl<S: Send + 'static> Handlers<S> {
     }
 
     /// Runs the pipeline with after filters; `S: Clone` so the filters see the session.
-    pub async fn handle_filtered(&self, route: &str, session: S, body: Value) -> Result<Value, HandlerError>
+    pub async fn handle_filtered(
+        &self,
+        route: &str,
+        session: S,
+        body: Value,
+    ) -> Result<Value, HandlerError>
     where
         S: Clone,
     {
@@ -205,8 +213,13 @@ mod tests {
         assert_eq!(check_route("nodots"), RouteCheck::Drop);
         assert_eq!(check_route("a.b"), RouteCheck::Invalid);
         assert_eq!(check_route("a.b.c.d"), RouteCheck::Invalid);
-        assert_eq!(check_route("connector.entryHandler.constructor"), RouteCheck::Attack);
-        assert!(matches!(check_route("chat.chatHandler.send"), RouteCheck::Ok(p) if p.server_type == "chat"));
+        assert_eq!(
+            check_route("connector.entryHandler.constructor"),
+            RouteCheck::Attack
+        );
+        assert!(
+            matches!(check_route("chat.chatHandler.send"), RouteCheck::Ok(p) if p.server_type == "chat")
+        );
     }
 
     #[test]
@@ -223,7 +236,11 @@ mod tests {
     impl Filter<()> for Counting {
         fn before(&self, _: &str, _: &(), _: &Value) -> Result<(), HandlerError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            if self.1 { Err(HandlerError::new("refused")) } else { Ok(()) }
+            if self.1 {
+                Err(HandlerError::new("refused"))
+            } else {
+                Ok(())
+            }
         }
         fn after(&self, _: &str, _: &(), _: &Result<Value, HandlerError>) {
             self.0.fetch_add(10, Ordering::SeqCst);
@@ -238,11 +255,20 @@ mod tests {
         h.filter(Counting(count.clone(), false));
         assert_eq!(h.handle_filtered("a.b.c", (), json!(1)).await, Ok(json!(1)));
         assert_eq!(count.load(Ordering::SeqCst), 11);
-        assert!(h.handle_filtered("a.b.missing", (), json!(1)).await.is_err());
+        assert!(
+            h.handle_filtered("a.b.missing", (), json!(1))
+                .await
+                .is_err()
+        );
 
         let mut refusing: Handlers<()> = Handlers::new();
         refusing.add("a.b.c", |_, _| async move { panic!("must not run") });
         refusing.filter(Counting(count.clone(), true));
-        assert!(refusing.handle_filtered("a.b.c", (), json!(1)).await.is_err());
+        assert!(
+            refusing
+                .handle_filtered("a.b.c", (), json!(1))
+                .await
+                .is_err()
+        );
     }
 }

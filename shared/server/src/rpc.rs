@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use shaddock_bus::envelope::decode_value;
-use shaddock_bus::{subject, Bus, BusError, Envelope, Registry, Reply};
+use shaddock_bus::{Bus, BusError, Envelope, Registry, Reply, subject};
 
 /// Calls remotes over the bus.
 #[derive(Debug, Clone)]
@@ -47,7 +47,11 @@ impl RpcClient {
         let payload = Envelope::rpc(service, method, args)?.encode()?;
         let answer = self
             .bus
-            .request(subject::server(&self.namespace, server_id), payload, self.timeout)
+            .request(
+                subject::server(&self.namespace, server_id),
+                payload,
+                self.timeout,
+            )
             .await?;
         let body = Reply::decode(&answer)?.into_result()?;
         decode_value(&body)

@@ -95,7 +95,9 @@ impl SessionService {
 
     /// Undoes a bind (e.g. when the backend refused the login).
     pub fn unbind(&self, session: &Session) {
-        let Some(uid) = session.inner.state.lock().uid.take() else { return };
+        let Some(uid) = session.inner.state.lock().uid.take() else {
+            return;
+        };
         let mut by_uid = self.inner.by_uid.write();
         if let Some(list) = by_uid.get_mut(&uid) {
             list.retain(|s| s.id() != session.id());
@@ -125,7 +127,12 @@ impl SessionService {
 
     /// Every session bound to `uid` on this frontend (`getByUid`).
     pub fn get_by_uid(&self, uid: &str) -> Vec<Session> {
-        self.inner.by_uid.read().get(uid).cloned().unwrap_or_default()
+        self.inner
+            .by_uid
+            .read()
+            .get(uid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Queues `pkg` on every session of `uid`; false when the uid has none here.
@@ -217,13 +224,22 @@ impl Session {
             }
         }
         if let Some(service) = self.inner.service.upgrade() {
-            service.by_uid.write().entry(uid.to_owned()).or_default().push(self.clone());
+            service
+                .by_uid
+                .write()
+                .entry(uid.to_owned())
+                .or_default()
+                .push(self.clone());
         }
         Ok(())
     }
 
     pub fn set(&self, key: &str, value: Value) {
-        self.inner.state.lock().settings.insert(key.to_owned(), value);
+        self.inner
+            .state
+            .lock()
+            .settings
+            .insert(key.to_owned(), value);
     }
 
     pub fn get(&self, key: &str) -> Option<Value> {
@@ -250,7 +266,10 @@ impl Session {
                     if let Some(service) = self.inner.service.upgrade() {
                         service.slow_kicks.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::warn!(session.id = self.inner.id, "send queue full, closing slow client");
+                    tracing::warn!(
+                        session.id = self.inner.id,
+                        "send queue full, closing slow client"
+                    );
                     self.inner.closing.cancel();
                 }
                 false
@@ -264,7 +283,10 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        let _ = self.inner.tx.try_send(shaddock_protocol::package::kick(reason));
+        let _ = self
+            .inner
+            .tx
+            .try_send(shaddock_protocol::package::kick(reason));
         self.inner.closing.cancel();
     }
 
@@ -326,7 +348,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let s = svc.create(tx, CancellationToken::new());
         s.kick("attack");
-        assert_eq!(&rx.try_recv().unwrap()[..], b"\x05\x00\x00\x13{\"reason\":\"attack\"}");
+        assert_eq!(
+            &rx.try_recv().unwrap()[..],
+            b"\x05\x00\x00\x13{\"reason\":\"attack\"}"
+        );
         assert!(s.is_closed());
     }
 }

@@ -6,9 +6,9 @@
 //! The response is `{}`.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use shaddock_bus::SessionExport;
-use shaddock_channel::{Delivery, Member};
+use shaddock_channel::Delivery;
 use shaddock_server::{HandlerError, Handlers};
 
 use crate::ChatState;
@@ -30,27 +30,43 @@ pub fn register(handlers: &mut Handlers<SessionExport>, state: ChatState) {
     });
 }
 
-async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Result<Value, HandlerError> {
-    let rid = session.get_str("rid").ok_or_else(|| HandlerError::new("session has no rid"))?;
-    let uid = session.uid.as_deref().ok_or_else(|| HandlerError::new("session is not bound"))?;
+async fn send(
+    state: &ChatState,
+    session: &SessionExport,
+    body: &Value,
+) -> Result<Value, HandlerError> {
+    let rid = session
+        .get_str("rid")
+        .ok_or_else(|| HandlerError::new("session has no rid"))?;
+    let uid = session
+        .uid
+        .as_deref()
+        .ok_or_else(|| HandlerError::new("session is not bound"))?;
     let from = uid.split('*').next().unwrap_or(uid);
     let target = body.get("target").and_then(Value::as_str).unwrap_or("*");
     let msg = body.get("content").unwrap_or(&Value::Null);
-    let payload = serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;
+    let payload = serde_json::to_vec(&OnChat { msg, from, target })
+        .map_err(|e| HandlerError::new(e.to_string()))?;
     let channel = state.channels.channel(rid);
     let pushed = if target == "*" {
-        channel.push_message("onChat", &payload, Delivery::Publish).await
+        channel
+            .push_message("onChat", &payload, Delivery::Publish)
+            .await
     } else {
         let target_uid = format!("{target}*{rid}");
-        let sid = channel
+        let member = channel
             .member(&target_uid)
             .await
             .map_err(|e| HandlerError::new(e.to_string()))?
             .ok_or_else(|| HandlerError::new(format!("{target} is not in {rid}")))?;
-        let member = Member { uid: target_uid, sid };
         state
             .channels
-            .push_message_by_uids("onChat", &payload, std::slice::from_ref(&member), Delivery::Publish)
+            .push_message_by_uids(
+                "onChat",
+                &payload,
+                std::slice::from_ref(&member),
+                Delivery::Publish,
+            )
             .await
     };
     pushed.map_err(|e| HandlerError::new(e.to_string()))?;

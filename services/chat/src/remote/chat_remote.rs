@@ -23,14 +23,54 @@ fn err(e: impl std::fmt::Display) -> HandlerError {
 }
 
 /// Routes a remote call to its method; the answer is MessagePack.
-pub async fn dispatch(state: &ChatState, service: &str, method: &str, args: &[u8]) -> Result<Vec<u8>, HandlerError> {
-    let (uid, sid, rid): (String, String, String) = match service {
-        "chatRemote" => decode_value(args).map_err(err)?,
-        _ => return Err(HandlerError::new(format!("no remote {service}.{method}"))),
-    };
-    let answer = match method {
-        "add" => rmp_serde::to_vec(&add(state, &uid, &sid, &rid).await?),
-        "kick" => rmp_serde::to_vec(&kick(state, &uid, &sid, &rid).await?),
+///
+/// - `add(uid, sid, rid, incarnation)` -> `Option<Vec<String>>`
+/// - `kick(uid, sid, rid, incarnation)` -> `bool`
+/// - `purgeFrontend(sid, keep_incarnation)` -> `usize`: members of `sid` from any other
+///   incarnation leave (a connector calls it when it starts and sees a chat server).
+pub async fn dispatch(
+    state: &ChatState,
+    service: &str,
+    method: &str,
+    args: &[u8],
+) -> Result<Vec<u8>, HandlerError> {
+    let answer = match (service, method) {
+        ("chatRemote", "add") => {
+            let (uid, sid, rid, inc): (String, String, String, u64) =
+                decode_value(args).map_err(err)?;
+            rmp_serde::to_vec(
+                &add(
+                    state,
+                    &Member {
+                        uid,
+                        sid,
+                        incarnation: inc,
+                    },
+                    &rid,
+                )
+                .await?,
+            )
+        }
+        ("chatRemote", "kick") => {
+            let (uid, sid, rid, inc): (String, String, String, u64) =
+                decode_value(args).map_err(err)?;
+            rmp_serde::to_vec(
+                &kick(
+                    state,
+                    &Member {
+                        uid,
+                        sid,
+                        incarnation: inc,
+                    },
+                    &rid,
+                )
+                .await?,
+            )
+        }
+        ("chatRemote", "purgeFrontend") => {
+            let (sid, keep): (String, Option<u64>) = decode_value(args).map_err(err)?;
+            rmp_serde::to_vec(&crate::purge::purge_frontend(state, &sid, keep).await)
+        }
         _ => return Err(HandlerError::new(format!("no remote {service}.{method}"))),
     };
     answer.map_err(err)
@@ -40,25 +80,43 @@ fn user_name(uid: &str) -> &str {
     uid.split('*').next().unwrap_or(uid)
 }
 
-/// Adds `uid` (held by connector `sid`) to room `rid`; tells the members already there; answers
-/// the names in the room, the joiner included, or `None` when the uid is already in.
-pub async fn add(state: &ChatState, uid: &str, sid: &str, rid: &str) -> Result<Option<Vec<String>>, HandlerError> {
-    let channel = state.channels.get_channel(rid, true).await.map_err(err)?.ok_or_else(|| err("no channel"))?;
-    if !channel.add(uid, sid).await.map_err(err)? {
+/// Adds `member` to room `rid`; tells the members already there; answers the names in the
+/// room, the joiner included, or `None` when the uid is already in.
+pub async fn add(
+    state: &ChatState,
+    member: &Member,
+    rid: &str,
+) -> Result<Option<Vec<String>>, HandlerError> {
+    let channel = state
+        .channels
+        .get_channel(rid, true)
+        .await
+        .map_err(err)?
+        .ok_or_else(|| err("no channel"))?;
+    if !channel.add(member).await.map_err(err)? {
         return Ok(None);
     }
     let members = channel.members().await.map_err(err)?;
-    let others: Vec<Member> = members.iter().filter(|m| m.uid != uid).cloned().collect();
-    push_event(state, &others, "onAdd", user_name(uid)).await;
-    Ok(Some(members.iter().map(|m| user_name(&m.uid).to_owned()).collect()))
+    let others: Vec<Member> = members
+        .iter()
+        .filter(|m| m.uid != member.uid)
+        .cloned()
+        .collect();
+    push_event(state, &others, "onAdd", user_name(&member.uid)).await;
+    Ok(Some(
+        members
+            .iter()
+            .map(|m| user_name(&m.uid).to_owned())
+            .collect(),
+    ))
 }
 
-/// Removes `uid` from `rid` if connector `sid` holds it; tells the others. True if it left.
-pub async fn kick(state: &ChatState, uid: &str, sid: &str, rid: &str) -> Result<bool, HandlerError> {
+/// Removes `member` from `rid` if it is there exactly so; tells the others. True if it left.
+pub async fn kick(state: &ChatState, member: &Member, rid: &str) -> Result<bool, HandlerError> {
     let channel = state.channels.channel(rid);
-    let left = channel.leave(uid, sid).await.map_err(err)?;
+    let left = channel.leave(member).await.map_err(err)?;
     if left {
-        announce_leave(state, &channel, uid).await;
+        announce_leave(state, &channel, &member.uid).await;
     }
     Ok(left)
 }
@@ -75,8 +133,14 @@ async fn push_event(state: &ChatState, to: &[Member], route: &str, user: &str) {
     if to.is_empty() {
         return;
     }
-    let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else { return };
-    if let Err(e) = state.channels.push_message_by_uids(route, &body, to, Delivery::Publish).await {
+    let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
+        return;
+    };
+    if let Err(e) = state
+        .channels
+        .push_message_by_uids(route, &body, to, Delivery::Publish)
+        .await
+    {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
 }

@@ -4,7 +4,7 @@
 //! of that room to add it (`chatRemote.add`). The answer is `{users:[names]}`; a uid already
 //! logged in anywhere in the cluster gets `{"code":500,"error":true}` and the socket stays open.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use shaddock_server::frontend::Frontend;
 use shaddock_server::rpc::RpcClient;
 use shaddock_server::{HandlerError, Session};
@@ -14,13 +14,14 @@ pub const MAX_NAME_CHARS: usize = 64;
 
 pub const ROUTE: &str = "connector.entryHandler.enter";
 
-pub fn register(fe: &mut Frontend, rpc: RpcClient) {
+pub fn register(fe: &mut Frontend, rpc: RpcClient, incarnation: u64) {
     let sessions = fe.sessions.clone();
-    fe.handlers.add(ROUTE, move |session: Session, body: Value| {
-        let rpc = rpc.clone();
-        let sessions = sessions.clone();
-        async move { enter(rpc, sessions, session, body).await }
-    });
+    fe.handlers
+        .add(ROUTE, move |session: Session, body: Value| {
+            let rpc = rpc.clone();
+            let sessions = sessions.clone();
+            async move { enter(rpc, sessions, incarnation, session, body).await }
+        });
 }
 
 fn name(body: &Value, key: &str) -> Option<String> {
@@ -36,6 +37,7 @@ fn refused() -> Value {
 async fn enter(
     rpc: RpcClient,
     sessions: shaddock_server::SessionService,
+    incarnation: u64,
     session: Session,
     body: Value,
 ) -> Result<Value, HandlerError> {
@@ -51,7 +53,13 @@ async fn enter(
     }
     session.set("rid", Value::from(rid.clone()));
     let added: Result<Option<Vec<String>>, _> = rpc
-        .call("chat", &rid, "chatRemote", "add", &(&uid, session.frontend_id(), &rid))
+        .call(
+            "chat",
+            &rid,
+            "chatRemote",
+            "add",
+            &(&uid, session.frontend_id(), &rid, incarnation),
+        )
         .await;
     match added {
         Ok(Some(users)) => Ok(json!({ "users": users })),
@@ -68,11 +76,22 @@ async fn enter(
 }
 
 /// Pomelo's `onUserLeave`: a closed session leaves its room.
-pub async fn on_user_leave(rpc: RpcClient, session: Session) {
+pub async fn on_user_leave(rpc: RpcClient, incarnation: u64, session: Session) {
     let Some(uid) = session.uid() else { return };
-    let Some(rid) = session.get("rid").and_then(|v| v.as_str().map(str::to_owned)) else { return };
+    let Some(rid) = session
+        .get("rid")
+        .and_then(|v| v.as_str().map(str::to_owned))
+    else {
+        return;
+    };
     let left: Result<bool, _> = rpc
-        .call("chat", &rid, "chatRemote", "kick", &(&uid, session.frontend_id(), &rid))
+        .call(
+            "chat",
+            &rid,
+            "chatRemote",
+            "kick",
+            &(&uid, session.frontend_id(), &rid, incarnation),
+        )
         .await;
     if let Err(e) = left {
         tracing::warn!(%uid, error = %e, "chatRemote.kick failed");

@@ -1,18 +1,19 @@
 //! `gate.gateHandler.queryEntry {uid}` (chatofpomelo's gateHandler.js): no uid, or no
 //! connector, answers `{"code":500}`; else `{"code":200,"host":..,"port":..}`.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use shaddock_bus::Registry;
-use shaddock_server::frontend::Frontend;
 use shaddock_server::Session;
+use shaddock_server::frontend::Frontend;
 
 pub const ROUTE: &str = "gate.gateHandler.queryEntry";
 
 pub fn register(fe: &mut Frontend, registry: Registry) {
-    fe.handlers.add(ROUTE, move |_session: Session, body: Value| {
-        let registry = registry.clone();
-        async move { Ok(query_entry(&registry, &body)) }
-    });
+    fe.handlers
+        .add(ROUTE, move |_session: Session, body: Value| {
+            let registry = registry.clone();
+            async move { Ok(query_entry(&registry, &body)) }
+        });
 }
 
 pub fn query_entry(registry: &Registry, body: &Value) -> Value {

@@ -14,7 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::Frontend;
 
 /// Runs until the token is cancelled or the subscription ends.
-pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, token: CancellationToken) {
+pub async fn serve(
+    bus: Bus,
+    mut subs: Vec<Subscription>,
+    fe: Arc<Frontend>,
+    token: CancellationToken,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Incoming>(1024);
     // One forwarding task per extra subscription (the type subject), the server's own inline.
     let mut own = subs.remove(0);
@@ -41,12 +46,14 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
         };
         let Some(msg) = msg else { break };
         let reply = deliver(&fe, &msg);
-        if let (Some(reply), Some(_)) = (reply, &msg.reply) {
-            if let Ok(bytes) = reply.encode() {
-                if let Err(e) = bus.respond(&msg, bytes).await {
-                    tracing::debug!(error = %e, "cannot answer a push");
-                }
-            }
+        let answer = match (reply, &msg.reply) {
+            (Some(reply), Some(_)) => reply.encode().ok(),
+            _ => None,
+        };
+        if let Some(bytes) = answer
+            && let Err(e) = bus.respond(&msg, bytes).await
+        {
+            tracing::debug!(error = %e, "cannot answer a push");
         }
     }
 }
@@ -56,16 +63,27 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, subject = %msg.subject, "undecodable envelope");
-            return Some(Reply::Err { code: 500, message: e.to_string() });
+            return Some(Reply::Err {
+                code: 500,
+                message: e.to_string(),
+            });
         }
     };
     match env {
         Envelope::Push { route, body, uids } => {
             let pkg = match message::push_package(&route, fe.dict.as_deref(), &body) {
                 Ok(p) => p,
-                Err(e) => return Some(Reply::Err { code: 500, message: e.to_string() }),
+                Err(e) => {
+                    return Some(Reply::Err {
+                        code: 500,
+                        message: e.to_string(),
+                    });
+                }
             };
-            let fails: Vec<&String> = uids.iter().filter(|uid| !fe.sessions.send_to_uid(uid, &pkg)).collect();
+            let fails: Vec<&String> = uids
+                .iter()
+                .filter(|uid| !fe.sessions.send_to_uid(uid, &pkg))
+                .collect();
             msg.reply.as_ref()?;
             Reply::value(&fails).ok()
         }
@@ -75,7 +93,11 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             }
             Reply::value(&()).ok()
         }
-        Envelope::Rpc { service, method, args } => Some(session_remote(fe, &service, &method, &args)),
+        Envelope::Rpc {
+            service,
+            method,
+            args,
+        } => Some(session_remote(fe, &service, &method, &args)),
         Envelope::Forward { route, .. } => Some(Reply::Err {
             code: 500,
             message: format!("{} does not serve {route}", fe.server_type),
@@ -88,14 +110,24 @@ fn session_remote(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Re
     match (service, method) {
         ("sessionRemote", "kickByUid") => match decode_value::<(String, Option<String>)>(args) {
             Ok((uid, reason)) => {
-                let n = fe.sessions.kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
-                Reply::value(&n).unwrap_or(Reply::Err { code: 500, message: "encode".into() })
+                let n = fe
+                    .sessions
+                    .kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
+                Reply::value(&n).unwrap_or(Reply::Err {
+                    code: 500,
+                    message: "encode".into(),
+                })
             }
-            Err(e) => Reply::Err { code: 500, message: e.to_string() },
+            Err(e) => Reply::Err {
+                code: 500,
+                message: e.to_string(),
+            },
         },
         ("sessionRemote", "sessionCount") => {
-            Reply::value(&(fe.sessions.count(), fe.sessions.bound_count()))
-                .unwrap_or(Reply::Err { code: 500, message: "encode".into() })
+            Reply::value(&(fe.sessions.count(), fe.sessions.bound_count())).unwrap_or(Reply::Err {
+                code: 500,
+                message: "encode".into(),
+            })
         }
         _ => Reply::Err {
             code: 500,

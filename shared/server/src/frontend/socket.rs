@@ -22,13 +22,13 @@ use serde_json::Value;
 use shaddock_protocol::handshake::{self, HandshakeRequest};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 use shaddock_protocol::package::{self, PackageType};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Frontend;
-use crate::handler::{check_route, response_body, HandlerError, RouteCheck};
+use crate::handler::{HandlerError, RouteCheck, check_route, response_body};
 use crate::session::Session;
 
 /// How long a closing socket may take to flush what is queued (e.g. a KICK).
@@ -49,7 +49,12 @@ enum Next {
     Close,
 }
 
-pub(crate) async fn run(socket: WebSocket, fe: Arc<Frontend>, peer: SocketAddr, _permit: OwnedSemaphorePermit) {
+pub(crate) async fn run(
+    socket: WebSocket,
+    fe: Arc<Frontend>,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(fe.limits.send_queue);
     let closing = fe.token.child_token();
@@ -164,7 +169,8 @@ impl Connection {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "handshake refused");
-                self.session.send(handshake::error_package(handshake::CODE_USE_ERROR));
+                self.session
+                    .send(handshake::error_package(handshake::CODE_USE_ERROR));
                 self.session.close();
                 Next::Close
             }
@@ -210,18 +216,29 @@ impl Connection {
         };
         // Invalid JSON is an empty object, as Pomelo's coder makes it.
         let text = shaddock_protocol::text::decode_lenient(msg.body);
-        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
         let fe = self.fe.clone();
         let session = self.session.clone();
         self.fe.tracker.spawn(
             async move {
                 let result = if server_type == fe.server_type {
-                    fe.handlers.handle_filtered(&route, session.clone(), body).await
-                } else if let Some(fw) = &fe.forwarder {
-                    fw.forward(session.export(), &server_type, &route, body, request_id.is_none())
+                    fe.handlers
+                        .handle_filtered(&route, session.clone(), body)
                         .await
+                } else if let Some(fw) = &fe.forwarder {
+                    fw.forward(
+                        session.export(),
+                        &server_type,
+                        &route,
+                        body,
+                        request_id.is_none(),
+                    )
+                    .await
                 } else {
-                    Err(HandlerError::new(format!("no server of type {server_type}")))
+                    Err(HandlerError::new(format!(
+                        "no server of type {server_type}"
+                    )))
                 };
                 if let Err(e) = &result {
                     tracing::debug!(%route, error = %e, "request failed");
@@ -248,7 +265,11 @@ fn respond(session: &Session, id: u32, result: &Result<Value, HandlerError>) {
 
 /// Writes queued packages, several frames per flush; after `closing`, flushes what is queued
 /// (within a grace period) and sends a close frame.
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Bytes>, closing: CancellationToken) {
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Bytes>,
+    closing: CancellationToken,
+) {
     loop {
         let first = tokio::select! {
             biased;

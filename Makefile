@@ -1,0 +1,41 @@
+# Shaddock: Pomelo's multi-server chat, in Rust.
+#   make up      build and run a local cluster on chatofpomelo's ports (gate 3014,
+#                connectors 3050/3051, web client 3001); Ctrl-C stops it
+#   make down    stop what `make up` started
+#   make test    every test: unit, NATS/Redis integration, end-to-end
+#   make bench   the benchmark suite
+#   make lint    rustfmt and clippy
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: up down test test-rust build lint fmt bench services clean
+
+build:
+	$(CARGO) build --workspace --bins
+
+up:
+	./deploy/up.sh
+
+down:
+	./deploy/up.sh down
+
+# The tests need NATS on 127.0.0.1:4222 and Redis on 127.0.0.1:6379.
+services:
+	./deploy/services.sh ensure
+
+test: services build
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	@echo "the benchmark suite is not written yet (issue: load generator and benchmarks)"; exit 1
+
+clean:
+	$(CARGO) clean
+	rm -rf run
