@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down test test-rust build lint fmt bench services clean
+.PHONY: up down test build lint fmt bench services browser-deps clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -23,7 +23,13 @@ down:
 services:
 	./deploy/services.sh ensure
 
-test: services build
+# The browser test needs Debian's chromium and playwright-core from npm.
+browser-deps:
+	@command -v chromium >/dev/null || { echo "installing chromium from Debian's packages"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund --silent)
+
+test: services browser-deps build
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

@@ -79,17 +79,20 @@ pub struct Server {
 impl Server {
     /// Starts `shaddock-<kind>` with `--id id` on `config` and waits for its ready line.
     pub async fn start(kind: &str, id: &str, config: &TestConfig) -> Self {
-        let bin = bin_dir().join(format!("shaddock-{kind}"));
+        let path = config.path.display().to_string();
+        Self::start_bin(&format!("shaddock-{kind}"), id, &["--config", &path, "--id", id]).await
+    }
+
+    /// Starts binary `bin` of the workspace with `args` and waits for its ready line.
+    pub async fn start_bin(bin: &str, id: &str, args: &[&str]) -> Self {
+        let bin = bin_dir().join(bin);
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build --workspace --bins` first",
             bin.display()
         );
         let mut cmd = Command::new(&bin);
-        cmd.arg("--config")
-            .arg(&config.path)
-            .arg("--id")
-            .arg(id)
+        cmd.args(args)
             .env("SHADDOCK_CLIENT_PORT", "0")
             .env("SHADDOCK_BIND", "127.0.0.1")
             .stdout(Stdio::piped())
@@ -116,7 +119,7 @@ impl Server {
         .await
         .ok()
         .flatten()
-        .unwrap_or_else(|| panic!("{kind} {id} did not become ready"));
+        .unwrap_or_else(|| panic!("{} {id} did not become ready", bin.display()));
         // Keep draining stdout so the child never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let client_port = ready
