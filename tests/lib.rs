@@ -80,11 +80,56 @@ impl Server {
     /// Starts `shaddock-<kind>` with `--id id` on `config` and waits for its ready line.
     pub async fn start(kind: &str, id: &str, config: &TestConfig) -> Self {
         let path = config.path.display().to_string();
-        Self::start_bin(&format!("shaddock-{kind}"), id, &["--config", &path, "--id", id]).await
+        Self::start_bin(
+            &format!("shaddock-{kind}"),
+            id,
+            &["--config", &path, "--id", id],
+        )
+        .await
     }
 
     /// Starts binary `bin` of the workspace with `args` and waits for its ready line.
     pub async fn start_bin(bin: &str, id: &str, args: &[&str]) -> Self {
+        Self::start_bin_ready(bin, id, args, 1).await.0
+    }
+
+    /// Starts `shaddock all` (every server of `config` in one process, no web client) and
+    /// returns it with the client port of each frontend by server id.
+    pub async fn start_standalone(
+        config: &TestConfig,
+    ) -> (Self, std::collections::HashMap<String, u16>) {
+        let path = config.path.display().to_string();
+        let n = std::fs::read_to_string(&config.path)
+            .map(|t| t.matches("[[servers]]").count())
+            .unwrap_or(0);
+        let (server, lines) = Self::start_bin_ready(
+            "shaddock",
+            "all",
+            &["--config", &path, "all", "--no-web"],
+            n,
+        )
+        .await;
+        let ports = lines
+            .iter()
+            .filter_map(|l| {
+                let id = l
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("server_id="))?;
+                let port = l
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("client_port="))?;
+                Some((id.to_owned(), port.parse().ok()?))
+            })
+            .collect();
+        (server, ports)
+    }
+
+    async fn start_bin_ready(
+        bin: &str,
+        id: &str,
+        args: &[&str],
+        ready_lines: usize,
+    ) -> (Self, Vec<String>) {
         let bin = bin_dir().join(bin);
         assert!(
             bin.exists(),
@@ -109,9 +154,13 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut ready = Vec::new();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.starts_with("shaddock ready") {
-                    return Some(line);
+                    ready.push(line);
+                    if ready.len() >= ready_lines.max(1) {
+                        return Some(ready);
+                    }
                 }
             }
             None
@@ -122,15 +171,16 @@ impl Server {
         .unwrap_or_else(|| panic!("{} {id} did not become ready", bin.display()));
         // Keep draining stdout so the child never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let client_port = ready
+        let client_port = ready[0]
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix("client_port="))
             .and_then(|p| p.parse().ok());
-        Self {
+        let server = Self {
             id: id.to_owned(),
             client_port,
             child,
-        }
+        };
+        (server, ready)
     }
 
     /// `ws://127.0.0.1:<client port>`.

@@ -10,7 +10,7 @@ use shaddock_e2e::{Server, TestConfig};
 
 use crate::support::{QUERY_ENTRY, SEND, connect, enter, users as user_list};
 
-struct User {
+pub(crate) struct User {
     name: String,
     room: String,
     port: u16,
@@ -18,8 +18,8 @@ struct User {
 }
 
 /// Asks the gate for `name`'s connector, as the web client does.
-async fn query_entry(gate: &Server, name: &str) -> Value {
-    let client = connect(&gate.url()).await;
+async fn query_entry(gate: &str, name: &str) -> Value {
+    let client = connect(gate).await;
     let resp = client
         .request(QUERY_ENTRY, json!({ "uid": name }))
         .await
@@ -29,7 +29,7 @@ async fn query_entry(gate: &Server, name: &str) -> Value {
 }
 
 /// Waits until the gate sees `n` connectors (it answers with `n` distinct ports).
-async fn wait_for_connectors(gate: &Server, n: usize) {
+async fn wait_for_connectors(gate: &str, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut ports = std::collections::BTreeSet::new();
@@ -50,7 +50,7 @@ async fn wait_for_connectors(gate: &Server, n: usize) {
     }
 }
 
-async fn login(gate: &Server, name: &str, room: &str) -> User {
+async fn login(gate: &str, name: &str, room: &str) -> User {
     let entry = query_entry(gate, name).await;
     assert_eq!(entry["code"], json!(200), "{entry}");
     let port = entry["port"].as_u64().unwrap() as u16;
@@ -150,21 +150,13 @@ async fn chat_round(users: &mut [User], round: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes() {
-    let config = TestConfig::new("cluster", "[connector]\nheartbeat_secs = 1\n");
-    let mut chat1 = Server::start("chat", "chat-server-1", &config).await;
-    let _chat2 = Server::start("chat", "chat-server-2", &config).await;
-    let mut conn1 = Server::start("connector", "connector-server-1", &config).await;
-    let conn2 = Server::start("connector", "connector-server-2", &config).await;
-    let gate = Server::start("gate", "gate-server-1", &config).await;
-    wait_for_connectors(&gate, 2).await;
-
-    // 20 users join 4 rooms one by one.
+/// 20 users join 4 rooms through the gate (spread over two connectors), hear of each other
+/// (onAdd), chat with their room, and one private message reaches only its target.
+pub(crate) async fn join_and_chat(gate: &str) -> Vec<User> {
     let mut users: Vec<User> = Vec::new();
     for r in 0..4 {
         for i in 0..5 {
-            users.push(login(&gate, &format!("user{r}{i}"), &format!("room{r}")).await);
+            users.push(login(gate, &format!("user{r}{i}"), &format!("room{r}")).await);
         }
     }
     let ports: std::collections::BTreeSet<u16> = users.iter().map(|u| u.port).collect();
@@ -230,6 +222,21 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
         .unwrap();
     assert_eq!(resp, json!({"code": 500}));
 
+    users
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes() {
+    let config = TestConfig::new("cluster", "[connector]\nheartbeat_secs = 1\n");
+    let mut chat1 = Server::start("chat", "chat-server-1", &config).await;
+    let _chat2 = Server::start("chat", "chat-server-2", &config).await;
+    let mut conn1 = Server::start("connector", "connector-server-1", &config).await;
+    let conn2 = Server::start("connector", "connector-server-2", &config).await;
+    let gate = Server::start("gate", "gate-server-1", &config).await;
+    wait_for_connectors(&gate.url(), 2).await;
+
+    let mut users = join_and_chat(&gate.url()).await;
+
     // A chat server crashes and comes back: nobody has to enter again.
     chat1.kill().await;
     chat1 = Server::start("chat", "chat-server-1", &config).await;
@@ -278,15 +285,18 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
 async fn the_gate_answers_500_without_uid_or_without_connectors() {
     let config = TestConfig::new("gate", "");
     let gate = Server::start("gate", "gate-server-1", &config).await;
-    assert_eq!(query_entry(&gate, "alice").await, json!({"code": 500}));
+    assert_eq!(
+        query_entry(&gate.url(), "alice").await,
+        json!({"code": 500})
+    );
     let client = connect(&gate.url()).await;
     assert_eq!(
         client.request(QUERY_ENTRY, json!({})).await.unwrap(),
         json!({"code": 500})
     );
     let _connector = Server::start("connector", "connector-server-1", &config).await;
-    wait_for_connectors(&gate, 1).await;
-    let entry = query_entry(&gate, "alice").await;
+    wait_for_connectors(&gate.url(), 1).await;
+    let entry = query_entry(&gate.url(), "alice").await;
     assert_eq!(entry["code"], json!(200));
     assert_eq!(entry["host"], json!("127.0.0.1"));
 }
@@ -347,4 +357,49 @@ async fn a_connector_restarted_under_the_same_id_leaves_no_ghosts() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(user_list(&resp), vec!["ghost", "stays"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_chat_works_in_one_process_on_the_embedded_bus_and_store() {
+    let servers = "
+[[servers]]
+id = \"chat-server-1\"
+type = \"chat\"
+[[servers]]
+id = \"chat-server-2\"
+type = \"chat\"
+[[servers]]
+id = \"connector-server-1\"
+type = \"connector\"
+bind = \"127.0.0.1\"
+client_port = 0
+[[servers]]
+id = \"connector-server-2\"
+type = \"connector\"
+bind = \"127.0.0.1\"
+client_port = 0
+[[servers]]
+id = \"gate-server-1\"
+type = \"gate\"
+bind = \"127.0.0.1\"
+client_port = 0
+";
+    let config = TestConfig::new("embedded", servers);
+    let (_all, ports) = Server::start_standalone(&config).await;
+    let gate = format!("ws://127.0.0.1:{}", ports["gate-server-1"]);
+    wait_for_connectors(&gate, 2).await;
+    let mut users = join_and_chat(&gate).await;
+    // A closed socket leaves its room there too.
+    let gone = users.remove(0);
+    gone.client.close();
+    let got = collect(&mut users, "onLeave", |u| usize::from(u.room == gone.room)).await;
+    for (u, pushes) in users.iter().zip(got) {
+        if u.room == gone.room {
+            assert_eq!(pushes.len(), 1, "{}", u.name);
+            assert_eq!(
+                pushes[0].body,
+                json!({"route": "onLeave", "user": gone.name})
+            );
+        }
+    }
 }

@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 mod web;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Shaddock: Pomelo's chat cluster in one process, or its web client")]
+#[command(
+    version,
+    about = "Shaddock: Pomelo's chat cluster in one process, or its web client"
+)]
 struct Cli {
     /// Cluster config (TOML); defaults apply without one.
     #[arg(long, env = "SHADDOCK_CONFIG", global = true)]
@@ -129,7 +132,10 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
         tokio::spawn(web::serve(listener, web_token));
         println!("shaddock ready server_id=web server_type=web client_port={port}");
     }
-    tracing::info!(servers = apps.len(), "all servers up in one process (embedded bus and memory store)");
+    tracing::info!(
+        servers = apps.len(),
+        "all servers up in one process (embedded bus and memory store)"
+    );
 
     tokio::select! {
         _ = shaddock_server::shutdown::signal() => tracing::info!("shutdown signal"),
@@ -142,7 +148,10 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
     token.cancel();
     for app in apps {
         app.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), app.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), app.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(server.id = %app.me.id, "still running after the grace period");
         }
     }

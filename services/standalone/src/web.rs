@@ -1,9 +1,9 @@
 //! The web chat client: three static files compiled into the binary.
 
+use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,15 +14,27 @@ const STYLE: &str = include_str!("../web/style.css");
 
 fn router() -> Router {
     Router::new()
-        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
-        .route("/index.html", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
+        .route(
+            "/",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }),
+        )
+        .route(
+            "/index.html",
+            get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }),
+        )
         .route("/app.js", get(|| async { js(APP_JS) }))
         .route("/pomelo.js", get(|| async { js(POMELO_JS) }))
-        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }))
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
+        )
 }
 
 fn js(body: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        body,
+    )
 }
 
 pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -30,7 +42,10 @@ pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn serve(listener: TcpListener, token: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router()).with_graceful_shutdown(token.cancelled_owned()).await {
+    if let Err(e) = axum::serve(listener, router())
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+    {
         tracing::error!(error = %e, "web server failed");
     }
 }
