@@ -50,12 +50,22 @@ impl Drop for TempDir {
 impl TestConfig {
     /// `extra` is appended to the TOML (sections such as `[connector]`).
     pub fn new(tag: &str, extra: &str) -> Self {
+        Self::with_urls(
+            tag,
+            extra,
+            "nats://127.0.0.1:4222",
+            "redis://127.0.0.1:6379",
+        )
+    }
+
+    /// A config whose servers use these NATS and Redis servers.
+    pub fn with_urls(tag: &str, extra: &str, nats_url: &str, redis_url: &str) -> Self {
         let namespace = namespace(tag);
         let dir = std::env::temp_dir().join(&namespace);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("cluster.toml");
         let text = format!(
-            "namespace = \"{namespace}\"\n\
+            "namespace = \"{namespace}\"\nnats_url = \"{nats_url}\"\nredis_url = \"{redis_url}\"\n\
              [registry]\nheartbeat_ms = 200\nlapse_ms = 1200\n\
              [rpc]\ntimeout_ms = 2000\n{extra}\n"
         );
@@ -207,5 +217,130 @@ impl Server {
             Ok(Ok(status)) => Some(status.success()),
             _ => None,
         }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (for the private servers of fault tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// A private nats-server or redis-server a fault test may kill; killed on drop.
+#[derive(Debug)]
+pub struct PrivateServer {
+    pub port: u16,
+    program: &'static str,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateServer {
+    /// `nats-server` on a free port.
+    pub async fn nats() -> Self {
+        Self::start("nats-server", free_port()).await
+    }
+
+    /// `redis-server` on a free port, keeping its data in an append-only file.
+    pub async fn redis() -> Self {
+        Self::start("redis-server", free_port()).await
+    }
+
+    async fn start(program: &'static str, port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!("{}-{program}-{port}", namespace("private")));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut s = Self {
+            port,
+            program,
+            dir,
+            child: None,
+        };
+        s.restart().await;
+        s
+    }
+
+    pub fn url(&self) -> String {
+        match self.program {
+            "nats-server" => format!("nats://127.0.0.1:{}", self.port),
+            _ => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts it (again) on the same port with the same data directory.
+    pub async fn restart(&mut self) {
+        let port = self.port.to_string();
+        let mut cmd = Command::new(self.program);
+        match self.program {
+            "nats-server" => cmd.args(["-a", "127.0.0.1", "-p", &port]),
+            _ => cmd
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .arg("--dir")
+                .arg(&self.dir),
+        };
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("{} cannot start: {e}", self.program)),
+        );
+        wait_port(self.port).await;
+    }
+
+    /// Stops it: SIGTERM (Redis writes its data), then waits for the exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }

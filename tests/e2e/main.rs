@@ -4,4 +4,5 @@
 mod browser;
 mod cluster;
 mod connector;
+mod faults;
 mod support;

@@ -103,6 +103,13 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Packages queued for one socket before the client is kicked as too slow.
     pub send_queue: usize,
+    /// Requests and notifies one session may send per second, on average (0: no limit).
+    pub requests_per_second: u32,
+    /// How many may come at once; past it requests are refused, and a session that keeps
+    /// sending as many refused requests again is kicked (`{"reason":"flood"}`).
+    pub request_burst: u32,
+    /// Longest user or room name, in characters.
+    pub max_name_chars: usize,
 }
 
 /// The server registry: how often servers announce themselves and when they drop out.
@@ -204,6 +211,9 @@ impl Default for Limits {
             max_connections: 10_000,
             handshake_timeout_ms: 10_000,
             send_queue: 256,
+            requests_per_second: 50,
+            request_burst: 100,
+            max_name_chars: 64,
         }
     }
 }
@@ -299,6 +309,9 @@ impl ClusterConfig {
         }
         if let Some(v) = env.get(env::MAX_CONNECTIONS) {
             self.limits.max_connections = parse(env::MAX_CONNECTIONS, &v)?;
+        }
+        if let Some(v) = env.get(env::REQUESTS_PER_SECOND) {
+            self.limits.requests_per_second = parse(env::REQUESTS_PER_SECOND, &v)?;
         }
         Ok(())
     }

@@ -15,6 +15,14 @@ use tokio_util::task::TaskTracker;
 /// How long start-up keeps trying to reach NATS.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
+/// Raises the soft limit on open files to the hard one: a frontend holds a socket per client.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+}
+
 /// One running server.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -58,6 +66,7 @@ impl App {
         bus: Bus,
         token: CancellationToken,
     ) -> Self {
+        raise_fd_limit();
         Self {
             config: Arc::new(config),
             me,

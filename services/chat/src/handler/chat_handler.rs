@@ -42,7 +42,7 @@ async fn send(
         .uid
         .as_deref()
         .ok_or_else(|| HandlerError::new("session is not bound"))?;
-    let from = uid.split('*').next().unwrap_or(uid);
+    let from = crate::remote::chat_remote::user_name(uid, rid);
     let target = body.get("target").and_then(Value::as_str).unwrap_or("*");
     let msg = body.get("content").unwrap_or(&Value::Null);
     let payload = serde_json::to_vec(&OnChat { msg, from, target })

@@ -76,8 +76,11 @@ pub async fn dispatch(
     answer.map_err(err)
 }
 
-fn user_name(uid: &str) -> &str {
-    uid.split('*').next().unwrap_or(uid)
+/// The user name in a uid `username*rid`; the rid is known, so a `*` in a name is fine.
+pub fn user_name<'a>(uid: &'a str, rid: &str) -> &'a str {
+    uid.strip_suffix(rid)
+        .and_then(|u| u.strip_suffix('*'))
+        .unwrap_or(uid)
 }
 
 /// Adds `member` to room `rid`; tells the members already there; answers the names in the
@@ -102,11 +105,11 @@ pub async fn add(
         .filter(|m| m.uid != member.uid)
         .cloned()
         .collect();
-    push_event(state, &others, "onAdd", user_name(&member.uid)).await;
+    push_event(state, &others, "onAdd", user_name(&member.uid, rid)).await;
     Ok(Some(
         members
             .iter()
-            .map(|m| user_name(&m.uid).to_owned())
+            .map(|m| user_name(&m.uid, rid).to_owned())
             .collect(),
     ))
 }
@@ -124,7 +127,7 @@ pub async fn kick(state: &ChatState, member: &Member, rid: &str) -> Result<bool,
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.
 pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
     match channel.members().await {
-        Ok(members) => push_event(state, &members, "onLeave", user_name(uid)).await,
+        Ok(members) => push_event(state, &members, "onLeave", user_name(uid, channel.name())).await,
         Err(e) => tracing::warn!(error = %e, "cannot read members for onLeave"),
     }
 }
@@ -142,5 +145,18 @@ async fn push_event(state: &ChatState, to: &[Member], route: &str, user: &str) {
         .await
     {
         tracing::warn!(%route, error = %e, "member event push failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_name;
+
+    #[test]
+    fn the_user_name_is_the_uid_without_its_room() {
+        assert_eq!(user_name("alice*room1", "room1"), "alice");
+        assert_eq!(user_name("a*b*room", "room"), "a*b");
+        assert_eq!(user_name("x*r*r", "r*r"), "x");
+        assert_eq!(user_name("odd", "room"), "odd");
     }
 }

@@ -9,25 +9,34 @@ use shaddock_server::frontend::Frontend;
 use shaddock_server::rpc::RpcClient;
 use shaddock_server::{HandlerError, Session};
 
-/// Longest user or room name, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-
 pub const ROUTE: &str = "connector.entryHandler.enter";
 
 pub fn register(fe: &mut Frontend, rpc: RpcClient, incarnation: u64) {
     let sessions = fe.sessions.clone();
+    let max_chars = fe.limits.max_name_chars;
     fe.handlers
         .add(ROUTE, move |session: Session, body: Value| {
             let rpc = rpc.clone();
             let sessions = sessions.clone();
-            async move { enter(rpc, sessions, incarnation, session, body).await }
+            async move {
+                let username = name(&body, "username", max_chars);
+                let rid = name(&body, "rid", max_chars);
+                let (Some(username), Some(rid)) = (username, rid) else {
+                    return Ok(refused());
+                };
+                enter(rpc, sessions, incarnation, session, username, rid).await
+            }
         });
 }
 
-fn name(body: &Value, key: &str) -> Option<String> {
+/// A user or room name: a string of 1 to `max_chars` characters, no control characters.
+/// Anything else (`.`, `*`, `>`, `:`, spaces) is fine: names never become part of a NATS
+/// subject, and only the last part of a Redis key.
+fn name(body: &Value, key: &str, max_chars: usize) -> Option<String> {
     let v = body.get(key)?.as_str()?;
     let n = v.chars().count();
-    (1..=MAX_NAME_CHARS).contains(&n).then(|| v.to_owned())
+    let ok = (1..=max_chars).contains(&n) && !v.chars().any(char::is_control);
+    ok.then(|| v.to_owned())
 }
 
 fn refused() -> Value {
@@ -39,11 +48,9 @@ async fn enter(
     sessions: shaddock_server::SessionService,
     incarnation: u64,
     session: Session,
-    body: Value,
+    username: String,
+    rid: String,
 ) -> Result<Value, HandlerError> {
-    let (Some(username), Some(rid)) = (name(&body, "username"), name(&body, "rid")) else {
-        return Ok(refused());
-    };
     let uid = format!("{username}*{rid}");
     if !sessions.get_by_uid(&uid).is_empty() || session.uid().is_some() {
         return Ok(refused());

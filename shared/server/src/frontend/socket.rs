@@ -36,6 +36,33 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// A deadline far enough to mean "never".
 const NEVER: Duration = Duration::from_secs(86400 * 365);
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_refuses_past_the_burst_then_calls_a_flood() {
+        let mut r = RateLimit::new(10, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(matches!(r.admit(t0), Admission::Accept));
+        }
+        for _ in 0..3 {
+            assert!(matches!(r.admit(t0), Admission::Refuse));
+        }
+        assert!(matches!(r.admit(t0), Admission::Flood));
+        // Tokens come back with time.
+        let mut r = RateLimit::new(10, 1);
+        assert!(matches!(r.admit(t0), Admission::Accept));
+        assert!(matches!(r.admit(t0), Admission::Refuse));
+        assert!(matches!(
+            r.admit(t0 + Duration::from_millis(150)),
+            Admission::Accept
+        ));
+        assert!(matches!(RateLimit::new(0, 0).admit(t0), Admission::Accept));
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Inited,
@@ -69,6 +96,7 @@ pub(crate) async fn run(
             session: session.clone(),
             state: State::Inited,
             deadline: Instant::now() + Duration::from_millis(fe.limits.handshake_timeout_ms),
+            rate: RateLimit::new(fe.limits.requests_per_second, fe.limits.request_burst),
         }
         .read_loop(stream, closing.clone())
         .await;
@@ -88,6 +116,56 @@ struct Connection {
     session: Session,
     state: State,
     deadline: Instant,
+    rate: RateLimit,
+}
+
+/// A token bucket per session: `rate` requests a second, `burst` at once. Refused requests
+/// are answered `{"code":500}`; as many refused in a row again as the burst means a flood.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+    refused_in_a_row: u32,
+}
+
+enum Admission {
+    Accept,
+    Refuse,
+    Flood,
+}
+
+impl RateLimit {
+    fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            rate: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: Instant::now(),
+            refused_in_a_row: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> Admission {
+        if self.rate <= 0.0 {
+            return Admission::Accept;
+        }
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
+            Admission::Accept
+        } else {
+            self.refused_in_a_row += 1;
+            if f64::from(self.refused_in_a_row) > self.burst {
+                Admission::Flood
+            } else {
+                Admission::Refuse
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -198,6 +276,24 @@ impl Connection {
             None => return Next::Continue,
         };
         let request_id = (msg.kind == MessageType::Request).then_some(msg.id);
+        match self.rate.admit(Instant::now()) {
+            Admission::Accept => {}
+            Admission::Refuse => {
+                if let Some(id) = request_id {
+                    let refused = HandlerError::with_response(
+                        "rate limit",
+                        serde_json::json!({"code": 500, "error": "rate limit"}),
+                    );
+                    respond(&self.session, id, &Err(refused));
+                }
+                return Next::Continue;
+            }
+            Admission::Flood => {
+                tracing::warn!("request flood, kicking");
+                self.session.kick("flood");
+                return Next::Close;
+            }
+        }
         let server_type = match check_route(&route) {
             RouteCheck::Drop => return Next::Continue,
             RouteCheck::Attack => {

@@ -1,0 +1,323 @@
+//! Faults: NATS and Redis restarts (private instances), SIGTERM, a chat server lost for good,
+//! a slow client. After each, channel membership in the store equals the live sessions and
+//! everyone still connected receives what is sent after recovery.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shaddock_bus::Bus;
+use shaddock_channel::{ChannelService, ChannelStore};
+use shaddock_client::Client;
+use shaddock_e2e::{PrivateServer, Server, TestConfig};
+
+use crate::support::{SEND, connect, enter, users};
+
+/// The uids the channel store holds for `room`.
+async fn stored_members(config: &TestConfig, redis_url: &str, room: &str) -> Vec<String> {
+    let store = ChannelStore::redis(redis_url, &config.namespace)
+        .await
+        .expect("redis");
+    let svc = ChannelService::new(
+        store,
+        Bus::local(),
+        &config.namespace,
+        Duration::from_secs(1),
+    );
+    let mut uids: Vec<String> = svc
+        .channel(room)
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.uid)
+        .collect();
+    uids.sort();
+    uids
+}
+
+/// Sends `text` to the room until the cluster answers `{}` (it may be recovering).
+async fn send_until_ok(client: &Client, room: &str, text: &str, within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut answers = Vec::new();
+    loop {
+        let resp = client
+            .request(
+                SEND,
+                json!({"rid": room, "content": text, "from": "x", "target": "*"}),
+            )
+            .await
+            .expect("an answer, never a hang");
+        let ok = resp == json!({});
+        answers.push(resp);
+        if ok {
+            return answers;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still failing: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits for an onChat with `text`.
+async fn receives(client: &mut Client, text: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Some(p) = client
+        .next_push(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if p.route == "onChat" && p.body["msg"] == json!(text) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_fails_requests_during_the_gap_and_then_everything_works_again() {
+    let mut nats = PrivateServer::nats().await;
+    let config = TestConfig::with_urls("natsfault", "", &nats.url(), "redis://127.0.0.1:6379");
+    let mut chat = Server::start("chat", "chat-server-1", &config).await;
+    let mut conn = Server::start("connector", "connector-server-1", &config).await;
+    let alice = connect(&conn.url()).await;
+    let mut bob = connect(&conn.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+
+    nats.stop().await;
+    let during = alice
+        .request(
+            SEND,
+            json!({"rid": "room", "content": "lost", "from": "alice", "target": "*"}),
+        )
+        .await
+        .expect("an answer, never a hang");
+    assert_eq!(during, json!({"code": 500}));
+
+    nats.restart().await;
+    send_until_ok(&alice, "room", "after nats", Duration::from_secs(20)).await;
+    assert!(
+        receives(&mut bob, "after nats").await,
+        "bob gets messages after the restart"
+    );
+    assert!(chat.is_running() && conn.is_running(), "no process exits");
+    assert_eq!(
+        stored_members(&config, "redis://127.0.0.1:6379", "room").await,
+        vec!["alice*room", "bob*room"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_fails_enters_cleanly_and_keeps_the_rooms() {
+    let mut redis = PrivateServer::redis().await;
+    let config = TestConfig::with_urls("redisfault", "", "nats://127.0.0.1:4222", &redis.url());
+    let mut chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let alice = connect(&conn.url()).await;
+    assert_eq!(users(&enter(&alice, "alice", "room").await), vec!["alice"]);
+
+    redis.stop().await;
+    let bob = connect(&conn.url()).await;
+    let during = bob
+        .request(
+            "connector.entryHandler.enter",
+            json!({"username": "bob", "rid": "room"}),
+        )
+        .await
+        .expect("an answer, never a hang");
+    assert_eq!(during["code"], json!(500), "{during}");
+
+    redis.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let resp = loop {
+        let resp = enter(&bob, "bob", "room").await;
+        if resp.get("users").is_some() || tokio::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        users(&resp),
+        vec!["alice", "bob"],
+        "alice is still in the room after the restart"
+    );
+    assert!(chat.is_running());
+    assert_eq!(
+        stored_members(&config, &redis.url(), "room").await,
+        vec!["alice*room", "bob*room"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_connector_its_users_are_kicked_and_leave_their_rooms() {
+    let config = TestConfig::new("sigterm", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let mut c1 = Server::start("connector", "connector-server-1", &config).await;
+    let c2 = Server::start("connector", "connector-server-2", &config).await;
+    let gate = Server::start("gate", "gate-server-1", &config).await;
+    let alice = connect(&c1.url()).await;
+    let mut bob = connect(&c2.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+
+    let exited = c1.terminate(Duration::from_secs(12)).await;
+    assert_eq!(
+        exited,
+        Some(true),
+        "the connector exits cleanly within its grace period"
+    );
+    assert!(alice.closed_within(Duration::from_secs(2)).await);
+    assert_eq!(alice.kick_reason().as_deref(), Some("server shutting down"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut left = false;
+    while let Some(p) = bob
+        .next_push(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if p.route == "onLeave" && p.body["user"] == json!("alice") {
+            left = true;
+            break;
+        }
+    }
+    assert!(left, "bob hears that alice left");
+    // The gate no longer sends anyone to the stopped connector.
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        let client = connect(&gate.url()).await;
+        let entry = client
+            .request(crate::support::QUERY_ENTRY, json!({"uid": name}))
+            .await
+            .unwrap();
+        assert_eq!(entry["port"], json!(c2.client_port.unwrap()), "{name}");
+    }
+    assert_eq!(
+        stored_members(&config, "redis://127.0.0.1:6379", "room").await,
+        vec!["bob*room"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_chat_server_dies_for_good_another_takes_its_rooms_over_from_redis() {
+    let config = TestConfig::new("takeover", "");
+    let mut chat1 = Server::start("chat", "chat-server-1", &config).await;
+    let _chat2 = Server::start("chat", "chat-server-2", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    // Rooms on both chat servers: a handful of rooms, two members each.
+    let mut pairs = Vec::new();
+    for r in 0..6 {
+        let room = format!("room{r}");
+        let a = connect(&conn.url()).await;
+        let b = connect(&conn.url()).await;
+        enter(&a, "a", &room).await;
+        enter(&b, "b", &room).await;
+        pairs.push((room, a, b));
+    }
+    chat1.kill().await;
+    let started = std::time::Instant::now();
+    for (room, a, b) in pairs.iter_mut() {
+        let text = format!("after takeover {room}");
+        send_until_ok(a, room, &text, Duration::from_secs(10)).await;
+        assert!(receives(b, &text).await, "{room}: pushes resume");
+        assert_eq!(
+            stored_members(&config, "redis://127.0.0.1:6379", room).await,
+            vec![format!("a*{room}"), format!("b*{room}")]
+        );
+    }
+    // Lapse (1.2 s in tests) plus the time to notice: within the 2 s the issue asks for, plus
+    // the registry lapse.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_slows_nobody() {
+    let config = TestConfig::new(
+        "slow",
+        "[limits]\nsend_queue = 16\nrequests_per_second = 0\n",
+    );
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+
+    // The slow client: a raw socket that handshakes, enters, then never reads again.
+    use futures_util::SinkExt;
+    use shaddock_client::tokio_tungstenite::{connect_async, tungstenite::Message};
+    let (mut slow, _) = connect_async(conn.url()).await.unwrap();
+    let hs = shaddock_protocol::handshake::HandshakeRequest::js_client_body(None);
+    let pkg = |kind, body: &[u8]| shaddock_protocol::package::encoded(kind, body).unwrap();
+    slow.send(Message::Binary(pkg(
+        shaddock_protocol::PackageType::Handshake,
+        hs.as_bytes(),
+    )))
+    .await
+    .unwrap();
+    slow.send(Message::Binary(pkg(
+        shaddock_protocol::PackageType::HandshakeAck,
+        b"",
+    )))
+    .await
+    .unwrap();
+    let enter_pkg = shaddock_protocol::message::data_package(
+        shaddock_protocol::MessageType::Request,
+        1,
+        Some(&shaddock_protocol::RouteRef::Name(
+            "connector.entryHandler.enter".into(),
+        )),
+        br#"{"username":"slow","rid":"room"}"#,
+    )
+    .unwrap();
+    slow.send(Message::Binary(enter_pkg)).await.unwrap();
+
+    let sender = connect(&conn.url()).await;
+    let mut fast = connect(&conn.url()).await;
+    enter(&sender, "sender", "room").await;
+    enter(&fast, "fast", "room").await;
+
+    let big = "x".repeat(16 * 1024);
+    let n = 400;
+    for i in 0..n {
+        let resp = sender
+            .request(SEND, json!({"rid": "room", "content": format!("{i} {big}"), "from": "sender", "target": "*"}))
+            .await
+            .unwrap();
+        assert_eq!(resp, json!({}));
+    }
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while got < n {
+        match fast
+            .next_push(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            Some(p) if p.route == "onChat" => got += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(got, n, "the fast client got every message");
+
+    // The slow client's connection was closed by the server: reading drains what the kernel
+    // buffered, then ends.
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(frame) = slow.next().await {
+            if frame.is_err() || matches!(frame, Ok(Message::Close(_))) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client was never closed");
+    // It left the room.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = stored_members(&config, "redis://127.0.0.1:6379", "room").await;
+        if members == vec!["fast*room", "sender*room"] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{members:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
