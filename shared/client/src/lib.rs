@@ -140,6 +140,10 @@ impl Client {
                 tokio::select! {
                     _ = writer_closed.cancelled() => break,
                     m = out_rx.recv() => match m {
+                        Some(Message::Close(c)) => {
+                            let _ = sink.send(Message::Close(c)).await;
+                            break;
+                        }
                         Some(m) => if sink.send(m).await.is_err() { break },
                         None => break,
                     }
@@ -280,10 +284,9 @@ impl Client {
         self.heartbeats_seen.load(Ordering::Relaxed)
     }
 
-    /// Closes the connection.
+    /// Closes the connection, after what is already queued has been sent.
     pub fn close(&self) {
         let _ = self.out.send(Message::Close(None));
-        self.closed.cancel();
     }
 }
 

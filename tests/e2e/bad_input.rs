@@ -1,0 +1,203 @@
+//! Bad input from clients: floods, odd names, CESU-8 text, and a stream of mutated packages.
+//! Nothing panics, nothing escapes its subject or key, and other sessions are untouched.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use serde_json::json;
+use shaddock_client::ClientError;
+use shaddock_client::tokio_tungstenite::{connect_async, tungstenite::Message};
+use shaddock_e2e::{Server, TestConfig};
+use shaddock_protocol::message::{self, MessageType, RouteRef};
+
+use crate::support::{SEND, connect, enter, users};
+
+#[tokio::test]
+async fn a_request_flood_is_refused_then_kicked() {
+    let config = TestConfig::new(
+        "flood",
+        "[limits]\nrequests_per_second = 5\nrequest_burst = 5\n",
+    );
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let calm = connect(&conn.url()).await;
+    let flooder = connect(&conn.url()).await;
+    let answers = futures_util::future::join_all(
+        (0..40).map(|_| flooder.request("connector.nohandler.x", json!({}))),
+    )
+    .await;
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(v) if v == &json!({"code": 500, "error": "rate limit"})))
+        .count();
+    assert!(refused >= 1, "{answers:?}");
+    assert!(flooder.closed_within(Duration::from_secs(3)).await);
+    assert_eq!(flooder.kick_reason().as_deref(), Some("flood"));
+    assert_eq!(users(&enter(&calm, "calm", "r").await), vec!["calm"]);
+}
+
+#[tokio::test]
+async fn odd_names_stay_names_and_long_or_control_names_are_refused() {
+    let config = TestConfig::new("names", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let odd_room = "a.b*c>d:e f";
+    let a = connect(&conn.url()).await;
+    let mut b = connect(&conn.url()).await;
+    assert_eq!(users(&enter(&a, "x.y*z", odd_room).await), vec!["x.y*z"]);
+    assert_eq!(
+        users(&enter(&b, "> :*", odd_room).await),
+        vec!["> :*", "x.y*z"]
+    );
+    let resp = a
+        .request(
+            SEND,
+            json!({"rid": odd_room, "content": "hi", "from": "x.y*z", "target": "> :*"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp, json!({}));
+    let push = b
+        .next_push(Duration::from_secs(3))
+        .await
+        .expect("private message");
+    assert_eq!(
+        push.body,
+        json!({"msg": "hi", "from": "x.y*z", "target": "> :*"})
+    );
+
+    let c = connect(&conn.url()).await;
+    let refused = json!({"code": 500, "error": true});
+    assert_eq!(enter(&c, &"n".repeat(65), "r").await, refused);
+    assert_eq!(enter(&c, "tab\there", "r").await, refused);
+    assert_eq!(enter(&c, "", "r").await, refused);
+    assert_eq!(
+        c.request(
+            "connector.entryHandler.enter",
+            json!({"username": 7, "rid": "r"})
+        )
+        .await
+        .unwrap(),
+        refused
+    );
+    assert_eq!(
+        users(&enter(&c, &"n".repeat(64), "r").await),
+        vec!["n".repeat(64)]
+    );
+}
+
+#[tokio::test]
+async fn cesu8_text_from_the_browser_client_arrives_as_the_character_it_meant() {
+    let config = TestConfig::new("cesu8", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let sender = connect(&conn.url()).await;
+    let mut reader = connect(&conn.url()).await;
+    enter(&sender, "s", "r").await;
+    enter(&reader, "t", "r").await;
+    // U+1F600 as the legacy browser encoder writes it: two 3-byte surrogates.
+    let mut body = br#"{"rid":"r","target":"*","content":"smile "#.to_vec();
+    body.extend_from_slice(&[0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80]);
+    body.extend_from_slice(br#" and a bad byte "#);
+    body.push(0xff);
+    body.extend_from_slice(br#""}"#);
+    let pkg = message::data_package(
+        MessageType::Notify,
+        0,
+        Some(&RouteRef::Name(SEND.into())),
+        &body,
+    )
+    .unwrap();
+    sender.send_raw(pkg).unwrap();
+    let push = reader
+        .next_push(Duration::from_secs(3))
+        .await
+        .expect("the message arrives");
+    assert_eq!(
+        push.body["msg"],
+        json!("smile \u{1F600} and a bad byte \u{FFFD}")
+    );
+}
+
+/// A tiny deterministic generator, so the mutated inputs are the same on every run.
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_mutated_packages_never_take_the_connector_down() {
+    let config = TestConfig::new("fuzz", "[limits]\nrequests_per_second = 0\n");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let mut conn = Server::start("connector", "connector-server-1", &config).await;
+    let bystander = connect(&conn.url()).await;
+    enter(&bystander, "bystander", "r").await;
+
+    let corpus = crate::support::corpus();
+    assert!(!corpus.is_empty(), "the committed corpus is missing");
+    let mut rng = XorShift(0x5eed_cafe);
+    let mut sent = 0;
+    let hs = shaddock_protocol::handshake::HandshakeRequest::js_client_body(None);
+    let handshake = shaddock_protocol::package::encoded(
+        shaddock_protocol::PackageType::Handshake,
+        hs.as_bytes(),
+    )
+    .unwrap();
+    for _round in 0..40 {
+        // A raw socket: every frame is written before the next, so all of them reach the server.
+        let (mut ws, _) = connect_async(conn.url()).await.expect("connect");
+        if rng.next() % 4 != 0 {
+            ws.send(Message::Binary(handshake.clone())).await.unwrap();
+            ws.send(Message::Binary(Bytes::from_static(
+                &shaddock_protocol::package::HANDSHAKE_ACK,
+            )))
+            .await
+            .unwrap();
+        }
+        for _ in 0..50 {
+            let seed = &corpus[(rng.next() as usize) % corpus.len()];
+            let mut bytes = seed.clone();
+            for _ in 0..(rng.next() % 4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = (rng.next() as usize) % bytes.len();
+                bytes[i] = rng.next() as u8;
+            }
+            if rng.next() % 5 == 0 {
+                bytes.truncate((rng.next() as usize) % (bytes.len() + 1));
+            }
+            if ws.send(Message::Binary(Bytes::from(bytes))).await.is_err() {
+                break; // the server closed this one: fine
+            }
+            sent += 1;
+        }
+        let _ = ws.close(None).await;
+    }
+    assert!(sent > 100);
+    assert!(
+        conn.is_running(),
+        "the connector survived {sent} mutated packages"
+    );
+    let after = connect(&conn.url()).await;
+    assert_eq!(
+        users(&enter(&after, "after", "r").await),
+        vec!["after", "bystander"]
+    );
+    let resp = bystander
+        .request(
+            SEND,
+            json!({"rid": "r", "content": "still here", "target": "*"}),
+        )
+        .await;
+    assert!(
+        !matches!(resp, Err(ClientError::Closed)),
+        "the bystander was untouched"
+    );
+}
