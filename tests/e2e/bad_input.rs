@@ -152,7 +152,7 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
     for _round in 0..40 {
         // A raw socket: every frame is written before the next, so all of them reach the server.
         let (mut ws, _) = connect_async(conn.url()).await.expect("connect");
-        if rng.next() % 4 != 0 {
+        if !rng.next().is_multiple_of(4) {
             ws.send(Message::Binary(handshake.clone())).await.unwrap();
             ws.send(Message::Binary(Bytes::from_static(
                 &shaddock_protocol::package::HANDSHAKE_ACK,
@@ -170,7 +170,7 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
                 let i = (rng.next() as usize) % bytes.len();
                 bytes[i] = rng.next() as u8;
             }
-            if rng.next() % 5 == 0 {
+            if rng.next().is_multiple_of(5) {
                 bytes.truncate((rng.next() as usize) % (bytes.len() + 1));
             }
             if ws.send(Message::Binary(Bytes::from(bytes))).await.is_err() {
