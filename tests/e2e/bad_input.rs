@@ -201,3 +201,28 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
         "the bystander was untouched"
     );
 }
+
+#[tokio::test]
+async fn with_a_secret_enter_needs_a_valid_token_for_that_user() {
+    let config = TestConfig::new("auth", "[auth]\nsecret = \"test-secret\"\n");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let client = connect(&conn.url()).await;
+    let refused = |v: &serde_json::Value| v["code"] == json!(500) && v["error"] == json!(true);
+    let enter_with = |token: Option<String>| {
+        let mut body = json!({"username": "alice", "rid": "r"});
+        if let Some(t) = token {
+            body["token"] = json!(t);
+        }
+        client.request("connector.entryHandler.enter", body)
+    };
+    assert!(refused(&enter_with(None).await.unwrap()));
+    let bobs =
+        shaddock_server::auth::mint(b"test-secret", "bob", shaddock_server::auth::now() + 60);
+    assert!(refused(&enter_with(Some(bobs)).await.unwrap()));
+    let stale = shaddock_server::auth::mint(b"test-secret", "alice", 1);
+    assert!(refused(&enter_with(Some(stale)).await.unwrap()));
+    let good =
+        shaddock_server::auth::mint(b"test-secret", "alice", shaddock_server::auth::now() + 60);
+    assert_eq!(users(&enter_with(Some(good)).await.unwrap()), vec!["alice"]);
+}

@@ -118,7 +118,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         route_keys: HashMap::from([("chat".to_owned(), "rid".to_owned())]),
     });
     let incarnation = app.incarnation;
-    handler::entry_handler::register(&mut fe, rpc.clone(), incarnation);
+    handler::entry_handler::register(&mut fe, rpc.clone(), incarnation, &app.config.auth.secret);
     let tracker = app.tracker.clone();
     let leave_rpc = rpc.clone();
     fe.on_close = Some(Arc::new(move |session| {

@@ -41,6 +41,13 @@ enum Command {
         #[arg(long)]
         no_web: bool,
     },
+    /// Prints a login token for `username` (needs SHADDOCK_AUTH_SECRET or `auth.secret`).
+    Token {
+        username: String,
+        /// Seconds the token stays valid.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
     /// Only the web chat client.
     Web {
         #[arg(long, default_value_t = 3001, env = "SHADDOCK_WEB_PORT")]
@@ -64,6 +71,19 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::All { web_port, no_web } => all(config, (!no_web).then_some(web_port)).await,
         Command::Web { port, bind } => web::run(&bind, port).await,
+        Command::Token { username, ttl } => {
+            if config.auth.secret.is_empty() {
+                eprintln!("shaddock: no secret: set SHADDOCK_AUTH_SECRET or auth.secret");
+                return ExitCode::from(64);
+            }
+            let token = shaddock_server::auth::mint(
+                config.auth.secret.as_bytes(),
+                &username,
+                shaddock_server::auth::now() + ttl,
+            );
+            println!("{token}");
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

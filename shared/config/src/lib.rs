@@ -75,6 +75,7 @@ pub struct ClusterConfig {
     pub registry: RegistryOptions,
     pub rpc: RpcOptions,
     pub dictionary: DictionaryOptions,
+    pub auth: AuthOptions,
     /// The servers, like Pomelo's `servers.json`.
     pub servers: Vec<ServerEntry>,
 }
@@ -138,6 +139,23 @@ pub struct DictionaryOptions {
     pub extra: Vec<String>,
 }
 
+/// Optional login tokens on `enter`.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthOptions {
+    /// HMAC secret; empty (the default) means no token is asked for.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AuthOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.secret.is_empty() { "" } else { "MASKED" };
+        f.debug_struct("AuthOptions")
+            .field("secret", &shown)
+            .finish()
+    }
+}
+
 /// One server, as in `servers.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +207,7 @@ impl Default for ClusterConfig {
             registry: RegistryOptions::default(),
             rpc: RpcOptions::default(),
             dictionary: DictionaryOptions::default(),
+            auth: AuthOptions::default(),
             servers: Vec::new(),
         }
     }
@@ -309,6 +328,9 @@ impl ClusterConfig {
         }
         if let Some(v) = env.get(env::MAX_CONNECTIONS) {
             self.limits.max_connections = parse(env::MAX_CONNECTIONS, &v)?;
+        }
+        if let Some(v) = env.get(env::AUTH_SECRET) {
+            self.auth.secret = v;
         }
         if let Some(v) = env.get(env::REQUESTS_PER_SECOND) {
             self.limits.requests_per_second = parse(env::REQUESTS_PER_SECOND, &v)?;

@@ -14,6 +14,7 @@
 //! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/ctrl-c signal.
 
 pub mod app;
+pub mod auth;
 pub mod backend;
 pub mod forward;
 pub mod frontend;

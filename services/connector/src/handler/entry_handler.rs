@@ -7,25 +7,35 @@
 use serde_json::{Value, json};
 use shaddock_server::frontend::Frontend;
 use shaddock_server::rpc::RpcClient;
-use shaddock_server::{HandlerError, Session};
+use std::sync::Arc;
+
+use shaddock_server::{HandlerError, Session, SessionService, auth};
 
 pub const ROUTE: &str = "connector.entryHandler.enter";
 
-pub fn register(fe: &mut Frontend, rpc: RpcClient, incarnation: u64) {
-    let sessions = fe.sessions.clone();
-    let max_chars = fe.limits.max_name_chars;
+/// What `enter` needs besides the request.
+#[derive(Debug, Clone)]
+struct Enter {
+    rpc: RpcClient,
+    sessions: SessionService,
+    incarnation: u64,
+    max_chars: usize,
+    /// When not empty, enter needs a login token (see `shaddock_server::auth`).
+    secret: Arc<str>,
+}
+
+pub fn register(fe: &mut Frontend, rpc: RpcClient, incarnation: u64, secret: &str) {
+    let ctx = Enter {
+        rpc,
+        sessions: fe.sessions.clone(),
+        incarnation,
+        max_chars: fe.limits.max_name_chars,
+        secret: Arc::from(secret),
+    };
     fe.handlers
         .add(ROUTE, move |session: Session, body: Value| {
-            let rpc = rpc.clone();
-            let sessions = sessions.clone();
-            async move {
-                let username = name(&body, "username", max_chars);
-                let rid = name(&body, "rid", max_chars);
-                let (Some(username), Some(rid)) = (username, rid) else {
-                    return Ok(refused());
-                };
-                enter(rpc, sessions, incarnation, session, username, rid).await
-            }
+            let ctx = ctx.clone();
+            async move { ctx.enter(session, body).await }
         });
 }
 
@@ -43,41 +53,50 @@ fn refused() -> Value {
     json!({"code": 500, "error": true})
 }
 
-async fn enter(
-    rpc: RpcClient,
-    sessions: shaddock_server::SessionService,
-    incarnation: u64,
-    session: Session,
-    username: String,
-    rid: String,
-) -> Result<Value, HandlerError> {
-    let uid = format!("{username}*{rid}");
-    if !sessions.get_by_uid(&uid).is_empty() || session.uid().is_some() {
-        return Ok(refused());
-    }
-    if session.bind(&uid).is_err() {
-        return Ok(refused());
-    }
-    session.set("rid", Value::from(rid.clone()));
-    let added: Result<Option<Vec<String>>, _> = rpc
-        .call(
-            "chat",
-            &rid,
-            "chatRemote",
-            "add",
-            &(&uid, session.frontend_id(), &rid, incarnation),
-        )
-        .await;
-    match added {
-        Ok(Some(users)) => Ok(json!({ "users": users })),
-        Ok(None) => {
-            // Logged in elsewhere in the cluster.
-            sessions.unbind(&session);
-            Ok(refused())
+impl Enter {
+    async fn enter(&self, session: Session, body: Value) -> Result<Value, HandlerError> {
+        let username = name(&body, "username", self.max_chars);
+        let rid = name(&body, "rid", self.max_chars);
+        let (Some(username), Some(rid)) = (username, rid) else {
+            return Ok(refused());
+        };
+        if !self.secret.is_empty() {
+            let token = body.get("token").and_then(Value::as_str);
+            if let Err(e) = auth::verify(self.secret.as_bytes(), &username, token, auth::now()) {
+                tracing::debug!(%username, error = %e, "enter refused");
+                return Ok(json!({"code": 500, "error": true, "reason": "invalid token"}));
+            }
         }
-        Err(e) => {
-            sessions.unbind(&session);
-            Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
+        let (rpc, sessions, incarnation) = (&self.rpc, &self.sessions, self.incarnation);
+
+        let uid = format!("{username}*{rid}");
+        if !sessions.get_by_uid(&uid).is_empty() || session.uid().is_some() {
+            return Ok(refused());
+        }
+        if session.bind(&uid).is_err() {
+            return Ok(refused());
+        }
+        session.set("rid", Value::from(rid.clone()));
+        let added: Result<Option<Vec<String>>, _> = rpc
+            .call(
+                "chat",
+                &rid,
+                "chatRemote",
+                "add",
+                &(&uid, session.frontend_id(), &rid, incarnation),
+            )
+            .await;
+        match added {
+            Ok(Some(users)) => Ok(json!({ "users": users })),
+            Ok(None) => {
+                // Logged in elsewhere in the cluster.
+                sessions.unbind(&session);
+                Ok(refused())
+            }
+            Err(e) => {
+                sessions.unbind(&session);
+                Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
+            }
         }
     }
 }
