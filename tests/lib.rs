@@ -83,6 +83,8 @@ impl TestConfig {
 pub struct Server {
     pub id: String,
     pub client_port: Option<u16>,
+    /// The port of /healthz, /readyz, /metrics and /admin.
+    pub admin_port: Option<u16>,
     child: Child,
 }
 
@@ -149,6 +151,7 @@ impl Server {
         let mut cmd = Command::new(&bin);
         cmd.args(args)
             .env("SHADDOCK_CLIENT_PORT", "0")
+            .env("SHADDOCK_ADMIN_PORT", "0")
             .env("SHADDOCK_BIND", "127.0.0.1")
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -163,12 +166,21 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut ready = tokio::time::timeout(Duration::from_secs(30), async {
             let mut ready = Vec::new();
             while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("shaddock admin") {
+                    ready.push(line);
+                    continue;
+                }
                 if line.starts_with("shaddock ready") {
                     ready.push(line);
-                    if ready.len() >= ready_lines.max(1) {
+                    if ready
+                        .iter()
+                        .filter(|l| l.starts_with("shaddock ready"))
+                        .count()
+                        >= ready_lines.max(1)
+                    {
                         return Some(ready);
                     }
                 }
@@ -181,6 +193,15 @@ impl Server {
         .unwrap_or_else(|| panic!("{} {id} did not become ready", bin.display()));
         // Keep draining stdout so the child never blocks on it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let admin_port = ready
+            .iter()
+            .find(|l| l.starts_with("shaddock admin"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("admin_port="))
+            })
+            .and_then(|p| p.parse().ok());
+        ready.retain(|l| l.starts_with("shaddock ready"));
         let client_port = ready[0]
             .split_whitespace()
             .find_map(|kv| kv.strip_prefix("client_port="))
@@ -188,6 +209,7 @@ impl Server {
         let server = Self {
             id: id.to_owned(),
             client_port,
+            admin_port,
             child,
         };
         (server, ready)
@@ -343,4 +365,41 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1:`port` (tests need no HTTP client crate):
+/// returns the status code and the body.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real binaries, real NATS (127.0.0.1:4222) and Redis (127.0.0.1:6379),
 //! a private namespace per test, driven by a Pomelo-protocol client.
 
+mod admin;
 mod bad_input;
 mod browser;
 mod cluster;

@@ -88,6 +88,16 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
     app.tracker
         .spawn(purge::watch(state.clone(), app.token.clone()));
+    let store = state.channels.store().clone();
+    let store_check: shaddock_server::admin::Check = (
+        "channel store",
+        Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move { store.ping().await })
+        }),
+    );
+    app.serve_admin(&state.registry, None, vec![store_check])
+        .await?;
     app.announce_ready(None);
     Ok(state)
 }

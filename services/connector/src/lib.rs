@@ -112,7 +112,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     );
     fe.forwarder = Some(Forwarder {
         bus: app.bus.clone(),
-        registry,
+        registry: registry.clone(),
         namespace: app.config.namespace.clone(),
         timeout: app.rpc_timeout(),
         route_keys: HashMap::from([("chat".to_owned(), "rid".to_owned())]),
@@ -151,6 +151,8 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         fe.clone(),
         app.token.clone(),
     ));
+    app.serve_admin(&registry, Some(fe.clone()), Vec::new())
+        .await?;
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

@@ -25,8 +25,10 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         app.token.clone(),
         app.tracker.clone(),
     );
-    handler::gate_handler::register(&mut fe, registry);
+    handler::gate_handler::register(&mut fe, registry.clone());
     let fe = Arc::new(fe);
+    app.serve_admin(&registry, Some(fe.clone()), Vec::new())
+        .await?;
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

@@ -48,9 +48,16 @@ impl Bus {
             .connection_timeout(Duration::from_secs(3))
             .event_callback(|event| async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!("nats connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                    async_nats::Event::Connected => {
+                        crate::stats::NATS_CONNECTS.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("nats connected")
+                    }
+                    async_nats::Event::Disconnected => {
+                        crate::stats::NATS_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("nats disconnected")
+                    }
                     async_nats::Event::SlowConsumer(sid) => {
+                        crate::stats::SLOW_CONSUMER_EVENTS.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(sid, "nats slow consumer, messages dropped")
                     }
                     other => tracing::debug!(event = %other, "nats event"),
@@ -96,12 +103,15 @@ impl Bus {
                 let req = async_nats::Request::new()
                     .payload(payload)
                     .timeout(Some(timeout));
-                match tokio::time::timeout(
+                let answer = tokio::time::timeout(
                     timeout + Duration::from_millis(50),
                     c.send_request(subject, req),
                 )
-                .await
-                {
+                .await;
+                if !matches!(answer, Ok(Ok(_))) {
+                    crate::stats::REQUEST_FAILURES.fetch_add(1, Ordering::Relaxed);
+                }
+                match answer {
                     Err(_) => Err(BusError::Timeout),
                     Ok(Ok(msg)) => Ok(msg.payload),
                     Ok(Err(e)) => Err(match e.kind() {

@@ -17,6 +17,7 @@ pub mod bus;
 pub mod envelope;
 pub mod registry;
 pub mod route;
+pub mod stats;
 pub mod subject;
 
 pub use bus::{Bus, Incoming, Subscription};

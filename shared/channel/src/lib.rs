@@ -18,11 +18,21 @@ pub use store::{ChannelStore, Member};
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("channel store: {0}")]
-    Store(#[from] redis::RedisError),
+    Store(redis::RedisError),
     #[error("bus: {0}")]
     Bus(#[from] shaddock_bus::BusError),
     #[error("uids should not be empty")]
     NoUids,
     #[error("all uids push message fail")]
     AllFailed,
+}
+
+/// Errors of the channel store so far (read by the metrics endpoint).
+pub static STORE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl From<redis::RedisError> for ChannelError {
+    fn from(e: redis::RedisError) -> Self {
+        STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ChannelError::Store(e)
+    }
 }

@@ -76,6 +76,7 @@ pub struct ClusterConfig {
     pub rpc: RpcOptions,
     pub dictionary: DictionaryOptions,
     pub auth: AuthOptions,
+    pub admin: AdminOptions,
     /// The servers, like Pomelo's `servers.json`.
     pub servers: Vec<ServerEntry>,
 }
@@ -156,6 +157,23 @@ impl std::fmt::Debug for AuthOptions {
     }
 }
 
+/// The admin console on each server's admin port.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminOptions {
+    /// Bearer token of `/admin`; empty (the default) turns the console off.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.token.is_empty() { "" } else { "MASKED" };
+        f.debug_struct("AdminOptions")
+            .field("token", &shown)
+            .finish()
+    }
+}
+
 /// One server, as in `servers.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -208,6 +226,7 @@ impl Default for ClusterConfig {
             rpc: RpcOptions::default(),
             dictionary: DictionaryOptions::default(),
             auth: AuthOptions::default(),
+            admin: AdminOptions::default(),
             servers: Vec::new(),
         }
     }
@@ -328,6 +347,9 @@ impl ClusterConfig {
         }
         if let Some(v) = env.get(env::MAX_CONNECTIONS) {
             self.limits.max_connections = parse(env::MAX_CONNECTIONS, &v)?;
+        }
+        if let Some(v) = env.get(env::ADMIN_TOKEN) {
+            self.admin.token = v;
         }
         if let Some(v) = env.get(env::AUTH_SECRET) {
             self.auth.secret = v;

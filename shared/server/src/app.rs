@@ -110,6 +110,42 @@ impl App {
         .context("joining the registry")
     }
 
+    /// Serves `/healthz`, `/readyz`, `/metrics` and `/admin` on this server's admin port, if
+    /// it has one; prints `shaddock admin server_id=.. admin_port=..` and returns the port.
+    pub async fn serve_admin(
+        &self,
+        registry: &Registry,
+        frontend: Option<Arc<crate::frontend::Frontend>>,
+        checks: Vec<crate::admin::Check>,
+    ) -> anyhow::Result<Option<u16>> {
+        let Some(port) = self.me.admin_port else {
+            return Ok(None);
+        };
+        let addr = format!("{}:{port}", self.me.bind);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding the admin port {addr}"))?;
+        let port = listener.local_addr()?.port();
+        crate::admin::Admin {
+            server_id: self.me.id.clone(),
+            bus: self.bus.clone(),
+            registry: registry.clone(),
+            rpc: crate::rpc::RpcClient {
+                bus: self.bus.clone(),
+                registry: registry.clone(),
+                namespace: self.config.namespace.clone(),
+                timeout: self.rpc_timeout(),
+            },
+            namespace: self.config.namespace.clone(),
+            checks,
+            frontend,
+            token: self.config.admin.token.clone(),
+        }
+        .serve(listener, self.token.clone(), &self.tracker);
+        println!("shaddock admin server_id={} admin_port={port}", self.me.id);
+        Ok(Some(port))
+    }
+
     pub fn rpc_timeout(&self) -> Duration {
         Duration::from_millis(self.config.rpc.timeout_ms)
     }

@@ -13,12 +13,14 @@
 //! - [`backend`]: the loop a backend runs on its subject: forwarded requests and remote calls.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/ctrl-c signal.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod forward;
 pub mod frontend;
 pub mod handler;
+pub mod metrics;
 pub mod rpc;
 pub mod session;
 pub mod shutdown;

@@ -266,6 +266,8 @@ impl Session {
                     if let Some(service) = self.inner.service.upgrade() {
                         service.slow_kicks.fetch_add(1, Ordering::Relaxed);
                     }
+                    crate::metrics::metrics().queue_drops.inc();
+                    crate::metrics::metrics().kick("slow");
                     tracing::warn!(
                         session.id = self.inner.id,
                         "send queue full, closing slow client"

@@ -67,6 +67,7 @@ pub async fn dispatch(
                 .await?,
             )
         }
+        ("chatRemote", "channels") => rmp_serde::to_vec(&channels(state).await?),
         ("chatRemote", "purgeFrontend") => {
             let (sid, keep): (String, Option<u64>) = decode_value(args).map_err(err)?;
             rmp_serde::to_vec(&crate::purge::purge_frontend(state, &sid, keep).await)
@@ -122,6 +123,19 @@ pub async fn kick(state: &ChatState, member: &Member, rid: &str) -> Result<bool,
         announce_leave(state, &channel, &member.uid).await;
     }
     Ok(left)
+}
+
+/// Every channel and its members as `(uid, sid)`, for the admin console.
+pub async fn channels(
+    state: &ChatState,
+) -> Result<Vec<(String, Vec<(String, String)>)>, HandlerError> {
+    let store = state.channels.store();
+    let mut out = Vec::new();
+    for name in store.channels().await.map_err(err)? {
+        let members = store.members(&name).await.map_err(err)?;
+        out.push((name, members.into_iter().map(|m| (m.uid, m.sid)).collect()));
+    }
+    Ok(out)
 }
 
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.

@@ -89,7 +89,8 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
         }
         Envelope::Broadcast { route, body } => {
             if let Ok(pkg) = message::push_package(&route, fe.dict.as_deref(), &body) {
-                fe.sessions.send_to_all(&pkg);
+                let n = fe.sessions.send_to_all(&pkg);
+                crate::metrics::metrics().deliveries.inc_by(n as u64);
             }
             Reply::value(&()).ok()
         }

@@ -89,6 +89,9 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("connection", peer.addr = %peer, session.id = session.id());
     fe.tracker
         .spawn(write_loop(sink, rx, closing.clone()).instrument(span.clone()));
+    let metrics = crate::metrics::metrics();
+    metrics.connections.inc();
+    metrics.connections_total.inc();
     async {
         tracing::debug!("connected");
         Connection {
@@ -109,6 +112,7 @@ pub(crate) async fn run(
     }
     .instrument(span)
     .await;
+    metrics.connections.dec();
 }
 
 struct Connection {
@@ -316,6 +320,7 @@ impl Connection {
             serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
         let fe = self.fe.clone();
         let session = self.session.clone();
+        let started = Instant::now();
         self.fe.tracker.spawn(
             async move {
                 let result = if server_type == fe.server_type {
@@ -342,11 +347,37 @@ impl Connection {
                 if let Some(id) = request_id {
                     respond(&session, id, &result);
                 }
+                record(&fe, &route, &result, started);
             }
             .in_current_span(),
         );
         Next::Continue
     }
+}
+
+/// Counts a request by route (a dictionary route, else `other`) and answer code.
+fn record(fe: &Frontend, route: &str, result: &Result<Value, HandlerError>, started: Instant) {
+    let known =
+        fe.dict.as_ref().is_some_and(|d| d.code_of(route).is_some()) || fe.handlers.has(route);
+    let code = match result {
+        Ok(v) => v.get("code").and_then(Value::as_u64).unwrap_or(200) as u16,
+        Err(e) => e
+            .response()
+            .get("code")
+            .and_then(Value::as_u64)
+            .unwrap_or(500) as u16,
+    };
+    let m = crate::metrics::metrics();
+    let labels = crate::metrics::RequestLabels {
+        route: if known {
+            route.to_owned()
+        } else {
+            "other".to_owned()
+        },
+        code,
+    };
+    m.requests.get_or_create(&labels).inc();
+    m.request_seconds.observe(started.elapsed().as_secs_f64());
 }
 
 fn respond(session: &Session, id: u32, result: &Result<Value, HandlerError>) {

@@ -1,0 +1,156 @@
+//! Health, readiness, metrics and the admin console on each server's admin port.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shaddock_e2e::{Server, TestConfig, http};
+
+use crate::support::{SEND, connect, enter};
+
+async fn ready(port: u16) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if http(port, "GET", "/readyz", None, None).await.0 == 200 {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn chunked_json(body: &str) -> Value {
+    // axum answers with Content-Length; tolerate a chunked body anyway.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map(|e| e + 1).unwrap_or(body.len());
+    serde_json::from_str(&body[start..end]).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks_and_broadcasts() {
+    let config = TestConfig::new("admin", "[admin]\ntoken = \"t0ken\"\n");
+    let chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let gate = Server::start("gate", "gate-server-1", &config).await;
+    for s in [&chat, &conn, &gate] {
+        let port = s.admin_port.expect("an admin port");
+        assert_eq!(http(port, "GET", "/healthz", None, None).await.0, 200);
+        assert!(ready(port).await, "{} ready", s.id);
+    }
+
+    let mut alice = connect(&conn.url()).await;
+    let mut bob = connect(&conn.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+    alice
+        .request(SEND, json!({"rid": "room", "content": "hi", "target": "*"}))
+        .await
+        .unwrap();
+    let _ = alice.pushes_within(Duration::from_millis(300)).await;
+    let _ = bob.pushes_within(Duration::from_millis(50)).await;
+
+    let admin = conn.admin_port.unwrap();
+    let (status, metrics) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    for needle in [
+        "shaddock_connections 2",
+        "shaddock_sessions 2",
+        "shaddock_requests_total{route=\"connector.entryHandler.enter\",code=\"200\"} 2",
+        "shaddock_requests_total{route=\"chat.chatHandler.send\",code=\"200\"} 1",
+        "shaddock_deliveries_total",
+        "shaddock_request_duration_seconds_bucket",
+        "shaddock_nats_disconnects_total 0",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
+
+    // The console needs its token.
+    assert_eq!(
+        http(admin, "GET", "/admin/api/servers", None, None).await.0,
+        401
+    );
+    assert_eq!(
+        http(admin, "GET", "/admin/api/servers", Some("wrong"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(http(admin, "GET", "/admin", None, None).await.0, 200);
+    let (status, servers) = http(admin, "GET", "/admin/api/servers", Some("t0ken"), None).await;
+    assert_eq!(status, 200);
+    let servers = chunked_json(&servers);
+    assert_eq!(
+        servers["servers"].as_array().map(Vec::len),
+        Some(3),
+        "{servers}"
+    );
+    let connectors = chunked_json(
+        &http(admin, "GET", "/admin/api/connectors", Some("t0ken"), None)
+            .await
+            .1,
+    );
+    assert_eq!(
+        connectors["connectors"][0]["users"],
+        json!(2),
+        "{connectors}"
+    );
+    let channels = chunked_json(
+        &http(admin, "GET", "/admin/api/channels", Some("t0ken"), None)
+            .await
+            .1,
+    );
+    let members = channels["channels"][0]["members"].as_array().map(Vec::len);
+    assert_eq!(
+        (channels["channels"][0]["name"].clone(), members),
+        (json!("room"), Some(2)),
+        "{channels}"
+    );
+
+    let (status, _) = http(
+        admin,
+        "POST",
+        "/admin/api/broadcast",
+        Some("t0ken"),
+        Some(r#"{"text":"maintenance at noon"}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for c in [&mut alice, &mut bob] {
+        let p = c
+            .next_push(Duration::from_secs(3))
+            .await
+            .expect("broadcast");
+        assert_eq!(
+            p.body,
+            json!({"msg": "maintenance at noon", "from": "admin", "target": "*"})
+        );
+    }
+    let (status, kicked) = http(
+        admin,
+        "POST",
+        "/admin/api/kick",
+        Some("t0ken"),
+        Some(r#"{"uid":"alice*room","reason":"bye"}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(chunked_json(&kicked)["kicked"], json!(1));
+    assert!(alice.closed_within(Duration::from_secs(3)).await);
+    assert_eq!(alice.kick_reason().as_deref(), Some("bye"));
+}
+
+#[tokio::test]
+async fn without_a_token_the_console_is_off() {
+    let config = TestConfig::new("noadmin", "");
+    let gate = Server::start("gate", "gate-server-1", &config).await;
+    let port = gate.admin_port.unwrap();
+    assert_eq!(http(port, "GET", "/admin", None, None).await.0, 404);
+    assert_eq!(
+        http(port, "GET", "/admin/api/servers", Some(""), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(http(port, "GET", "/healthz", None, None).await.0, 200);
+}
