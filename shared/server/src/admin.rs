@@ -121,11 +121,11 @@ async fn metrics(State(a): Shared) -> Response {
 
 fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if a.token.is_empty() {
-        return Err((
+        let off = (
             StatusCode::NOT_FOUND,
             "the admin console is off (no admin token)\n",
-        )
-            .into_response());
+        );
+        return Err(Box::new(off.into_response()));
     }
     let given = headers
         .get(header::AUTHORIZATION)
