@@ -4,8 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shaddock_config::{ClusterConfig, ProcessEnv};
-use shaddock_server::App;
 
 /// A Shaddock chat server: rooms, chatHandler.send, chatRemote.add/kick.
 #[derive(Debug, Parser)]
@@ -21,24 +19,12 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    shaddock_server::telemetry::init();
     let cli = Cli::parse();
-    let (config, me) = match ClusterConfig::load(cli.config.as_deref(), &ProcessEnv).and_then(|c| {
-        c.identity(shaddock_chat::SERVER_TYPE, cli.id, &ProcessEnv)
-            .map(|me| (c, me))
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("shaddock-chat: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    let result = async { shaddock_chat::run(App::connect(config, me).await?).await }.await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, error.cause_chain = ?e, "chat server failed");
-            ExitCode::FAILURE
-        }
-    }
+    shaddock_server::app::main(
+        shaddock_chat::SERVER_TYPE,
+        cli.config.as_deref(),
+        cli.id,
+        shaddock_chat::run,
+    )
+    .await
 }

@@ -186,3 +186,36 @@ impl App {
         tracing::info!(server.id = %self.me.id, "stopped");
     }
 }
+
+/// The body of a server binary's `main`: logging, the config (a bad one prints one line and
+/// exits 64), the bus, then `run` until the server stops.
+pub async fn main<F, Fut>(
+    server_type: &str,
+    config_path: Option<&std::path::Path>,
+    id: Option<String>,
+    run: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(App) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use shaddock_config::ProcessEnv;
+    crate::telemetry::init();
+    let loaded = ClusterConfig::load(config_path, &ProcessEnv)
+        .and_then(|c| c.identity(server_type, id, &ProcessEnv).map(|me| (c, me)));
+    let (config, me) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("shaddock-{server_type}: {e}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    let result = async { run(App::connect(config, me).await?).await }.await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, error.cause_chain = ?e, "{server_type} server failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::Value;
 use shaddock_bus::{Bus, Envelope, Registry, Reply, SessionExport, subject};
 
 use crate::handler::HandlerError;
@@ -32,15 +31,16 @@ impl Forwarder {
             .unwrap_or("")
     }
 
-    /// Forwards one request (or notify, which is published without waiting).
+    /// Forwards one request (or notify, which is published without waiting). `body` is the
+    /// request's JSON as the client sent it; the answer is the backend's JSON, relayed as is.
     pub async fn forward(
         &self,
         session: SessionExport,
         server_type: &str,
         route: &str,
-        body: Value,
+        body: Vec<u8>,
         notify: bool,
-    ) -> Result<Value, HandlerError> {
+    ) -> Result<Vec<u8>, HandlerError> {
         let list = self.registry.list();
         let target = list
             .pick(server_type, self.route_key(server_type, &session))
@@ -49,7 +49,7 @@ impl Forwarder {
         let env = Envelope::Forward {
             session,
             route: route.to_owned(),
-            body: serde_json::to_vec(&body).unwrap_or_default(),
+            body,
         };
         let payload = env.encode().map_err(|e| HandlerError::new(e.to_string()))?;
         if notify {
@@ -57,7 +57,7 @@ impl Forwarder {
                 .publish(subject, payload)
                 .await
                 .map_err(|e| HandlerError::new(e.to_string()))?;
-            return Ok(Value::Null);
+            return Ok(Vec::new());
         }
         let answer = self
             .bus
@@ -66,7 +66,7 @@ impl Forwarder {
             .map_err(|e| HandlerError::new(format!("forward to {}: {e}", target.id)))?;
         match Reply::decode(&answer).map_err(|e| HandlerError::new(e.to_string()))? {
             // The backend already applied the response rules: relay its JSON.
-            Reply::Ok(json) => Ok(serde_json::from_slice(&json).unwrap_or(Value::Null)),
+            Reply::Ok(json) => Ok(json),
             Reply::Err { code, message } => Err(HandlerError::with_response(
                 message,
                 serde_json::json!({ "code": code }),

@@ -30,8 +30,9 @@ pub mod socket;
 /// Called once for every session that closes (Pomelo's `session.on('closed')`).
 pub type OnClose = Arc<dyn Fn(Session) + Send + Sync>;
 
-/// WebSocket read buffer per connection: chat messages are small, the default is 128 KiB.
-const READ_BUFFER: usize = 4 * 1024;
+/// WebSocket read buffer per connection: chat messages are small, the default is 128 KiB
+/// (tungstenite adds a fixed 4 KiB read chunk of its own).
+const READ_BUFFER: usize = 512;
 /// WebSocket write buffer per connection.
 const WRITE_BUFFER: usize = 4 * 1024;
 

@@ -41,6 +41,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_answer_code_is_read_from_the_json() {
+        assert_eq!(answer_code(br#"{"code":500,"error":true}"#), 500);
+        assert_eq!(answer_code(br#"{"users":["a"]}"#), 200);
+        assert_eq!(answer_code(b"{}"), 200);
+    }
+
+    #[test]
     fn the_rate_limit_refuses_past_the_burst_then_calls_a_flood() {
         let mut r = RateLimit::new(10, 3);
         let t0 = Instant::now();
@@ -288,7 +295,7 @@ impl Connection {
                         "rate limit",
                         serde_json::json!({"code": 500, "error": "rate limit"}),
                     );
-                    respond(&self.session, id, &Err(refused));
+                    respond(&self.session, id, &response_body(&Err(refused)));
                 }
                 return Next::Continue;
             }
@@ -308,31 +315,37 @@ impl Connection {
             RouteCheck::Invalid => {
                 if let Some(id) = request_id {
                     let result = Err(HandlerError::new("route needs three parts"));
-                    respond(&self.session, id, &result);
+                    respond(&self.session, id, &response_body(&result));
                 }
                 return Next::Continue;
             }
             RouteCheck::Ok(parts) => parts.server_type.to_owned(),
         };
         // Invalid JSON is an empty object, as Pomelo's coder makes it.
-        let text = shaddock_protocol::text::decode_lenient(msg.body);
-        let body: Value =
-            serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()));
+        // Forwarded bodies travel as the client sent them (made UTF-8); only a local handler
+        // needs them parsed. The backend parses, and invalid JSON becomes `{}` there too.
+        let raw = shaddock_protocol::text::decode_lenient(msg.body)
+            .into_owned()
+            .into_bytes();
         let fe = self.fe.clone();
         let session = self.session.clone();
         let started = Instant::now();
         self.fe.tracker.spawn(
             async move {
-                let result = if server_type == fe.server_type {
-                    fe.handlers
+                let answer = if server_type == fe.server_type {
+                    let body = serde_json::from_slice(&raw)
+                        .unwrap_or_else(|_| Value::Object(Default::default()));
+                    let result = fe
+                        .handlers
                         .handle_filtered(&route, session.clone(), body)
-                        .await
+                        .await;
+                    result.map(|v| response_body(&Ok(v)))
                 } else if let Some(fw) = &fe.forwarder {
                     fw.forward(
                         session.export(),
                         &server_type,
                         &route,
-                        body,
+                        raw,
                         request_id.is_none(),
                     )
                     .await
@@ -341,13 +354,22 @@ impl Connection {
                         "no server of type {server_type}"
                     )))
                 };
-                if let Err(e) = &result {
-                    tracing::debug!(%route, error = %e, "request failed");
-                }
+                let (body, code) = match answer {
+                    Ok(json) => {
+                        let code = answer_code(&json);
+                        (json, code)
+                    }
+                    Err(e) => {
+                        tracing::debug!(%route, error = %e, "request failed");
+                        let body = response_body(&Err(e));
+                        let code = answer_code(&body);
+                        (body, code)
+                    }
+                };
                 if let Some(id) = request_id {
-                    respond(&session, id, &result);
+                    respond(&session, id, &body);
                 }
-                record(&fe, &route, &result, started);
+                record(&fe, &route, code, started);
             }
             .in_current_span(),
         );
@@ -355,18 +377,23 @@ impl Connection {
     }
 }
 
+/// The `code` of a JSON answer (`{"code":500,...}`, as serde_json writes it), else 200.
+fn answer_code(json: &[u8]) -> u16 {
+    json.strip_prefix(b"{\"code\":")
+        .map(|rest| {
+            rest.iter()
+                .take_while(|b| b.is_ascii_digit())
+                .fold(0u16, |n, d| {
+                    n.saturating_mul(10).saturating_add(u16::from(d - b'0'))
+                })
+        })
+        .unwrap_or(200)
+}
+
 /// Counts a request by route (a dictionary route, else `other`) and answer code.
-fn record(fe: &Frontend, route: &str, result: &Result<Value, HandlerError>, started: Instant) {
+fn record(fe: &Frontend, route: &str, code: u16, started: Instant) {
     let known =
         fe.dict.as_ref().is_some_and(|d| d.code_of(route).is_some()) || fe.handlers.has(route);
-    let code = match result {
-        Ok(v) => v.get("code").and_then(Value::as_u64).unwrap_or(200) as u16,
-        Err(e) => e
-            .response()
-            .get("code")
-            .and_then(Value::as_u64)
-            .unwrap_or(500) as u16,
-    };
     let m = crate::metrics::metrics();
     let labels = crate::metrics::RequestLabels {
         route: if known {
@@ -380,9 +407,8 @@ fn record(fe: &Frontend, route: &str, result: &Result<Value, HandlerError>, star
     m.request_seconds.observe(started.elapsed().as_secs_f64());
 }
 
-fn respond(session: &Session, id: u32, result: &Result<Value, HandlerError>) {
-    let body = response_body(result);
-    match message::response_package(id, &body) {
+fn respond(session: &Session, id: u32, body: &[u8]) {
+    match message::response_package(id, body) {
         Ok(pkg) => {
             session.send(pkg);
         }
