@@ -3,6 +3,9 @@
 # ports (gate 3014, connectors 3050/3051, web client 3001). Ctrl-C (or `make down`) stops
 # everything this script started, and nothing else.
 #
+# A server that crashes (exits non-zero, or is killed) is restarted after a second, as
+# Pomelo's master does with `auto-restart`; one that exits cleanly is not.
+#
 # NATS and Redis: used when reachable on 127.0.0.1:4222 / :6379 (or SHADDOCK_NATS_URL /
 # SHADDOCK_REDIS_URL); else nats-server / redis-server from PATH are started on 14222 / 16379
 # under run/up/; when neither can be had, everything runs in one process on the embedded bus
@@ -15,7 +18,8 @@ CONFIG=${SHADDOCK_CONFIG:-deploy/local.toml}
 
 stop_all() {
   [ -f "$PIDS" ] || return 0
-  local pids; pids=$(cat "$PIDS")
+  touch "$RUN/stopping"
+  local pids; pids=$(cat "$PIDS" "$RUN"/*.pid 2>/dev/null)
   kill $pids 2>/dev/null
   for _ in $(seq 1 50); do
     local alive=0
@@ -24,7 +28,7 @@ stop_all() {
     sleep 0.2
   done
   kill -9 $pids 2>/dev/null
-  rm -f "$PIDS"
+  rm -f "$PIDS" "$RUN"/*.pid
 }
 
 if [ "${1:-up}" = down ]; then
@@ -35,7 +39,7 @@ fi
 if [ -f "$PIDS" ] && kill -0 $(head -n1 "$PIDS") 2>/dev/null; then
   echo "already running (make down first)"; exit 1
 fi
-mkdir -p "$RUN"; : > "$PIDS"
+mkdir -p "$RUN"; : > "$PIDS"; rm -f "$RUN/stopping" "$RUN"/*.pid
 
 reachable() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 hostport() { local u=${1#*://}; u=${u%%/*}; echo "${u%%:*} ${u##*:}"; }
@@ -74,9 +78,19 @@ done
 
 export SHADDOCK_NATS_URL=$NATS_URL SHADDOCK_REDIS_URL=$REDIS_URL RUST_LOG=${RUST_LOG:-info}
 
-start() { # name command...
+start() { # name command...: run it, restart it when it crashes
   local name=$1; shift
-  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  (
+    while [ ! -f "$RUN/stopping" ]; do
+      "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+      echo $! > "$RUN/$name.pid"
+      wait $!; code=$?
+      [ $code = 0 ] || [ -f "$RUN/stopping" ] && break
+      echo "[$name] exited with code $code; restarting in 1 s"
+      sleep 1
+    done
+    rm -f "$RUN/$name.pid"
+  ) &
   echo $! >> "$PIDS"
 }
 
@@ -108,9 +122,7 @@ else
   echo "the cluster did not come up in 10 s"; stop_all; exit 1
 fi
 
-# Stay in the foreground until a server exits or we are told to stop.
-wait -n
-[ -f "$PIDS" ] || exit 0   # make down
-echo "a server exited; stopping the rest"
+# Stay in the foreground until every server has stopped (Ctrl-C, make down, or all exited).
+wait
 stop_all
-exit 1
+exit 0
