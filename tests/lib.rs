@@ -283,6 +283,11 @@ impl PrivateServer {
         Self::start("redis-server", free_port()).await
     }
 
+    /// `redis-server` on a free port that keeps nothing: a restart loses every key.
+    pub async fn redis_without_data() -> Self {
+        Self::start("redis-server-volatile", free_port()).await
+    }
+
     async fn start(program: &'static str, port: u16) -> Self {
         let dir = std::env::temp_dir().join(format!("{}-{program}-{port}", namespace("private")));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -306,9 +311,24 @@ impl PrivateServer {
     /// Starts it (again) on the same port with the same data directory.
     pub async fn restart(&mut self) {
         let port = self.port.to_string();
-        let mut cmd = Command::new(self.program);
+        let program = if self.program == "redis-server-volatile" {
+            "redis-server"
+        } else {
+            self.program
+        };
+        let mut cmd = Command::new(program);
         match self.program {
             "nats-server" => cmd.args(["-a", "127.0.0.1", "-p", &port]),
+            "redis-server-volatile" => cmd.args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
             _ => cmd
                 .args([
                     "--bind",

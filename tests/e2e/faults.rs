@@ -321,3 +321,36 @@ async fn a_client_that_stops_reading_is_closed_and_slows_nobody() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_loses_its_data_is_told_again_who_is_where() {
+    // A Redis without persistence, as the shared one here: a restart forgets every room.
+    let mut redis = PrivateServer::redis_without_data().await;
+    let config = TestConfig::with_urls("redisloss", "", "nats://127.0.0.1:4222", &redis.url());
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let alice = connect(&conn.url()).await;
+    let mut bob = connect(&conn.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+
+    redis.stop().await;
+    redis.restart().await;
+    // The rooms come back from the connectors' sessions, and messages flow again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if stored_members(&config, &redis.url(), "room").await == vec!["alice*room", "bob*room"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "membership never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    send_until_ok(&alice, "room", "after the loss", Duration::from_secs(5)).await;
+    assert!(receives(&mut bob, "after the loss").await);
+    // Nobody was told of a join that did not happen.
+    let adds = bob.pushes_within(Duration::from_millis(300)).await;
+    assert!(adds.iter().all(|p| p.route != "onAdd"), "{adds:?}");
+}

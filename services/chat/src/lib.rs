@@ -88,6 +88,13 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
     app.tracker
         .spawn(purge::watch(state.clone(), app.token.clone()));
+    app.tracker.spawn(purge::watch_store(
+        state.clone(),
+        app.bus.clone(),
+        app.config.namespace.clone(),
+        Duration::from_millis(app.config.registry.heartbeat_ms),
+        app.token.clone(),
+    ));
     let store = state.channels.store().clone();
     let store_check: shaddock_server::admin::Check = (
         "channel store",

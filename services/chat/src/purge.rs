@@ -66,3 +66,38 @@ pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> 
     }
     removed
 }
+
+/// Watches the channel store for lost data: when its epoch mark is missing (a Redis restart
+/// without persistence), asks every connector to tell the chat servers again who is where.
+pub async fn watch_store(
+    state: ChatState,
+    bus: shaddock_bus::Bus,
+    namespace: String,
+    every: std::time::Duration,
+    token: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match state.channels.store().claim_epoch().await {
+            Ok(true) => {
+                tracing::warn!(
+                    "the channel store has no epoch mark (new, or it lost its data): asking connectors to resync"
+                );
+                let Ok(env) = shaddock_bus::Envelope::rpc("sessionRemote", "resync", &()) else {
+                    continue;
+                };
+                let Ok(bytes) = env.encode() else { continue };
+                let subject = shaddock_bus::subject::server_type(&namespace, "connector");
+                if let Err(e) = bus.publish(subject, bytes).await {
+                    tracing::warn!(error = %e, "cannot ask connectors to resync");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "channel store unreachable"),
+        }
+    }
+}

@@ -79,6 +79,46 @@ async fn purge_ghosts(
     }
 }
 
+/// The channel store lost its data (a Redis restart without persistence): tell the chat
+/// servers again who is connected here and in which room, one call per chat server.
+async fn resync(
+    rpc: RpcClient,
+    my_id: String,
+    incarnation: u64,
+    sessions: shaddock_server::SessionService,
+) {
+    let list = rpc.registry.list();
+    let mut by_chat: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for s in sessions.bound() {
+        let (Some(uid), Some(rid)) = (
+            s.uid(),
+            s.get("rid").and_then(|v| v.as_str().map(str::to_owned)),
+        ) else {
+            continue;
+        };
+        if let Some(chat) = list.pick("chat", &rid) {
+            by_chat.entry(chat.id.clone()).or_default().push((uid, rid));
+        }
+    }
+    for (chat, members) in by_chat {
+        let n = members.len();
+        let added: Result<usize, _> = rpc
+            .call_server(
+                &chat,
+                "chatRemote",
+                "resync",
+                &(&my_id, incarnation, members),
+            )
+            .await;
+        match added {
+            Ok(added) => {
+                tracing::info!(%chat, members = n, added, "told the channel store who is here again")
+            }
+            Err(e) => tracing::warn!(%chat, error = %e, "resync failed"),
+        }
+    }
+}
+
 /// Runs a connector on `app` until it is stopped (signal or token).
 pub async fn run(app: App) -> anyhow::Result<()> {
     let started = start(&app).await?;
@@ -127,6 +167,18 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
             rpc,
             incarnation,
             session,
+        ));
+    }));
+    let resync_rpc = rpc.clone();
+    let resync_tracker = app.tracker.clone();
+    let resync_id = app.me.id.clone();
+    let resync_sessions = fe.sessions.clone();
+    fe.on_resync = Some(Arc::new(move || {
+        resync_tracker.spawn(resync(
+            resync_rpc.clone(),
+            resync_id.clone(),
+            incarnation,
+            resync_sessions.clone(),
         ));
     }));
     app.tracker.spawn(purge_ghosts(

@@ -74,6 +74,7 @@ impl std::fmt::Debug for ChannelStore {
 /// The in-memory store of the single-process build.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
+    epoch: bool,
     channels: HashMap<String, HashMap<String, String>>,
     by_sid: HashMap<String, HashSet<String>>,
 }
@@ -310,6 +311,29 @@ impl ChannelStore {
             }
         }
         Ok(())
+    }
+
+    /// Marks the store as holding this cluster's membership. True when the mark was missing:
+    /// the store is new, or it lost its data (a Redis restart without persistence), and the
+    /// frontends must tell it again who is where.
+    pub async fn claim_epoch(&self) -> Result<bool, ChannelError> {
+        match self {
+            Self::Redis { conn, ns } => {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(format!("{ns}:epoch"))
+                    .arg("1")
+                    .arg("NX")
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok(set.is_some())
+            }
+            Self::Memory(m) => {
+                let mut m = m.lock();
+                let missing = !m.epoch;
+                m.epoch = true;
+                Ok(missing)
+            }
+        }
     }
 
     /// True when the store answers.

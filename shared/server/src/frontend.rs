@@ -51,6 +51,9 @@ pub struct Frontend {
     pub forwarder: Option<Forwarder>,
     pub sessions: SessionService,
     pub on_close: Option<OnClose>,
+    /// Called when a backend asks this frontend to tell the channel store again who is
+    /// connected (`sessionRemote.resync`, after the store lost its data).
+    pub on_resync: Option<Arc<dyn Fn() + Send + Sync>>,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
     connections: Arc<Semaphore>,
@@ -94,6 +97,7 @@ impl Frontend {
             forwarder: None,
             sessions: SessionService::new(server_id),
             on_close: None,
+            on_resync: None,
             token,
             tracker,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),

@@ -178,6 +178,17 @@ impl SessionService {
         all.len()
     }
 
+    /// Every session bound to a uid.
+    pub fn bound(&self) -> Vec<Session> {
+        self.inner
+            .by_uid
+            .read()
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     pub fn count(&self) -> usize {
         self.inner.sessions.read().len()
     }

@@ -67,6 +67,11 @@ pub async fn dispatch(
                 .await?,
             )
         }
+        ("chatRemote", "resync") => {
+            let (sid, inc, members): (String, u64, Vec<(String, String)>) =
+                decode_value(args).map_err(err)?;
+            rmp_serde::to_vec(&resync(state, &sid, inc, members).await?)
+        }
         ("chatRemote", "channels") => rmp_serde::to_vec(&channels(state).await?),
         ("chatRemote", "purgeFrontend") => {
             let (sid, keep): (String, Option<u64>) = decode_value(args).map_err(err)?;
@@ -123,6 +128,37 @@ pub async fn kick(state: &ChatState, member: &Member, rid: &str) -> Result<bool,
         announce_leave(state, &channel, &member.uid).await;
     }
     Ok(left)
+}
+
+/// Puts back members a frontend still holds (after the store lost its data), without `onAdd`:
+/// nobody joined, the store forgot. Returns how many were missing.
+pub async fn resync(
+    state: &ChatState,
+    sid: &str,
+    incarnation: u64,
+    members: Vec<(String, String)>,
+) -> Result<usize, HandlerError> {
+    let mut added = 0;
+    for (uid, rid) in members {
+        let member = Member {
+            uid,
+            sid: sid.to_owned(),
+            incarnation,
+        };
+        if state
+            .channels
+            .channel(&rid)
+            .add(&member)
+            .await
+            .map_err(err)?
+        {
+            added += 1;
+        }
+    }
+    if added > 0 {
+        state.channels.invalidate_cache();
+    }
+    Ok(added)
 }
 
 /// Every channel and its members as `(uid, sid)`, for the admin console.

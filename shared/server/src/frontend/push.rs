@@ -124,6 +124,15 @@ fn session_remote(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Re
                 message: e.to_string(),
             },
         },
+        ("sessionRemote", "resync") => {
+            if let Some(resync) = &fe.on_resync {
+                resync();
+            }
+            Reply::value(&()).unwrap_or(Reply::Err {
+                code: 500,
+                message: "encode".into(),
+            })
+        }
         ("sessionRemote", "sessionCount") => {
             Reply::value(&(fe.sessions.count(), fe.sessions.bound_count())).unwrap_or(Reply::Err {
                 code: 500,
