@@ -73,6 +73,8 @@ cmp -s deploy/cluster.toml k8s/base/cluster.toml \
 # --- 2. render ---------------------------------------------------------------------------
 rm -rf "$OUT" && mkdir -p "$OUT"
 files=()
+# k8s/ itself (`kubectl apply -k k8s/`) must render to exactly the base.
+"${KUSTOMIZE[@]}" k8s >"$OUT/root.yaml" 2>"$OUT/root.err" || { cat "$OUT/root.err" >&2; die "kustomize failed on k8s/"; }
 for dir in k8s/base k8s/overlays/*/; do
   dir=${dir%/}
   name=$(basename "$dir")
@@ -80,6 +82,7 @@ for dir in k8s/base k8s/overlays/*/; do
     || { cat "$OUT/$name.err" >&2; die "kustomize failed on $dir"; }
   files+=("$OUT/$name.yaml")
 done
+cmp -s "$OUT/root.yaml" "$OUT/base.yaml" || die "k8s/ does not render to the same objects as k8s/base"
 examples=(k8s/examples/*.yaml)
 
 # --- 3. schema, strict -------------------------------------------------------------------
