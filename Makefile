@@ -8,7 +8,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down test build lint fmt bench services browser-deps clean
+.PHONY: up down test test-pomelo build lint fmt bench services browser-deps clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -32,6 +32,10 @@ browser-deps:
 test: services browser-deps build
 	$(CARGO) test --workspace --no-fail-fast
 	./k8s/validate.sh
+
+# The web client against the original Node.js Pomelo chat (needs the chatofpomelo ports free).
+test-pomelo: browser-deps
+	./tests/browser/against-pomelo.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
