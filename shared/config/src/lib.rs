@@ -248,9 +248,9 @@ impl Default for Limits {
             max_package_bytes: 64 * 1024,
             max_connections: 10_000,
             handshake_timeout_ms: 10_000,
-            send_queue: 256,
-            requests_per_second: 50,
-            request_burst: 100,
+            send_queue: 1024,
+            requests_per_second: 500,
+            request_burst: 1000,
             max_name_chars: 64,
         }
     }
