@@ -25,9 +25,12 @@ def sh(cmd):
 
 
 def best(system, scenario):
-    """The highest delivery rate with under 1 % lost."""
-    ok = [r for r in by[(system, scenario)] if r.get("expected") and r["lost"] <= 0.01 * r["expected"]]
-    return max(ok, key=lambda r: r["deliveries_per_sec"], default=None)
+    """The step with the highest offered load delivered with under 1 % lost and p99 under 1 s
+    (deliveries still arriving after a step's window count, so delivered/s sits a hair under
+    the offered rate even when nothing is lost)."""
+    ok = [r for r in by[(system, scenario)]
+          if r.get("expected") and r["lost"] <= 0.01 * r["expected"] and r["fanout_latency"]["p99_ms"] <= 1000]
+    return max(ok, key=lambda r: r["offered_deliveries_per_sec"], default=None)
 
 
 def at_load(system, scenario, load):
@@ -83,14 +86,45 @@ def summary(title, getter, unit="", higher=True):
     sh_v = vals[0] if SYSTEMS and SYSTEMS[0] == "shaddock" else None
     po_v = vals[SYSTEMS.index("pomelo")] if "pomelo" in SYSTEMS else None
     w(f"| {title} | " + " | ".join(fmt(v, unit) for v in vals) + f" | {ratio(sh_v, po_v, higher)} |")
-summary("(a) 1 room × 1000: most deliveries/s (<1 % lost)", lambda s: (best(s, "a") or {}).get("deliveries_per_sec"))
-summary("(b) 100 rooms × 10: most deliveries/s (<1 % lost)", lambda s: (best(s, "b") or {}).get("deliveries_per_sec"))
+summary("(a) 1 room × 1000: highest load served, deliveries/s (<1 % lost, p99 < 1 s)", lambda s: (best(s, "a") or {}).get("offered_deliveries_per_sec"))
+summary("(a) p99 fanout at that load, ms", lambda s: ((best(s, "a") or {}).get("fanout_latency") or {}).get("p99_ms"), higher=False)
+summary("(b) 100 rooms × 10: highest load served, deliveries/s (<1 % lost, p99 < 1 s)", lambda s: (best(s, "b") or {}).get("offered_deliveries_per_sec"))
+summary("(b) p99 fanout at that load, ms", lambda s: ((best(s, "b") or {}).get("fanout_latency") or {}).get("p99_ms"), higher=False)
 summary("(a) p99 fanout at ≥50k deliveries/s offered, ms", lambda s: ((at_load(s, "a", 50000) or {}).get("fanout_latency") or {}).get("p99_ms"), higher=False)
 summary("(b) p99 fanout at ≥50k deliveries/s offered, ms", lambda s: ((at_load(s, "b", 50000) or {}).get("fanout_latency") or {}).get("p99_ms"), higher=False)
 summary("(c) idle connections held", lambda s: (by[(s, "c")] or [{}])[0].get("held"))
 summary("(c) server KiB per idle connection", lambda s: (by[(s, "c")] or [{}])[0].get("kib_per_connection"), higher=False)
 summary("(d) enters per second", lambda s: (by[(s, "d")] or [{}])[0].get("enters_per_sec"))
 w("")
+
+# ---- targets (issue: load generator and benchmarks) ----
+def val(system, getter):
+    try:
+        return getter(system)
+    except Exception:
+        return None
+sa = val("shaddock", lambda s: best(s, "a")["offered_deliveries_per_sec"])
+sb = val("shaddock", lambda s: best(s, "b")["offered_deliveries_per_sec"])
+def p99_at_50k(s):
+    vals = [r["fanout_latency"]["p99_ms"] for sc in ("a", "b") for r in by[(s, sc)] if r.get("offered_deliveries_per_sec") == 50000]
+    return min(vals) if vals else None
+p99_50k = val("shaddock", p99_at_50k)
+kib = val("shaddock", lambda s: by[(s, "c")][0]["kib_per_connection"])
+held = val("shaddock", lambda s: by[(s, "c")][0]["held"])
+enters = val("shaddock", lambda s: by[(s, "d")][0]["enters_per_sec"])
+def mark(ok):
+    return "met" if ok else "**missed**"
+w("## Targets\n")
+w("| target | measured | |")
+w("|---|---|---|")
+w(f"| ≥ 700k deliveries/s in (a) | {fmt(sa)} | {mark(sa is not None and sa >= 700000)} |")
+w(f"| ≥ 300k deliveries/s in (b) | {fmt(sb)} | {mark(sb is not None and sb >= 300000)} |")
+w(f"| p99 fanout ≤ 5 ms at 50k deliveries/s | {fmt(p99_50k, ' ms')} (best of (a), (b)) | {mark(p99_50k is not None and p99_50k <= 5)} |")
+w(f"| ≤ 4 KiB RSS per idle connection | {fmt(kib, ' KiB')} | {mark(kib is not None and kib <= 4)} |")
+w(f"| ≥ 100k concurrent connections | {fmt(held)} | {mark(held is not None and held >= 100000)} |")
+w(f"| ≥ 5k enters/s | {fmt(enters)} | {mark(enters is not None and enters >= 5000)} |")
+w("")
+w(open(__file__.rsplit("/", 1)[0] + "/limits.md").read())
 
 for scenario, title in (("a", "(a) one room of 1000 users, rising message rates"),
                         ("b", "(b) 100 rooms of 10 users, rising message rates")):

@@ -43,7 +43,8 @@ rss_kib() { # sum of VmRSS of processes whose command line contains $1
 }
 idle() { # system pattern procs total connectors... : idle connections from several loadgen processes
   local system=$1 pattern=$2 procs=$3 total=$4; shift 4
-  local connectors=("$@") per=$(( total / procs )) before after pids=() i
+  # Rooms of 10, and at least `total` connections in all.
+  local connectors=("$@") per=$(( (total + procs * 10 - 1) / (procs * 10) * 10 )) before after pids=() i
   before=$(rss_kib "$pattern")
   say "$system c: $total idle connections from $procs load generators"
   for i in $(seq 0 $((procs - 1))); do
