@@ -14,11 +14,7 @@ pub fn namespace(tag: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!(
-        "e2e-{tag}-{}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
+    format!("e2e-{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
 /// The directory holding the workspace's binaries (target/debug or target/release).
@@ -50,12 +46,7 @@ impl Drop for TempDir {
 impl TestConfig {
     /// `extra` is appended to the TOML (sections such as `[connector]`).
     pub fn new(tag: &str, extra: &str) -> Self {
-        Self::with_urls(
-            tag,
-            extra,
-            "nats://127.0.0.1:4222",
-            "redis://127.0.0.1:6379",
-        )
+        Self::with_urls(tag, extra, "nats://127.0.0.1:4222", "redis://127.0.0.1:6379")
     }
 
     /// A config whose servers use these NATS and Redis servers.
@@ -92,12 +83,7 @@ impl Server {
     /// Starts `shaddock-<kind>` with `--id id` on `config` and waits for its ready line.
     pub async fn start(kind: &str, id: &str, config: &TestConfig) -> Self {
         let path = config.path.display().to_string();
-        Self::start_bin(
-            &format!("shaddock-{kind}"),
-            id,
-            &["--config", &path, "--id", id],
-        )
-        .await
+        Self::start_bin(&format!("shaddock-{kind}"), id, &["--config", &path, "--id", id]).await
     }
 
     /// Starts binary `bin` of the workspace with `args` and waits for its ready line.
@@ -107,20 +93,13 @@ impl Server {
 
     /// Starts `shaddock all` (every server of `config` in one process, no web client) and
     /// returns it with the client port of each frontend by server id.
-    pub async fn start_standalone(
-        config: &TestConfig,
-    ) -> (Self, std::collections::HashMap<String, u16>) {
+    pub async fn start_standalone(config: &TestConfig) -> (Self, std::collections::HashMap<String, u16>) {
         let path = config.path.display().to_string();
         let n = std::fs::read_to_string(&config.path)
             .map(|t| t.matches("[[servers]]").count())
             .unwrap_or(0);
-        let (server, lines) = Self::start_bin_ready(
-            "shaddock",
-            "all",
-            &["--config", &path, "all", "--no-web"],
-            n,
-        )
-        .await;
+        let (server, lines) =
+            Self::start_bin_ready("shaddock", "all", &["--config", &path, "all", "--no-web"], n).await;
         let ports = lines
             .iter()
             .filter_map(|l| {
@@ -136,12 +115,7 @@ impl Server {
         (server, ports)
     }
 
-    async fn start_bin_ready(
-        bin: &str,
-        id: &str,
-        args: &[&str],
-        ready_lines: usize,
-    ) -> (Self, Vec<String>) {
+    async fn start_bin_ready(bin: &str, id: &str, args: &[&str], ready_lines: usize) -> (Self, Vec<String>) {
         let bin = bin_dir().join(bin);
         assert!(
             bin.exists(),
@@ -175,11 +149,7 @@ impl Server {
                 }
                 if line.starts_with("shaddock ready") {
                     ready.push(line);
-                    if ready
-                        .iter()
-                        .filter(|l| l.starts_with("shaddock ready"))
-                        .count()
-                        >= ready_lines.max(1)
+                    if ready.iter().filter(|l| l.starts_with("shaddock ready")).count() >= ready_lines.max(1)
                     {
                         return Some(ready);
                     }
@@ -196,10 +166,7 @@ impl Server {
         let admin_port = ready
             .iter()
             .find(|l| l.starts_with("shaddock admin"))
-            .and_then(|l| {
-                l.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix("admin_port="))
-            })
+            .and_then(|l| l.split_whitespace().find_map(|kv| kv.strip_prefix("admin_port=")))
             .and_then(|p| p.parse().ok());
         ready.retain(|l| l.starts_with("shaddock ready"));
         let client_port = ready[0]
@@ -252,10 +219,7 @@ pub fn free_port() -> u16 {
 
 async fn wait_port(port: u16) {
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -345,9 +309,7 @@ impl PrivateServer {
                 .arg("--dir")
                 .arg(&self.dir),
         };
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
         self.child = Some(
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("{} cannot start: {e}", self.program)),

@@ -66,10 +66,7 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
     }
 
     // The console needs its token.
-    assert_eq!(
-        http(admin, "GET", "/admin/api/servers", None, None).await.0,
-        401
-    );
+    assert_eq!(http(admin, "GET", "/admin/api/servers", None, None).await.0, 401);
     assert_eq!(
         http(admin, "GET", "/admin/api/servers", Some("wrong"), None)
             .await
@@ -80,21 +77,13 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
     let (status, servers) = http(admin, "GET", "/admin/api/servers", Some("t0ken"), None).await;
     assert_eq!(status, 200);
     let servers = chunked_json(&servers);
-    assert_eq!(
-        servers["servers"].as_array().map(Vec::len),
-        Some(3),
-        "{servers}"
-    );
+    assert_eq!(servers["servers"].as_array().map(Vec::len), Some(3), "{servers}");
     let connectors = chunked_json(
         &http(admin, "GET", "/admin/api/connectors", Some("t0ken"), None)
             .await
             .1,
     );
-    assert_eq!(
-        connectors["connectors"][0]["users"],
-        json!(2),
-        "{connectors}"
-    );
+    assert_eq!(connectors["connectors"][0]["users"], json!(2), "{connectors}");
     let channels = chunked_json(
         &http(admin, "GET", "/admin/api/channels", Some("t0ken"), None)
             .await
@@ -117,10 +106,7 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
     .await;
     assert_eq!(status, 200);
     for c in [&mut alice, &mut bob] {
-        let p = c
-            .next_push(Duration::from_secs(3))
-            .await
-            .expect("broadcast");
+        let p = c.next_push(Duration::from_secs(3)).await.expect("broadcast");
         assert_eq!(
             p.body,
             json!({"msg": "maintenance at noon", "from": "admin", "target": "*"})
@@ -147,9 +133,7 @@ async fn without_a_token_the_console_is_off() {
     let port = gate.admin_port.unwrap();
     assert_eq!(http(port, "GET", "/admin", None, None).await.0, 404);
     assert_eq!(
-        http(port, "GET", "/admin/api/servers", Some(""), None)
-            .await
-            .0,
+        http(port, "GET", "/admin/api/servers", Some(""), None).await.0,
         404
     );
     assert_eq!(http(port, "GET", "/healthz", None, None).await.0, 200);

@@ -15,18 +15,14 @@ use crate::support::{SEND, connect, enter, users};
 
 #[tokio::test]
 async fn a_request_flood_is_refused_then_kicked() {
-    let config = TestConfig::new(
-        "flood",
-        "[limits]\nrequests_per_second = 5\nrequest_burst = 5\n",
-    );
+    let config = TestConfig::new("flood", "[limits]\nrequests_per_second = 5\nrequest_burst = 5\n");
     let _chat = Server::start("chat", "chat-server-1", &config).await;
     let conn = Server::start("connector", "connector-server-1", &config).await;
     let calm = connect(&conn.url()).await;
     let flooder = connect(&conn.url()).await;
-    let answers = futures_util::future::join_all(
-        (0..40).map(|_| flooder.request("connector.nohandler.x", json!({}))),
-    )
-    .await;
+    let answers =
+        futures_util::future::join_all((0..40).map(|_| flooder.request("connector.nohandler.x", json!({}))))
+            .await;
     let refused = answers
         .iter()
         .filter(|a| matches!(a, Ok(v) if v == &json!({"code": 500, "error": "rate limit"})))
@@ -46,10 +42,7 @@ async fn odd_names_stay_names_and_long_or_control_names_are_refused() {
     let a = connect(&conn.url()).await;
     let mut b = connect(&conn.url()).await;
     assert_eq!(users(&enter(&a, "x.y*z", odd_room).await), vec!["x.y*z"]);
-    assert_eq!(
-        users(&enter(&b, "> :*", odd_room).await),
-        vec!["> :*", "x.y*z"]
-    );
+    assert_eq!(users(&enter(&b, "> :*", odd_room).await), vec!["> :*", "x.y*z"]);
     let resp = a
         .request(
             SEND,
@@ -62,10 +55,7 @@ async fn odd_names_stay_names_and_long_or_control_names_are_refused() {
         .next_push(Duration::from_secs(3))
         .await
         .expect("private message");
-    assert_eq!(
-        push.body,
-        json!({"msg": "hi", "from": "x.y*z", "target": "> :*"})
-    );
+    assert_eq!(push.body, json!({"msg": "hi", "from": "x.y*z", "target": "> :*"}));
 
     let c = connect(&conn.url()).await;
     let refused = json!({"code": 500, "error": true});
@@ -73,12 +63,9 @@ async fn odd_names_stay_names_and_long_or_control_names_are_refused() {
     assert_eq!(enter(&c, "tab\there", "r").await, refused);
     assert_eq!(enter(&c, "", "r").await, refused);
     assert_eq!(
-        c.request(
-            "connector.entryHandler.enter",
-            json!({"username": 7, "rid": "r"})
-        )
-        .await
-        .unwrap(),
+        c.request("connector.entryHandler.enter", json!({"username": 7, "rid": "r"}))
+            .await
+            .unwrap(),
         refused
     );
     assert_eq!(
@@ -102,22 +89,14 @@ async fn cesu8_text_from_the_browser_client_arrives_as_the_character_it_meant() 
     body.extend_from_slice(br#" and a bad byte "#);
     body.push(0xff);
     body.extend_from_slice(br#""}"#);
-    let pkg = message::data_package(
-        MessageType::Notify,
-        0,
-        Some(&RouteRef::Name(SEND.into())),
-        &body,
-    )
-    .unwrap();
+    let pkg =
+        message::data_package(MessageType::Notify, 0, Some(&RouteRef::Name(SEND.into())), &body).unwrap();
     sender.send_raw(pkg).unwrap();
     let push = reader
         .next_push(Duration::from_secs(3))
         .await
         .expect("the message arrives");
-    assert_eq!(
-        push.body["msg"],
-        json!("smile \u{1F600} and a bad byte \u{FFFD}")
-    );
+    assert_eq!(push.body["msg"], json!("smile \u{1F600} and a bad byte \u{FFFD}"));
 }
 
 /// A tiny deterministic generator, so the mutated inputs are the same on every run.
@@ -144,11 +123,9 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
     let mut rng = XorShift(0x5eed_cafe);
     let mut sent = 0;
     let hs = shaddock_protocol::handshake::HandshakeRequest::js_client_body(None);
-    let handshake = shaddock_protocol::package::encoded(
-        shaddock_protocol::PackageType::Handshake,
-        hs.as_bytes(),
-    )
-    .unwrap();
+    let handshake =
+        shaddock_protocol::package::encoded(shaddock_protocol::PackageType::Handshake, hs.as_bytes())
+            .unwrap();
     for _round in 0..40 {
         // A raw socket: every frame is written before the next, so all of them reach the server.
         let (mut ws, _) = connect_async(conn.url()).await.expect("connect");
@@ -191,10 +168,7 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
         vec!["after", "bystander"]
     );
     let resp = bystander
-        .request(
-            SEND,
-            json!({"rid": "r", "content": "still here", "target": "*"}),
-        )
+        .request(SEND, json!({"rid": "r", "content": "still here", "target": "*"}))
         .await;
     assert!(
         !matches!(resp, Err(ClientError::Closed)),
@@ -217,12 +191,10 @@ async fn with_a_secret_enter_needs_a_valid_token_for_that_user() {
         client.request("connector.entryHandler.enter", body)
     };
     assert!(refused(&enter_with(None).await.unwrap()));
-    let bobs =
-        shaddock_server::auth::mint(b"test-secret", "bob", shaddock_server::auth::now() + 60);
+    let bobs = shaddock_server::auth::mint(b"test-secret", "bob", shaddock_server::auth::now() + 60);
     assert!(refused(&enter_with(Some(bobs)).await.unwrap()));
     let stale = shaddock_server::auth::mint(b"test-secret", "alice", 1);
     assert!(refused(&enter_with(Some(stale)).await.unwrap()));
-    let good =
-        shaddock_server::auth::mint(b"test-secret", "alice", shaddock_server::auth::now() + 60);
+    let good = shaddock_server::auth::mint(b"test-secret", "alice", shaddock_server::auth::now() + 60);
     assert_eq!(users(&enter_with(Some(good)).await.unwrap()), vec!["alice"]);
 }

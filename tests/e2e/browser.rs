@@ -12,12 +12,7 @@ async fn two_people_chat_publicly_and_privately_in_the_web_client() {
     let _c1 = Server::start("connector", "connector-server-1", &config).await;
     let _c2 = Server::start("connector", "connector-server-2", &config).await;
     let gate = Server::start("gate", "gate-server-1", &config).await;
-    let web = Server::start_bin(
-        "shaddock",
-        "web",
-        &["web", "--port", "0", "--bind", "127.0.0.1"],
-    )
-    .await;
+    let web = Server::start_bin("shaddock", "web", &["web", "--port", "0", "--bind", "127.0.0.1"]).await;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
@@ -40,9 +35,6 @@ async fn two_people_chat_publicly_and_privately_in_the_web_client() {
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
     assert!(shot.exists());
 }

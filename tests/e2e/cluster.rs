@@ -20,10 +20,7 @@ pub(crate) struct User {
 /// Asks the gate for `name`'s connector, as the web client does.
 async fn query_entry(gate: &str, name: &str) -> Value {
     let client = connect(gate).await;
-    let resp = client
-        .request(QUERY_ENTRY, json!({ "uid": name }))
-        .await
-        .unwrap();
+    let resp = client.request(QUERY_ENTRY, json!({ "uid": name })).await.unwrap();
     client.close();
     resp
 }
@@ -57,10 +54,7 @@ async fn login(gate: &str, name: &str, room: &str) -> User {
     let host = entry["host"].as_str().unwrap();
     let client = connect(&format!("ws://{host}:{port}")).await;
     let resp = enter(&client, name, room).await;
-    assert!(
-        resp.get("users").is_some(),
-        "{name} could not enter: {resp}"
-    );
+    assert!(resp.get("users").is_some(), "{name} could not enter: {resp}");
     User {
         name: name.to_owned(),
         room: room.to_owned(),
@@ -71,11 +65,7 @@ async fn login(gate: &str, name: &str, room: &str) -> User {
 
 /// Collects pushes of `route` for every user until each has `expected(user)`, then a little
 /// longer to catch duplicates.
-async fn collect(
-    users: &mut [User],
-    route: &str,
-    expected: impl Fn(&User) -> usize,
-) -> Vec<Vec<Push>> {
+async fn collect(users: &mut [User], route: &str, expected: impl Fn(&User) -> usize) -> Vec<Vec<Push>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     let mut got: Vec<Vec<Push>> = users.iter().map(|_| Vec::new()).collect();
     for (u, bucket) in users.iter_mut().zip(got.iter_mut()) {
@@ -163,13 +153,7 @@ pub(crate) async fn join_and_chat(gate: &str) -> Vec<User> {
     assert_eq!(ports.len(), 2, "users are spread over both connectors");
 
     // onAdd: each member hears of every later joiner of its room, never of itself.
-    let position = |u: &User| {
-        u.name
-            .chars()
-            .last()
-            .and_then(|c| c.to_digit(10))
-            .unwrap_or(0) as usize
-    };
+    let position = |u: &User| u.name.chars().last().and_then(|c| c.to_digit(10)).unwrap_or(0) as usize;
     let adds = collect(&mut users, "onAdd", |u| 4 - position(u)).await;
     for (u, pushes) in users.iter().zip(adds) {
         let mut names: Vec<String> = pushes
@@ -205,11 +189,7 @@ pub(crate) async fn join_and_chat(gate: &str) -> Vec<User> {
                 json!({"msg": "psst", "from": "user00", "target": "user01"})
             );
         } else {
-            assert!(
-                pushes.is_empty(),
-                "{} saw a private message: {pushes:?}",
-                u.name
-            );
+            assert!(pushes.is_empty(), "{} saw a private message: {pushes:?}", u.name);
         }
     }
     let resp = users[0]
@@ -245,8 +225,7 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
     // A connector crashes: its members leave every user list, with onLeave to the others.
     let dead_port = conn1.client_port.unwrap();
     conn1.kill().await;
-    let (gone, mut alive): (Vec<User>, Vec<User>) =
-        users.into_iter().partition(|u| u.port == dead_port);
+    let (gone, mut alive): (Vec<User>, Vec<User>) = users.into_iter().partition(|u| u.port == dead_port);
     assert!(!gone.is_empty() && !alive.is_empty());
     let gone_in = |room: &str| gone.iter().filter(|g| g.room == room).count();
     let leaves = collect(&mut alive, "onLeave", |u| gone_in(&u.room)).await;
@@ -285,10 +264,7 @@ async fn twenty_users_in_four_rooms_chat_across_two_connectors_through_crashes()
 async fn the_gate_answers_500_without_uid_or_without_connectors() {
     let config = TestConfig::new("gate", "");
     let gate = Server::start("gate", "gate-server-1", &config).await;
-    assert_eq!(
-        query_entry(&gate.url(), "alice").await,
-        json!({"code": 500})
-    );
+    assert_eq!(query_entry(&gate.url(), "alice").await, json!({"code": 500}));
     let client = connect(&gate.url()).await;
     assert_eq!(
         client.request(QUERY_ENTRY, json!({})).await.unwrap(),
@@ -323,10 +299,7 @@ async fn a_uid_logged_in_through_one_connector_is_refused_on_another() {
             assert_eq!(user_list(&resp), vec!["eve"]);
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "name never freed: {resp}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "name never freed: {resp}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -396,10 +369,7 @@ client_port = 0
     for (u, pushes) in users.iter().zip(got) {
         if u.room == gone.room {
             assert_eq!(pushes.len(), 1, "{}", u.name);
-            assert_eq!(
-                pushes[0].body,
-                json!({"route": "onLeave", "user": gone.name})
-            );
+            assert_eq!(pushes[0].body, json!({"route": "onLeave", "user": gone.name}));
         }
     }
 }

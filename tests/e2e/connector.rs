@@ -42,10 +42,7 @@ async fn enter_binds_the_user_and_a_second_enter_of_the_same_uid_is_refused() {
     let alice = connect(&connector.url()).await;
     assert_eq!(users(&enter(&alice, "alice", "room1").await), vec!["alice"]);
     let bob = connect(&connector.url()).await;
-    assert_eq!(
-        users(&enter(&bob, "bob", "room1").await),
-        vec!["alice", "bob"]
-    );
+    assert_eq!(users(&enter(&bob, "bob", "room1").await), vec!["alice", "bob"]);
 
     let again = connect(&connector.url()).await;
     let resp = enter(&again, "alice", "room1").await;
@@ -149,10 +146,7 @@ async fn a_handshake_without_sys_is_answered_500_and_closed() {
         },
     )
     .await;
-    assert!(
-        matches!(result, Err(ClientError::Handshake(500))),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ClientError::Handshake(500))), "{result:?}");
 }
 
 /// A raw socket: what arrives is checked byte by byte.
@@ -166,9 +160,8 @@ async fn raw(
 
 async fn next_binary<S>(ws: &mut S) -> Option<Bytes>
 where
-    S: futures_util::Stream<
-            Item = Result<Message, shaddock_client::tokio_tungstenite::tungstenite::Error>,
-        > + Unpin,
+    S: futures_util::Stream<Item = Result<Message, shaddock_client::tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
 {
     loop {
         match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
@@ -203,13 +196,9 @@ async fn data_before_the_ack_is_ignored_and_packages_sharing_a_frame_are_all_han
     assert_eq!(answer[0], PackageType::Handshake as u8);
 
     // A request before the ack: ignored.
-    ws.send(Message::Binary(request_pkg(
-        1,
-        "connector.nohandler.x",
-        "{}",
-    )))
-    .await
-    .unwrap();
+    ws.send(Message::Binary(request_pkg(1, "connector.nohandler.x", "{}")))
+        .await
+        .unwrap();
     // The ack and a heartbeat and a request in ONE frame: all handled.
     let mut frame = package::HANDSHAKE_ACK.to_vec();
     frame.extend_from_slice(&package::HEARTBEAT);

@@ -17,12 +17,7 @@ async fn stored_members(config: &TestConfig, redis_url: &str, room: &str) -> Vec
     let store = ChannelStore::redis(redis_url, &config.namespace)
         .await
         .expect("redis");
-    let svc = ChannelService::new(
-        store,
-        Bus::local(),
-        &config.namespace,
-        Duration::from_secs(1),
-    );
+    let svc = ChannelService::new(store, Bus::local(), &config.namespace, Duration::from_secs(1));
     let mut uids: Vec<String> = svc
         .channel(room)
         .members()
@@ -234,10 +229,7 @@ async fn when_a_chat_server_dies_for_good_another_takes_its_rooms_over_from_redi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_and_slows_nobody() {
-    let config = TestConfig::new(
-        "slow",
-        "[limits]\nsend_queue = 16\nrequests_per_second = 0\n",
-    );
+    let config = TestConfig::new("slow", "[limits]\nsend_queue = 16\nrequests_per_second = 0\n");
     let _chat = Server::start("chat", "chat-server-1", &config).await;
     let conn = Server::start("connector", "connector-server-1", &config).await;
 
@@ -279,7 +271,10 @@ async fn a_client_that_stops_reading_is_closed_and_slows_nobody() {
     let n = 400;
     for i in 0..n {
         let resp = sender
-            .request(SEND, json!({"rid": "room", "content": format!("{i} {big}"), "from": "sender", "target": "*"}))
+            .request(
+                SEND,
+                json!({"rid": "room", "content": format!("{i} {big}"), "from": "sender", "target": "*"}),
+            )
             .await
             .unwrap();
         assert_eq!(resp, json!({}));

@@ -45,8 +45,7 @@ pub fn users(resp: &Value) -> Vec<String> {
 
 /// The committed fuzz corpus of the connector's input path (`fuzz/corpus/connector_input`).
 pub fn corpus() -> Vec<Vec<u8>> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/connector_input");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/connector_input");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

@@ -137,10 +137,7 @@ impl Stats {
     }
 
     pub fn record_enter(&self, d: Duration) {
-        let _ = self
-            .enter_latency
-            .lock()
-            .record((d.as_micros() as u64).max(1));
+        let _ = self.enter_latency.lock().record((d.as_micros() as u64).max(1));
     }
 }
 
@@ -248,10 +245,7 @@ async fn main() -> anyhow::Result<()> {
     sampler.sample();
     let rss_connected: u64 = sampler.report().iter().map(|r| r.3).sum();
     let rss_start: u64 = sampler.rss_start.values().sum();
-    eprintln!(
-        "[{}] {entered}/{total} entered in {ramp_secs:.1} s",
-        args.label
-    );
+    eprintln!("[{}] {entered}/{total} entered in {ramp_secs:.1} s", args.label);
 
     // The run itself: one step per rate (chat), or holding (idle), or nothing (enter).
     let enter_hist = stats.enter_latency.lock().clone();
@@ -295,8 +289,7 @@ async fn main() -> anyhow::Result<()> {
         let run_started = Instant::now();
         let run_for = Duration::from_secs_f64(args.duration);
         if args.mode == Mode::Chat && rate > 0.0 {
-            let mut ticker =
-                tokio::time::interval(Duration::from_secs_f64(1.0 / (rate * args.rooms as f64)));
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / (rate * args.rooms as f64)));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut tick = 0usize;
             let mut last_report = Instant::now();
@@ -358,8 +351,7 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!(
                     "[{}] holding {} connections, {} dropped",
                     args.label,
-                    stats.entered.load(Ordering::Relaxed)
-                        - stats.disconnects.load(Ordering::Relaxed),
+                    stats.entered.load(Ordering::Relaxed) - stats.disconnects.load(Ordering::Relaxed),
                     stats.disconnects.load(Ordering::Relaxed)
                 );
             }
@@ -447,10 +439,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     drop(rooms);
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        futures_util::future::join_all(handles),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), futures_util::future::join_all(handles)).await;
     Ok(())
 }

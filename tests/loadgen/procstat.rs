@@ -31,10 +31,7 @@ pub fn find(patterns: &[String]) -> Vec<Proc> {
             if cmd.contains("shaddock-loadgen") {
                 continue;
             }
-            out.push(Proc {
-                pid,
-                name: p.clone(),
-            });
+            out.push(Proc { pid, name: p.clone() });
         }
     }
     out
@@ -99,8 +96,7 @@ impl Sampler {
         self.sample();
         let mut by_name: Vec<(String, f64, u64, u64, u64)> = Vec::new();
         for p in &self.procs {
-            let cpu = cpu_seconds(p.pid).unwrap_or(0.0)
-                - self.cpu_start.get(&p.pid).copied().unwrap_or(0.0);
+            let cpu = cpu_seconds(p.pid).unwrap_or(0.0) - self.cpu_start.get(&p.pid).copied().unwrap_or(0.0);
             let peak = self.peak_rss.get(&p.pid).copied().unwrap_or(0);
             let now = rss_kib(p.pid).unwrap_or(0);
             let start = self.rss_start.get(&p.pid).copied().unwrap_or(0);

@@ -11,9 +11,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use shaddock_client::tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use shaddock_client::tokio_tungstenite::{
-    WebSocketStream, client_async_with_config, tungstenite::Message,
-};
+use shaddock_client::tokio_tungstenite::{WebSocketStream, client_async_with_config, tungstenite::Message};
 use shaddock_protocol::Dictionary;
 use shaddock_protocol::handshake::{HandshakeRequest, HandshakeResponse};
 use shaddock_protocol::message::{self, MessageType, RouteRef};

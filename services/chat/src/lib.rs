@@ -62,12 +62,7 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
 /// Starts a chat server on `app` with `store`.
 pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> {
     let registry = app.join_registry(None).await?;
-    let channels = ChannelService::new(
-        store,
-        app.bus.clone(),
-        &app.config.namespace,
-        app.rpc_timeout(),
-    );
+    let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
     let state = ChatState {
         channels,
         registry,
@@ -86,8 +81,7 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .await?;
     app.tracker
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
-    app.tracker
-        .spawn(purge::watch(state.clone(), app.token.clone()));
+    app.tracker.spawn(purge::watch(state.clone(), app.token.clone()));
     app.tracker.spawn(purge::watch_store(
         state.clone(),
         app.bus.clone(),
@@ -103,8 +97,7 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
             Box::pin(async move { store.ping().await })
         }),
     );
-    app.serve_admin(&state.registry, None, vec![store_check])
-        .await?;
+    app.serve_admin(&state.registry, None, vec![store_check]).await?;
     app.announce_ready(None);
     Ok(state)
 }

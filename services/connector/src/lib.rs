@@ -81,19 +81,12 @@ async fn purge_ghosts(
 
 /// The channel store lost its data (a Redis restart without persistence): tell the chat
 /// servers again who is connected here and in which room, one call per chat server.
-async fn resync(
-    rpc: RpcClient,
-    my_id: String,
-    incarnation: u64,
-    sessions: shaddock_server::SessionService,
-) {
+async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shaddock_server::SessionService) {
     let list = rpc.registry.list();
     let mut by_chat: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for s in sessions.bound() {
-        let (Some(uid), Some(rid)) = (
-            s.uid(),
-            s.get("rid").and_then(|v| v.as_str().map(str::to_owned)),
-        ) else {
+        let (Some(uid), Some(rid)) = (s.uid(), s.get("rid").and_then(|v| v.as_str().map(str::to_owned)))
+        else {
             continue;
         };
         if let Some(chat) = list.pick("chat", &rid) {
@@ -103,12 +96,7 @@ async fn resync(
     for (chat, members) in by_chat {
         let n = members.len();
         let added: Result<usize, _> = rpc
-            .call_server(
-                &chat,
-                "chatRemote",
-                "resync",
-                &(&my_id, incarnation, members),
-            )
+            .call_server(&chat, "chatRemote", "resync", &(&my_id, incarnation, members))
             .await;
         match added {
             Ok(added) => {
@@ -163,11 +151,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     let leave_rpc = rpc.clone();
     fe.on_close = Some(Arc::new(move |session| {
         let rpc = leave_rpc.clone();
-        tracker.spawn(handler::entry_handler::on_user_leave(
-            rpc,
-            incarnation,
-            session,
-        ));
+        tracker.spawn(handler::entry_handler::on_user_leave(rpc, incarnation, session));
     }));
     let resync_rpc = rpc.clone();
     let resync_tracker = app.tracker.clone();
@@ -203,8 +187,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         fe.clone(),
         app.token.clone(),
     ));
-    app.serve_admin(&registry, Some(fe.clone()), Vec::new())
-        .await?;
+    app.serve_admin(&registry, Some(fe.clone()), Vec::new()).await?;
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

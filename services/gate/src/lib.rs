@@ -27,8 +27,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     );
     handler::gate_handler::register(&mut fe, registry.clone());
     let fe = Arc::new(fe);
-    app.serve_admin(&registry, Some(fe.clone()), Vec::new())
-        .await?;
+    app.serve_admin(&registry, Some(fe.clone()), Vec::new()).await?;
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

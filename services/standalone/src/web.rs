@@ -31,10 +31,7 @@ fn router() -> Router {
 }
 
 fn js(body: &'static str) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body)
 }
 
 pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {

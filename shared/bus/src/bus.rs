@@ -100,14 +100,10 @@ impl Bus {
         match self {
             Bus::Nats(c) => {
                 let subject_for_err = subject.clone();
-                let req = async_nats::Request::new()
-                    .payload(payload)
-                    .timeout(Some(timeout));
-                let answer = tokio::time::timeout(
-                    timeout + Duration::from_millis(50),
-                    c.send_request(subject, req),
-                )
-                .await;
+                let req = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+                let answer =
+                    tokio::time::timeout(timeout + Duration::from_millis(50), c.send_request(subject, req))
+                        .await;
                 if !matches!(answer, Ok(Ok(_))) {
                     crate::stats::REQUEST_FAILURES.fetch_add(1, Ordering::Relaxed);
                 }
@@ -149,10 +145,7 @@ impl Bus {
     /// Waits until everything published so far has left this process.
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
-            Bus::Nats(c) => c
-                .flush()
-                .await
-                .map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Nats(c) => c.flush().await.map_err(|e| BusError::Publish(e.to_string())),
             Bus::Local(_) => Ok(()),
         }
     }
@@ -234,12 +227,7 @@ impl LocalBus {
         n
     }
 
-    async fn request(
-        &self,
-        subject: String,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, BusError> {
+    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
         let inbox = format!(
             "_INBOX.local.{}",
             self.inner.next_inbox.fetch_add(1, Ordering::Relaxed)
@@ -270,10 +258,7 @@ mod tests {
         let responder = bus.clone();
         tokio::spawn(async move {
             let m = sub.next().await.unwrap();
-            responder
-                .respond(&m, Bytes::from_static(b"pong"))
-                .await
-                .unwrap();
+            responder.respond(&m, Bytes::from_static(b"pong")).await.unwrap();
         });
         let answer = bus
             .request(
@@ -301,11 +286,7 @@ mod tests {
         let bus = Bus::local();
         let _sub = bus.subscribe("ns.srv.mute".into()).await.unwrap();
         let err = bus
-            .request(
-                "ns.srv.mute".into(),
-                Bytes::new(),
-                Duration::from_millis(100),
-            )
+            .request("ns.srv.mute".into(), Bytes::new(), Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(matches!(err, BusError::Timeout));

@@ -54,11 +54,7 @@ impl BusError {
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            Self::Timeout
-                | Self::NoResponders(_)
-                | Self::Request(_)
-                | Self::Publish(_)
-                | Self::NoServer(_)
+            Self::Timeout | Self::NoResponders(_) | Self::Request(_) | Self::Publish(_) | Self::NoServer(_)
         )
     }
 }

@@ -64,10 +64,7 @@ impl ServerList {
     fn from_servers<'a>(servers: impl Iterator<Item = &'a ServerInfo>) -> Self {
         let mut by_type: BTreeMap<String, Vec<ServerInfo>> = BTreeMap::new();
         for s in servers {
-            by_type
-                .entry(s.server_type.clone())
-                .or_default()
-                .push(s.clone());
+            by_type.entry(s.server_type.clone()).or_default().push(s.clone());
         }
         for list in by_type.values_mut() {
             list.sort_by(|a, b| a.id.cmp(&b.id));
@@ -77,10 +74,7 @@ impl ServerList {
 
     /// The servers of one type, sorted by id.
     pub fn servers(&self, server_type: &str) -> &[ServerInfo] {
-        self.by_type
-            .get(server_type)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.by_type.get(server_type).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The server of `server_type` that `key` routes to (crc32 % n).
@@ -307,8 +301,7 @@ mod tests {
 
     #[test]
     fn a_server_back_under_a_new_incarnation_has_departed() {
-        let old =
-            ServerList::from_servers([info("c-1", "connector"), info("c-2", "connector")].iter());
+        let old = ServerList::from_servers([info("c-1", "connector"), info("c-2", "connector")].iter());
         let mut back = info("c-1", "connector");
         back.incarnation = 2;
         let new = ServerList::from_servers([back].iter());
@@ -355,12 +348,7 @@ mod tests {
         .await
         .unwrap();
         assert!(a.wait_for("chat", 2, Duration::from_secs(2)).await);
-        let ids: Vec<_> = a
-            .list()
-            .servers("chat")
-            .iter()
-            .map(|s| s.id.clone())
-            .collect();
+        let ids: Vec<_> = a.list().servers("chat").iter().map(|s| s.id.clone()).collect();
         assert_eq!(ids, vec!["chat-1", "chat-2"]);
 
         b_token.cancel();

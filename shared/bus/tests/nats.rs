@@ -94,16 +94,9 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
     let bus = Bus::connect_nats(NATS, "a").await.unwrap();
     let tracker = TaskTracker::new();
     let token = CancellationToken::new();
-    let a = Registry::start(
-        bus,
-        &ns,
-        info("connector-a"),
-        timing(),
-        token.clone(),
-        &tracker,
-    )
-    .await
-    .unwrap();
+    let a = Registry::start(bus, &ns, info("connector-a"), timing(), token.clone(), &tracker)
+        .await
+        .unwrap();
 
     // Server b runs on its own runtime in its own thread; dropping the runtime is a crash: no Bye.
     let ns_b = ns.clone();

@@ -36,10 +36,7 @@ impl Groups {
         if let Some(old_sid) = self.sid_of(&m.uid) {
             self.remove(&m.uid, &old_sid);
         }
-        self.by_sid
-            .entry(m.sid.clone())
-            .or_default()
-            .push(m.uid.clone());
+        self.by_sid.entry(m.sid.clone()).or_default().push(m.uid.clone());
         self.incarnation.insert(m.uid.clone(), m.incarnation);
     }
 
@@ -129,11 +126,7 @@ impl ChannelService {
     }
 
     /// `getChannel(name, create)`: `None` when it does not exist and `create` is false.
-    pub async fn get_channel(
-        &self,
-        name: &str,
-        create: bool,
-    ) -> Result<Option<Channel>, ChannelError> {
+    pub async fn get_channel(&self, name: &str, create: bool) -> Result<Option<Channel>, ChannelError> {
         if create {
             self.inner.store.create(name).await?;
         } else if !self.inner.store.exists(name).await? {
@@ -180,12 +173,7 @@ impl ChannelService {
     }
 
     /// `broadcast(serverType, route, msg)`: to every session on every server of a type.
-    pub async fn broadcast(
-        &self,
-        server_type: &str,
-        route: &str,
-        body: &[u8],
-    ) -> Result<(), ChannelError> {
+    pub async fn broadcast(&self, server_type: &str, route: &str, body: &[u8]) -> Result<(), ChannelError> {
         let env = Envelope::Broadcast {
             route: route.to_owned(),
             body: body.to_vec(),
@@ -361,12 +349,7 @@ mod tests {
     #[tokio::test]
     async fn a_push_sends_one_envelope_per_sid_group() {
         let bus = Bus::local();
-        let svc = ChannelService::new(
-            ChannelStore::memory(),
-            bus.clone(),
-            "t",
-            Duration::from_secs(1),
-        );
+        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
         let mut c1 = frontend(&bus, "t", "connector-1").await;
         let mut c2 = frontend(&bus, "t", "connector-2").await;
         let room = svc.get_channel("room", true).await.unwrap().unwrap();
@@ -383,15 +366,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.groups, 2);
-        let Envelope::Push { uids, .. } =
-            Envelope::decode(&c1.next().await.unwrap().payload).unwrap()
-        else {
+        let Envelope::Push { uids, .. } = Envelope::decode(&c1.next().await.unwrap().payload).unwrap() else {
             panic!("not a push")
         };
         assert_eq!(uids, vec!["a", "b"]);
-        let Envelope::Push { uids, .. } =
-            Envelope::decode(&c2.next().await.unwrap().payload).unwrap()
-        else {
+        let Envelope::Push { uids, .. } = Envelope::decode(&c2.next().await.unwrap().payload).unwrap() else {
             panic!("not a push")
         };
         assert_eq!(uids, vec!["c"]);
@@ -399,12 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn leave_only_removes_the_session_that_joined() {
-        let svc = ChannelService::new(
-            ChannelStore::memory(),
-            Bus::local(),
-            "t",
-            Duration::from_secs(1),
-        );
+        let svc = ChannelService::new(ChannelStore::memory(), Bus::local(), "t", Duration::from_secs(1));
         let room = svc.channel("room");
         let mut a = Member::new("a", "connector-1");
         a.incarnation = 7;
@@ -421,6 +395,23 @@ mod tests {
         assert_eq!(room.user_amount().await.unwrap(), 0);
     }
 
+    #[test]
+    fn a_cached_member_inserted_twice_is_kept_once() {
+        // A load from the store and a concurrent add may both insert the same member.
+        let mut g = Groups::default();
+        let m = Member::new("a", "connector-1");
+        g.insert(&m);
+        g.insert(&m);
+        g.insert(&Member::new("a", "connector-2"));
+        assert_eq!(
+            g.members().collect::<Vec<_>>(),
+            vec![Member::new("a", "connector-2")]
+        );
+        g.remove("a", "connector-2");
+        assert_eq!(g.members().count(), 0);
+        assert!(g.by_sid.is_empty());
+    }
+
     #[tokio::test]
     async fn confirmed_pushes_collect_fail_ids_and_fail_when_nobody_answers() {
         let bus = Bus::local();
@@ -435,10 +426,7 @@ mod tests {
         tokio::spawn(async move {
             while let Some(m) = c1.next().await {
                 let reply = Reply::value(&vec!["gone".to_owned()]).unwrap();
-                responder
-                    .respond(&m, reply.encode().unwrap())
-                    .await
-                    .unwrap();
+                responder.respond(&m, reply.encode().unwrap()).await.unwrap();
             }
         });
         let members = vec![

@@ -55,10 +55,7 @@ fn stored(sid: &str, incarnation: u64) -> String {
 /// Where channel membership lives.
 #[derive(Clone)]
 pub enum ChannelStore {
-    Redis {
-        conn: ConnectionManager,
-        ns: Arc<str>,
-    },
+    Redis { conn: ConnectionManager, ns: Arc<str> },
     Memory(Arc<Mutex<MemoryStore>>),
 }
 
@@ -184,12 +181,7 @@ impl ChannelStore {
                         "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
                          return redis.call('HDEL', KEYS[1], ARGV[1]) else return 0 end",
                     );
-                    let n: i64 = script
-                        .key(&hash)
-                        .arg(uid)
-                        .arg(value)
-                        .invoke_async(&mut c)
-                        .await?;
+                    let n: i64 = script.key(&hash).arg(uid).arg(value).invoke_async(&mut c).await?;
                     Ok(n > 0)
                 } else {
                     let n: i64 = c.hdel(&hash, uid).await?;
@@ -224,11 +216,7 @@ impl ChannelStore {
                 .lock()
                 .channels
                 .get(name)
-                .map(|c| {
-                    c.iter()
-                        .map(|(u, v)| Member::from_stored(u.clone(), v))
-                        .collect()
-                })
+                .map(|c| c.iter().map(|(u, v)| Member::from_stored(u.clone(), v)).collect())
                 .unwrap_or_default(),
         };
         // Grouped by sid, as Pomelo's getMembers is; stable for tests and users.
@@ -243,11 +231,7 @@ impl ChannelStore {
                 let (_, hash) = Self::keys(ns, name);
                 conn.clone().hget(hash, uid).await?
             }
-            Self::Memory(m) => m
-                .lock()
-                .channels
-                .get(name)
-                .and_then(|c| c.get(uid).cloned()),
+            Self::Memory(m) => m.lock().channels.get(name).and_then(|c| c.get(uid).cloned()),
         };
         Ok(value.map(|v| Member::from_stored(uid.to_owned(), &v)))
     }
@@ -286,9 +270,7 @@ impl ChannelStore {
     /// The channels in which frontend `sid` has (or had) members.
     pub async fn channels_of_sid(&self, sid: &str) -> Result<Vec<String>, ChannelError> {
         match self {
-            Self::Redis { conn, ns } => {
-                Ok(conn.clone().smembers(format!("{ns}:sid:{sid}")).await?)
-            }
+            Self::Redis { conn, ns } => Ok(conn.clone().smembers(format!("{ns}:sid:{sid}")).await?),
             Self::Memory(m) => Ok(m
                 .lock()
                 .by_sid

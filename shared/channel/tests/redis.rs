@@ -25,15 +25,9 @@ async fn members_survive_a_new_service_on_the_same_store() {
         .await
         .unwrap()
         .unwrap();
-    room.add(&Member::new("alice*room", "connector-1"))
-        .await
-        .unwrap();
-    room.add(&Member::new("bob*room", "connector-2"))
-        .await
-        .unwrap();
-    room.add(&Member::new("carol*room", "connector-1"))
-        .await
-        .unwrap();
+    room.add(&Member::new("alice*room", "connector-1")).await.unwrap();
+    room.add(&Member::new("bob*room", "connector-2")).await.unwrap();
+    room.add(&Member::new("carol*room", "connector-1")).await.unwrap();
     svc.channel("other")
         .add(&Member::new("dave*other", "connector-2"))
         .await
@@ -56,11 +50,7 @@ async fn members_survive_a_new_service_on_the_same_store() {
         ]
     );
     assert_eq!(
-        room.member("bob*room")
-            .await
-            .unwrap()
-            .map(|m| m.sid)
-            .as_deref(),
+        room.member("bob*room").await.unwrap().map(|m| m.sid).as_deref(),
         Some("connector-2")
     );
     assert_eq!(
@@ -70,13 +60,7 @@ async fn members_survive_a_new_service_on_the_same_store() {
     let mut of_sid = store.channels_of_sid("connector-2").await.unwrap();
     of_sid.sort();
     assert_eq!(of_sid, vec!["other", "room:1 with*odd.chars"]);
-    assert!(
-        restarted
-            .get_channel("never", false)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(restarted.get_channel("never", false).await.unwrap().is_none());
 
     for name in store.channels().await.unwrap() {
         restarted.destroy_channel(&name).await.unwrap();
@@ -94,23 +78,12 @@ async fn add_is_refused_for_a_uid_already_in_the_channel_and_leave_checks_the_si
     a.incarnation = 42;
     assert!(room.add(&a).await.unwrap());
     assert!(!room.add(&Member::new("a*r", "connector-2")).await.unwrap());
+    assert!(!room.leave(&Member::new("a*r", "connector-2")).await.unwrap());
     assert!(
-        !room
-            .leave(&Member::new("a*r", "connector-2"))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !room
-            .leave(&Member::new("a*r", "connector-1"))
-            .await
-            .unwrap(),
+        !room.leave(&Member::new("a*r", "connector-1")).await.unwrap(),
         "an older incarnation"
     );
-    assert_eq!(
-        svc.channel("r").member("a*r").await.unwrap(),
-        Some(a.clone())
-    );
+    assert_eq!(svc.channel("r").member("a*r").await.unwrap(), Some(a.clone()));
     assert!(room.leave(&a).await.unwrap());
     assert_eq!(room.user_amount().await.unwrap(), 0);
     room.destroy().await.unwrap();

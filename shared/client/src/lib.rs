@@ -91,12 +91,9 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (e.g. `ws://127.0.0.1:3050`), handshakes and acks.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let (ws, _) = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async(url),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout)??;
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
+            .await
+            .map_err(|_| ClientError::Timeout)??;
         let (mut sink, mut stream) = ws.split();
         let body = options
             .handshake_body
@@ -109,8 +106,8 @@ impl Client {
         let handshake = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(frame) = stream.next().await {
                 if let Message::Binary(b) = frame? {
-                    let (pkg, _) = package::decode_one(&b)
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let (pkg, _) =
+                        package::decode_one(&b).map_err(|e| ClientError::Protocol(e.to_string()))?;
                     if pkg.kind == PackageType::Handshake {
                         return HandshakeResponse::parse(pkg.body)
                             .map_err(|e| ClientError::Protocol(e.to_string()));
@@ -209,13 +206,8 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         let json = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let pkg = message::data_package(
-            MessageType::Request,
-            id,
-            Some(&self.route_ref(route)),
-            &json,
-        )
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let pkg = message::data_package(MessageType::Request, id, Some(&self.route_ref(route)), &json)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)?;
         let result = tokio::select! {
             r = tokio::time::timeout(self.options.request_timeout, rx) => match r {
@@ -232,9 +224,8 @@ impl Client {
     /// Sends a notify (no response).
     pub fn notify(&self, route: &str, body: Value) -> Result<(), ClientError> {
         let json = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let pkg =
-            message::data_package(MessageType::Notify, 0, Some(&self.route_ref(route)), &json)
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let pkg = message::data_package(MessageType::Notify, 0, Some(&self.route_ref(route)), &json)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)
     }
 

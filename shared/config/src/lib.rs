@@ -151,9 +151,7 @@ pub struct AuthOptions {
 impl std::fmt::Debug for AuthOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = if self.secret.is_empty() { "" } else { "MASKED" };
-        f.debug_struct("AuthOptions")
-            .field("secret", &shown)
-            .finish()
+        f.debug_struct("AuthOptions").field("secret", &shown).finish()
     }
 }
 
@@ -168,9 +166,7 @@ pub struct AdminOptions {
 impl std::fmt::Debug for AdminOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = if self.token.is_empty() { "" } else { "MASKED" };
-        f.debug_struct("AdminOptions")
-            .field("token", &shown)
-            .finish()
+        f.debug_struct("AdminOptions").field("token", &shown).finish()
     }
 }
 
@@ -274,10 +270,7 @@ impl Default for RpcOptions {
 impl Default for DictionaryOptions {
     fn default() -> Self {
         Self {
-            routes: CHAT_HANDLER_ROUTES
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            routes: CHAT_HANDLER_ROUTES.iter().map(|s| (*s).to_owned()).collect(),
             extra: Vec::new(),
         }
     }
@@ -363,11 +356,7 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_name("namespace", &self.namespace)?;
         if !matches!(self.transport.as_str(), "nats" | "local") {
-            return Err(invalid(
-                "transport",
-                &self.transport,
-                "must be nats or local",
-            ));
+            return Err(invalid("transport", &self.transport, "must be nats or local"));
         }
         for s in &self.servers {
             check_name("servers.id", &s.id)?;
@@ -420,11 +409,7 @@ impl ClusterConfig {
                 admin_port: None,
             });
         if me.server_type != server_type {
-            return Err(invalid(
-                "server id",
-                &me.id,
-                "names a server of another type",
-            ));
+            return Err(invalid("server id", &me.id, "names a server of another type"));
         }
         if let Some(v) = env.get(env::HOST) {
             me.host = v;
@@ -452,9 +437,7 @@ impl ClusterConfig {
 }
 
 fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| invalid(key, v, "not a number"))
+    v.trim().parse().map_err(|_| invalid(key, v, "not a number"))
 }
 
 fn invalid(key: &str, value: &str, why: &'static str) -> ConfigError {
@@ -474,11 +457,7 @@ pub fn check_name(key: &str, v: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            key,
-            v,
-            "use letters, digits, '-' and '_' (at most 128)",
-        ))
+        Err(invalid(key, v, "use letters, digits, '-' and '_' (at most 128)"))
     }
 }
 
@@ -513,10 +492,7 @@ client_port = 3050
         assert_eq!(me.id, "connector-server-1");
         assert_eq!(me.host, "chat.example.com");
         assert_eq!(me.client_port, Some(0));
-        assert_eq!(
-            cfg.connector.heartbeat_timeout(),
-            Some(Duration::from_secs(2))
-        );
+        assert_eq!(cfg.connector.heartbeat_timeout(), Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -529,10 +505,7 @@ client_port = 3050
         let cfg = ClusterConfig::default();
         assert!(cfg.identity("chat", Some("a.b".into()), &env(&[])).is_err());
         assert!(cfg.identity("chat", Some("a>".into()), &env(&[])).is_err());
-        assert!(
-            cfg.identity("chat", Some("chat-2".into()), &env(&[]))
-                .is_ok()
-        );
+        assert!(cfg.identity("chat", Some("chat-2".into()), &env(&[])).is_ok());
     }
 
     #[test]

@@ -61,8 +61,7 @@ impl HandshakeRequest {
     pub fn js_client_body(dict_version: Option<&str>) -> String {
         match dict_version {
             None => {
-                r#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{},"protoVersion":0}}"#
-                    .to_owned()
+                r#"{"sys":{"type":"js-websocket","version":"0.0.1","rsa":{},"protoVersion":0}}"#.to_owned()
             }
             Some(v) => {
                 let mut s = String::from(
@@ -154,10 +153,8 @@ impl HandshakeResponse {
             .and_then(Value::as_object)
             .map(|m| {
                 // Rebuild from the server's codes, which are authoritative.
-                let mut pairs: Vec<(&String, u64)> = m
-                    .iter()
-                    .filter_map(|(k, c)| c.as_u64().map(|c| (k, c)))
-                    .collect();
+                let mut pairs: Vec<(&String, u64)> =
+                    m.iter().filter_map(|(k, c)| c.as_u64().map(|c| (k, c))).collect();
                 pairs.sort_by_key(|(_, c)| *c);
                 Dictionary::from_ordered(pairs.into_iter().map(|(k, _)| k.clone()))
             });
@@ -185,10 +182,7 @@ mod tests {
     #[test]
     fn a_handshake_without_sys_is_refused() {
         assert_eq!(HandshakeRequest::parse(b"{}"), Err(HandshakeError::NoSys));
-        assert_eq!(
-            HandshakeRequest::parse(b"nope"),
-            Err(HandshakeError::NotJson)
-        );
+        assert_eq!(HandshakeRequest::parse(b"nope"), Err(HandshakeError::NotJson));
         assert_eq!(&error_package(500)[..], b"\x01\x00\x00\x0c{\"code\":500}");
     }
 

@@ -57,10 +57,7 @@ pub fn decode_one(buf: &[u8]) -> Result<(Package<'_>, usize), DecodeError> {
     let declared = usize::from(buf[1]) << 16 | usize::from(buf[2]) << 8 | usize::from(buf[3]);
     let available = buf.len() - HEADER_LEN;
     if declared > available {
-        return Err(DecodeError::LengthMismatch {
-            declared,
-            available,
-        });
+        return Err(DecodeError::LengthMismatch { declared, available });
     }
     let end = HEADER_LEN + declared;
     Ok((
@@ -139,8 +136,7 @@ pub fn encoded(kind: PackageType, body: &[u8]) -> Result<Bytes, EncodeError> {
 pub fn kick(reason: &str) -> Bytes {
     let body = serde_json::json!({ "reason": reason }).to_string();
     // A reason never comes near 16 MiB; clamp rather than fail.
-    encoded(PackageType::Kick, body.as_bytes())
-        .unwrap_or_else(|_| Bytes::from_static(&[5, 0, 0, 0]))
+    encoded(PackageType::Kick, body.as_bytes()).unwrap_or_else(|_| Bytes::from_static(&[5, 0, 0, 0]))
 }
 
 #[cfg(test)]
@@ -170,18 +166,12 @@ mod tests {
         let kinds: Vec<_> = decode_all(&[3, 0, 0, 0, 2, 0, 0, 0])
             .map(|p| p.unwrap().kind)
             .collect();
-        assert_eq!(
-            kinds,
-            vec![PackageType::Heartbeat, PackageType::HandshakeAck]
-        );
+        assert_eq!(kinds, vec![PackageType::Heartbeat, PackageType::HandshakeAck]);
     }
 
     #[test]
     fn unknown_types_and_short_input_are_errors() {
-        assert_eq!(
-            decode_one(&[9, 0, 0, 0]),
-            Err(DecodeError::BadPackageType(9))
-        );
+        assert_eq!(decode_one(&[9, 0, 0, 0]), Err(DecodeError::BadPackageType(9)));
         assert_eq!(decode_one(&[4, 0]), Err(DecodeError::TooShort));
     }
 

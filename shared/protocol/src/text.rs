@@ -49,10 +49,7 @@ mod tests {
 
     #[test]
     fn cesu8_emoji_is_rebuilt() {
-        assert_eq!(
-            decode_lenient(&[0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80]),
-            "\u{1F600}"
-        );
+        assert_eq!(decode_lenient(&[0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80]), "\u{1F600}");
     }
 
     #[test]
@@ -62,9 +59,6 @@ mod tests {
 
     #[test]
     fn valid_utf8_is_borrowed() {
-        assert!(matches!(
-            decode_lenient("你好".as_bytes()),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(decode_lenient("你好".as_bytes()), Cow::Borrowed(_)));
     }
 }

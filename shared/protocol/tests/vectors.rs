@@ -141,10 +141,7 @@ fn handshake_responses_without_protobuf_are_byte_identical() {
         .iter()
         .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
         .collect();
-    let dict = Dictionary::new(
-        dict_routes.iter().map(|(r, _)| r.clone()),
-        Vec::<String>::new(),
-    );
+    let dict = Dictionary::new(dict_routes.iter().map(|(r, _)| r.clone()), Vec::<String>::new());
     for (route, code) in &dict_routes {
         assert_eq!(dict.code_of(route), Some(*code as u16));
     }
@@ -179,10 +176,7 @@ fn the_js_client_handshake_request_is_byte_identical() {
     let v = vectors();
     let first = &cases(&v, "packages")[0];
     let body = HandshakeRequest::js_client_body(None);
-    assert_eq!(
-        body.as_bytes(),
-        &hex(first["body_hex"].as_str().unwrap())[..]
-    );
+    assert_eq!(body.as_bytes(), &hex(first["body_hex"].as_str().unwrap())[..]);
 }
 
 #[test]

@@ -201,10 +201,7 @@ async fn channels(State(a): Shared, headers: HeaderMap) -> Response {
         )
             .into_response();
     };
-    let channels: Result<ChannelList, _> = a
-        .rpc
-        .call_server(&chat.id, "chatRemote", "channels", &())
-        .await;
+    let channels: Result<ChannelList, _> = a.rpc.call_server(&chat.id, "chatRemote", "channels", &()).await;
     match channels {
         Ok(c) => {
             let c: Vec<Value> = c
@@ -219,11 +216,7 @@ async fn channels(State(a): Shared, headers: HeaderMap) -> Response {
                 .collect();
             Json(json!({ "channels": c })).into_response()
         }
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }
 
@@ -242,12 +235,7 @@ async fn kick(State(a): Shared, headers: HeaderMap, Json(req): Json<KickRequest>
     for c in a.registry.list().servers("connector") {
         let n: Result<usize, _> = a
             .rpc
-            .call_server(
-                &c.id,
-                "sessionRemote",
-                "kickByUid",
-                &(&req.uid, Some(&reason)),
-            )
+            .call_server(&c.id, "sessionRemote", "kickByUid", &(&req.uid, Some(&reason)))
             .await;
         kicked += n.unwrap_or(0);
     }
@@ -264,18 +252,14 @@ struct BroadcastRequest {
     text: Option<String>,
 }
 
-async fn broadcast(
-    State(a): Shared,
-    headers: HeaderMap,
-    Json(req): Json<BroadcastRequest>,
-) -> Response {
+async fn broadcast(State(a): Shared, headers: HeaderMap, Json(req): Json<BroadcastRequest>) -> Response {
     if let Err(r) = authorized(&a, &headers) {
         return *r;
     }
     let route = req.route.unwrap_or_else(|| "onChat".into());
-    let body = req.body.unwrap_or_else(
-        || json!({"msg": req.text.unwrap_or_default(), "from": "admin", "target": "*"}),
-    );
+    let body = req
+        .body
+        .unwrap_or_else(|| json!({"msg": req.text.unwrap_or_default(), "from": "admin", "target": "*"}));
     let env = Envelope::Broadcast {
         route,
         body: serde_json::to_vec(&body).unwrap_or_default(),
@@ -290,10 +274,6 @@ async fn broadcast(
     };
     match sent {
         Ok(()) => Json(json!({"ok": true})).into_response(),
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({"error": e.to_string()}))).into_response(),
     }
 }

@@ -60,12 +60,7 @@ impl App {
     }
 
     /// A server on an existing bus (several servers in one process share one).
-    pub fn with_bus(
-        config: ClusterConfig,
-        me: ServerEntry,
-        bus: Bus,
-        token: CancellationToken,
-    ) -> Self {
+    pub fn with_bus(config: ClusterConfig, me: ServerEntry, bus: Bus, token: CancellationToken) -> Self {
         raise_fd_limit();
         Self {
             config: Arc::new(config),
@@ -152,9 +147,7 @@ impl App {
 
     /// The one line on stdout that says the server is up; tests and scripts read the port.
     pub fn announce_ready(&self, client_port: Option<u16>) {
-        let port = client_port
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".into());
+        let port = client_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         println!(
             "shaddock ready server_id={} server_type={} client_port={port}",
             self.me.id, self.me.server_type
@@ -174,35 +167,45 @@ impl App {
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.token.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                "tasks still running after the grace period, stopping now"
-            );
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, "tasks still running after the grace period, stopping now");
         }
         tracing::info!(server.id = %self.me.id, "stopped");
     }
 }
 
-/// The body of a server binary's `main`: logging, the config (a bad one prints one line and
-/// exits 64), the bus, then `run` until the server stops.
-pub async fn main<F, Fut>(
-    server_type: &str,
-    config_path: Option<&std::path::Path>,
+/// The command line every server binary takes.
+#[derive(Debug, clap::Parser)]
+struct ServerArgs {
+    /// Cluster config (TOML); defaults apply without one.
+    #[arg(long, env = "SHADDOCK_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// This server's id (else SHADDOCK_SERVER_ID, else the only server of this type in the
+    /// config).
+    #[arg(long)]
     id: Option<String>,
-    run: F,
-) -> std::process::ExitCode
+}
+
+/// The whole `main` of a server binary: arguments, logging, the config (a bad one prints one
+/// line and exits 64), the bus, then `run` until the server stops.
+pub async fn main<F, Fut>(server_type: &str, about: &'static str, run: F) -> std::process::ExitCode
 where
     F: FnOnce(App) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    use clap::{CommandFactory, FromArgMatches};
     use shaddock_config::ProcessEnv;
+    let command = ServerArgs::command()
+        .name(format!("shaddock-{server_type}"))
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"));
+    let args = match ServerArgs::from_arg_matches(&command.get_matches()) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     crate::telemetry::init();
-    let loaded = ClusterConfig::load(config_path, &ProcessEnv)
-        .and_then(|c| c.identity(server_type, id, &ProcessEnv).map(|me| (c, me)));
+    let loaded = ClusterConfig::load(args.config.as_deref(), &ProcessEnv)
+        .and_then(|c| c.identity(server_type, args.id, &ProcessEnv).map(|me| (c, me)));
     let (config, me) = match loaded {
         Ok(v) => v,
         Err(e) => {

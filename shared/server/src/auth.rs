@@ -23,8 +23,7 @@ pub enum TokenError {
 
 fn mac(secret: &[u8], username: &str, expiry: u64) -> HmacSha256 {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    let mut mac =
-        HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("hmac accepts any key"));
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("hmac accepts any key"));
     mac.update(username.as_bytes());
     mac.update(b".");
     mac.update(expiry.to_string().as_bytes());
@@ -38,12 +37,7 @@ pub fn mint(secret: &[u8], username: &str, expiry: u64) -> String {
 }
 
 /// Checks `token` for `username` at time `now` (unix seconds).
-pub fn verify(
-    secret: &[u8],
-    username: &str,
-    token: Option<&str>,
-    now: u64,
-) -> Result<(), TokenError> {
+pub fn verify(secret: &[u8], username: &str, token: Option<&str>, now: u64) -> Result<(), TokenError> {
     let token = token.ok_or(TokenError::Missing)?;
     let (expiry, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
     let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
@@ -84,10 +78,7 @@ mod tests {
             verify(b"s3cret", "alice", Some(&t), 1001),
             Err(TokenError::Expired)
         );
-        assert_eq!(
-            verify(b"s3cret", "alice", None, 0),
-            Err(TokenError::Missing)
-        );
+        assert_eq!(verify(b"s3cret", "alice", None, 0), Err(TokenError::Missing));
         assert_eq!(
             verify(b"s3cret", "alice", Some("nonsense"), 0),
             Err(TokenError::Malformed)

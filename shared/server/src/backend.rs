@@ -68,11 +68,7 @@ impl Backend {
                 code: 500,
                 message: e.to_string(),
             },
-            Ok(Envelope::Forward {
-                session,
-                route,
-                body,
-            }) => {
+            Ok(Envelope::Forward { session, route, body }) => {
                 let body = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::json!({}));
                 let result = self.handlers.handle_filtered(&route, session, body).await;
                 if let Err(e) = &result {

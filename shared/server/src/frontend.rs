@@ -113,12 +113,9 @@ impl Frontend {
             let _ = tcp.set_nodelay(true);
         });
         self.tracker.spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
+            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "frontend listener failed");
             }
@@ -132,11 +129,7 @@ async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else {
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            "pomelo websocket endpoint\n",
-        )
-            .into_response();
+        return (axum::http::StatusCode::BAD_REQUEST, "pomelo websocket endpoint\n").into_response();
     };
     let Ok(permit) = fe.connections.clone().try_acquire_owned() else {
         tracing::warn!(%peer, max = fe.limits.max_connections, "connection limit reached, refusing");

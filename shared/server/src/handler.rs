@@ -128,12 +128,7 @@ impl<S: Send + 'static> Handlers<S> {
     }
 
     /// Runs the pipeline for one request.
-    pub async fn handle(
-        &self,
-        route: &str,
-        session: S,
-        body: Value,
-    ) -> Result<Value, HandlerError> {
+    pub async fn handle(&self, route: &str, session: S, body: Value) -> Result<Value, HandlerError> {
         for f in &self.filters {
             f.before(route, &session, &body)?;
         }
@@ -144,12 +139,7 @@ impl<S: Send + 'static> Handlers<S> {
     }
 
     /// Runs the pipeline with after filters; `S: Clone` so the filters see the session.
-    pub async fn handle_filtered(
-        &self,
-        route: &str,
-        session: S,
-        body: Value,
-    ) -> Result<Value, HandlerError>
+    pub async fn handle_filtered(&self, route: &str, session: S, body: Value) -> Result<Value, HandlerError>
     where
         S: Clone,
     {
@@ -217,9 +207,7 @@ mod tests {
             check_route("connector.entryHandler.constructor"),
             RouteCheck::Attack
         );
-        assert!(
-            matches!(check_route("chat.chatHandler.send"), RouteCheck::Ok(p) if p.server_type == "chat")
-        );
+        assert!(matches!(check_route("chat.chatHandler.send"), RouteCheck::Ok(p) if p.server_type == "chat"));
     }
 
     #[test]
@@ -255,20 +243,11 @@ mod tests {
         h.filter(Counting(count.clone(), false));
         assert_eq!(h.handle_filtered("a.b.c", (), json!(1)).await, Ok(json!(1)));
         assert_eq!(count.load(Ordering::SeqCst), 11);
-        assert!(
-            h.handle_filtered("a.b.missing", (), json!(1))
-                .await
-                .is_err()
-        );
+        assert!(h.handle_filtered("a.b.missing", (), json!(1)).await.is_err());
 
         let mut refusing: Handlers<()> = Handlers::new();
         refusing.add("a.b.c", |_, _| async move { panic!("must not run") });
         refusing.filter(Counting(count.clone(), true));
-        assert!(
-            refusing
-                .handle_filtered("a.b.c", (), json!(1))
-                .await
-                .is_err()
-        );
+        assert!(refusing.handle_filtered("a.b.c", (), json!(1)).await.is_err());
     }
 }

@@ -63,11 +63,7 @@ impl Metrics {
             rpc_errors: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections",
-            "Open client connections",
-            m.connections.clone(),
-        );
+        registry.register("connections", "Open client connections", m.connections.clone());
         registry.register(
             "connections_opened",
             "Client connections opened",

@@ -47,11 +47,7 @@ impl RpcClient {
         let payload = Envelope::rpc(service, method, args)?.encode()?;
         let answer = self
             .bus
-            .request(
-                subject::server(&self.namespace, server_id),
-                payload,
-                self.timeout,
-            )
+            .request(subject::server(&self.namespace, server_id), payload, self.timeout)
             .await?;
         let body = Reply::decode(&answer)?.into_result()?;
         decode_value(&body)

@@ -127,12 +127,7 @@ impl SessionService {
 
     /// Every session bound to `uid` on this frontend (`getByUid`).
     pub fn get_by_uid(&self, uid: &str) -> Vec<Session> {
-        self.inner
-            .by_uid
-            .read()
-            .get(uid)
-            .cloned()
-            .unwrap_or_default()
+        self.inner.by_uid.read().get(uid).cloned().unwrap_or_default()
     }
 
     /// Queues `pkg` on every session of `uid`; false when the uid has none here.
@@ -180,13 +175,7 @@ impl SessionService {
 
     /// Every session bound to a uid.
     pub fn bound(&self) -> Vec<Session> {
-        self.inner
-            .by_uid
-            .read()
-            .values()
-            .flatten()
-            .cloned()
-            .collect()
+        self.inner.by_uid.read().values().flatten().cloned().collect()
     }
 
     pub fn count(&self) -> usize {
@@ -246,11 +235,7 @@ impl Session {
     }
 
     pub fn set(&self, key: &str, value: Value) {
-        self.inner
-            .state
-            .lock()
-            .settings
-            .insert(key.to_owned(), value);
+        self.inner.state.lock().settings.insert(key.to_owned(), value);
     }
 
     pub fn get(&self, key: &str) -> Option<Value> {
@@ -279,10 +264,7 @@ impl Session {
                     }
                     crate::metrics::metrics().queue_drops.inc();
                     crate::metrics::metrics().kick("slow");
-                    tracing::warn!(
-                        session.id = self.inner.id,
-                        "send queue full, closing slow client"
-                    );
+                    tracing::warn!(session.id = self.inner.id, "send queue full, closing slow client");
                     self.inner.closing.cancel();
                 }
                 false
@@ -296,10 +278,7 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        let _ = self
-            .inner
-            .tx
-            .try_send(shaddock_protocol::package::kick(reason));
+        let _ = self.inner.tx.try_send(shaddock_protocol::package::kick(reason));
         self.inner.closing.cancel();
     }
 

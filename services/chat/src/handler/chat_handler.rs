@@ -30,11 +30,7 @@ pub fn register(handlers: &mut Handlers<SessionExport>, state: ChatState) {
     });
 }
 
-async fn send(
-    state: &ChatState,
-    session: &SessionExport,
-    body: &Value,
-) -> Result<Value, HandlerError> {
+async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Result<Value, HandlerError> {
     let rid = session
         .get_str("rid")
         .ok_or_else(|| HandlerError::new("session has no rid"))?;
@@ -45,13 +41,11 @@ async fn send(
     let from = crate::remote::chat_remote::user_name(uid, rid);
     let target = body.get("target").and_then(Value::as_str).unwrap_or("*");
     let msg = body.get("content").unwrap_or(&Value::Null);
-    let payload = serde_json::to_vec(&OnChat { msg, from, target })
-        .map_err(|e| HandlerError::new(e.to_string()))?;
+    let payload =
+        serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;
     let channel = state.channels.channel(rid);
     let pushed = if target == "*" {
-        channel
-            .push_message("onChat", &payload, Delivery::Publish)
-            .await
+        channel.push_message("onChat", &payload, Delivery::Publish).await
     } else {
         let target_uid = format!("{target}*{rid}");
         let member = channel

@@ -36,36 +36,12 @@ pub async fn dispatch(
 ) -> Result<Vec<u8>, HandlerError> {
     let answer = match (service, method) {
         ("chatRemote", "add") => {
-            let (uid, sid, rid, inc): (String, String, String, u64) =
-                decode_value(args).map_err(err)?;
-            rmp_serde::to_vec(
-                &add(
-                    state,
-                    &Member {
-                        uid,
-                        sid,
-                        incarnation: inc,
-                    },
-                    &rid,
-                )
-                .await?,
-            )
+            let (member, rid) = member_args(args)?;
+            rmp_serde::to_vec(&add(state, &member, &rid).await?)
         }
         ("chatRemote", "kick") => {
-            let (uid, sid, rid, inc): (String, String, String, u64) =
-                decode_value(args).map_err(err)?;
-            rmp_serde::to_vec(
-                &kick(
-                    state,
-                    &Member {
-                        uid,
-                        sid,
-                        incarnation: inc,
-                    },
-                    &rid,
-                )
-                .await?,
-            )
+            let (member, rid) = member_args(args)?;
+            rmp_serde::to_vec(&kick(state, &member, &rid).await?)
         }
         ("chatRemote", "resync") => {
             let (sid, inc, members): (String, u64, Vec<(String, String)>) =
@@ -82,6 +58,19 @@ pub async fn dispatch(
     answer.map_err(err)
 }
 
+/// The arguments of `add` and `kick`: `(uid, sid, rid, incarnation)`.
+fn member_args(args: &[u8]) -> Result<(Member, String), HandlerError> {
+    let (uid, sid, rid, incarnation): (String, String, String, u64) = decode_value(args).map_err(err)?;
+    Ok((
+        Member {
+            uid,
+            sid,
+            incarnation,
+        },
+        rid,
+    ))
+}
+
 /// The user name in a uid `username*rid`; the rid is known, so a `*` in a name is fine.
 pub fn user_name<'a>(uid: &'a str, rid: &str) -> &'a str {
     uid.strip_suffix(rid)
@@ -91,11 +80,7 @@ pub fn user_name<'a>(uid: &'a str, rid: &str) -> &'a str {
 
 /// Adds `member` to room `rid`; tells the members already there; answers the names in the
 /// room, the joiner included, or `None` when the uid is already in.
-pub async fn add(
-    state: &ChatState,
-    member: &Member,
-    rid: &str,
-) -> Result<Option<Vec<String>>, HandlerError> {
+pub async fn add(state: &ChatState, member: &Member, rid: &str) -> Result<Option<Vec<String>>, HandlerError> {
     let channel = state
         .channels
         .get_channel(rid, true)
@@ -106,11 +91,7 @@ pub async fn add(
         return Ok(None);
     }
     let members = channel.members().await.map_err(err)?;
-    let others: Vec<Member> = members
-        .iter()
-        .filter(|m| m.uid != member.uid)
-        .cloned()
-        .collect();
+    let others: Vec<Member> = members.iter().filter(|m| m.uid != member.uid).cloned().collect();
     push_event(state, &others, "onAdd", user_name(&member.uid, rid)).await;
     Ok(Some(
         members
@@ -145,13 +126,7 @@ pub async fn resync(
             sid: sid.to_owned(),
             incarnation,
         };
-        if state
-            .channels
-            .channel(&rid)
-            .add(&member)
-            .await
-            .map_err(err)?
-        {
+        if state.channels.channel(&rid).add(&member).await.map_err(err)? {
             added += 1;
         }
     }
@@ -162,9 +137,7 @@ pub async fn resync(
 }
 
 /// Every channel and its members as `(uid, sid)`, for the admin console.
-pub async fn channels(
-    state: &ChatState,
-) -> Result<Vec<(String, Vec<(String, String)>)>, HandlerError> {
+pub async fn channels(state: &ChatState) -> Result<Vec<(String, Vec<(String, String)>)>, HandlerError> {
     let store = state.channels.store();
     let mut out = Vec::new();
     for name in store.channels().await.map_err(err)? {

@@ -32,11 +32,10 @@ pub fn register(fe: &mut Frontend, rpc: RpcClient, incarnation: u64, secret: &st
         max_chars: fe.limits.max_name_chars,
         secret: Arc::from(secret),
     };
-    fe.handlers
-        .add(ROUTE, move |session: Session, body: Value| {
-            let ctx = ctx.clone();
-            async move { ctx.enter(session, body).await }
-        });
+    fe.handlers.add(ROUTE, move |session: Session, body: Value| {
+        let ctx = ctx.clone();
+        async move { ctx.enter(session, body).await }
+    });
 }
 
 /// A user or room name: a string of 1 to `max_chars` characters, no control characters.
@@ -104,10 +103,7 @@ impl Enter {
 /// Pomelo's `onUserLeave`: a closed session leaves its room.
 pub async fn on_user_leave(rpc: RpcClient, incarnation: u64, session: Session) {
     let Some(uid) = session.uid() else { return };
-    let Some(rid) = session
-        .get("rid")
-        .and_then(|v| v.as_str().map(str::to_owned))
-    else {
+    let Some(rid) = session.get("rid").and_then(|v| v.as_str().map(str::to_owned)) else {
         return;
     };
     let left: Result<bool, _> = rpc

@@ -9,11 +9,10 @@ use shaddock_server::frontend::Frontend;
 pub const ROUTE: &str = "gate.gateHandler.queryEntry";
 
 pub fn register(fe: &mut Frontend, registry: Registry) {
-    fe.handlers
-        .add(ROUTE, move |_session: Session, body: Value| {
-            let registry = registry.clone();
-            async move { Ok(query_entry(&registry, &body)) }
-        });
+    fe.handlers.add(ROUTE, move |_session: Session, body: Value| {
+        let registry = registry.clone();
+        async move { Ok(query_entry(&registry, &body)) }
+    });
 }
 
 pub fn query_entry(registry: &Registry, body: &Value) -> Value {

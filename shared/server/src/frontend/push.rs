@@ -14,12 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Frontend;
 
 /// Runs until the token is cancelled or the subscription ends.
-pub async fn serve(
-    bus: Bus,
-    mut subs: Vec<Subscription>,
-    fe: Arc<Frontend>,
-    token: CancellationToken,
-) {
+pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, token: CancellationToken) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Incoming>(1024);
     // One forwarding task per extra subscription (the type subject), the server's own inline.
     let mut own = subs.remove(0);
@@ -111,9 +106,7 @@ fn session_remote(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Re
     match (service, method) {
         ("sessionRemote", "kickByUid") => match decode_value::<(String, Option<String>)>(args) {
             Ok((uid, reason)) => {
-                let n = fe
-                    .sessions
-                    .kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
+                let n = fe.sessions.kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
                 Reply::value(&n).unwrap_or(Reply::Err {
                     code: 500,
                     message: "encode".into(),
@@ -133,12 +126,11 @@ fn session_remote(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Re
                 message: "encode".into(),
             })
         }
-        ("sessionRemote", "sessionCount") => {
-            Reply::value(&(fe.sessions.count(), fe.sessions.bound_count())).unwrap_or(Reply::Err {
+        ("sessionRemote", "sessionCount") => Reply::value(&(fe.sessions.count(), fe.sessions.bound_count()))
+            .unwrap_or(Reply::Err {
                 code: 500,
                 message: "encode".into(),
-            })
-        }
+            }),
         _ => Reply::Err {
             code: 500,
             message: format!("no remote {service}.{method} on {}", fe.server_type),

@@ -333,26 +333,15 @@ impl Connection {
         self.fe.tracker.spawn(
             async move {
                 let answer = if server_type == fe.server_type {
-                    let body = serde_json::from_slice(&raw)
-                        .unwrap_or_else(|_| Value::Object(Default::default()));
-                    let result = fe
-                        .handlers
-                        .handle_filtered(&route, session.clone(), body)
-                        .await;
+                    let body =
+                        serde_json::from_slice(&raw).unwrap_or_else(|_| Value::Object(Default::default()));
+                    let result = fe.handlers.handle_filtered(&route, session.clone(), body).await;
                     result.map(|v| response_body(&Ok(v)))
                 } else if let Some(fw) = &fe.forwarder {
-                    fw.forward(
-                        session.export(),
-                        &server_type,
-                        &route,
-                        raw,
-                        request_id.is_none(),
-                    )
-                    .await
+                    fw.forward(session.export(), &server_type, &route, raw, request_id.is_none())
+                        .await
                 } else {
-                    Err(HandlerError::new(format!(
-                        "no server of type {server_type}"
-                    )))
+                    Err(HandlerError::new(format!("no server of type {server_type}")))
                 };
                 let (body, code) = match answer {
                     Ok(json) => {
@@ -381,19 +370,16 @@ impl Connection {
 fn answer_code(json: &[u8]) -> u16 {
     json.strip_prefix(b"{\"code\":")
         .map(|rest| {
-            rest.iter()
-                .take_while(|b| b.is_ascii_digit())
-                .fold(0u16, |n, d| {
-                    n.saturating_mul(10).saturating_add(u16::from(d - b'0'))
-                })
+            rest.iter().take_while(|b| b.is_ascii_digit()).fold(0u16, |n, d| {
+                n.saturating_mul(10).saturating_add(u16::from(d - b'0'))
+            })
         })
         .unwrap_or(200)
 }
 
 /// Counts a request by route (a dictionary route, else `other`) and answer code.
 fn record(fe: &Frontend, route: &str, code: u16, started: Instant) {
-    let known =
-        fe.dict.as_ref().is_some_and(|d| d.code_of(route).is_some()) || fe.handlers.has(route);
+    let known = fe.dict.as_ref().is_some_and(|d| d.code_of(route).is_some()) || fe.handlers.has(route);
     let m = crate::metrics::metrics();
     let labels = crate::metrics::RequestLabels {
         route: if known {
