@@ -349,3 +349,37 @@ async fn a_redis_that_loses_its_data_is_told_again_who_is_where() {
     let adds = bob.pushes_within(Duration::from_millis(300)).await;
     assert!(adds.iter().all(|p| p.route != "onAdd"), "{adds:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_while_entering_leaves_no_member_behind() {
+    let config = TestConfig::new("enterclose", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    for i in 0..20 {
+        let client = connect(&conn.url()).await;
+        let body = serde_json::to_vec(&json!({"username": format!("quick{i}"), "rid": "room"})).unwrap();
+        let pkg = shaddock_protocol::message::data_package(
+            shaddock_protocol::MessageType::Request,
+            1,
+            Some(&shaddock_protocol::RouteRef::Name(
+                "connector.entryHandler.enter".into(),
+            )),
+            &body,
+        )
+        .unwrap();
+        client.send_raw(pkg).unwrap();
+        client.close();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = stored_members(&config, "redis://127.0.0.1:6379", "room").await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "members outlived their sessions: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

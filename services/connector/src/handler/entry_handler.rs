@@ -86,7 +86,15 @@ impl Enter {
             )
             .await;
         match added {
-            Ok(Some(users)) => Ok(json!({ "users": users })),
+            Ok(Some(users)) => {
+                // The socket may have closed while `add` was in flight: its leave could then
+                // have reached the chat server first and found nothing. Leave again (it is
+                // idempotent) so that no member outlives its session.
+                if session.is_closed() {
+                    on_user_leave(rpc.clone(), incarnation, session).await;
+                }
+                Ok(json!({ "users": users }))
+            }
             Ok(None) => {
                 // Logged in elsewhere in the cluster.
                 sessions.unbind(&session);
