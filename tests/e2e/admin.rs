@@ -58,7 +58,9 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
         "shaddock_sessions 2",
         "shaddock_requests_total{route=\"connector.entryHandler.enter\",code=\"200\"} 2",
         "shaddock_requests_total{route=\"chat.chatHandler.send\",code=\"200\"} 1",
-        "shaddock_deliveries_total",
+        // bob's onAdd to alice (1 socket), then the onChat to both (2 sockets).
+        "shaddock_pushes_total 2",
+        "shaddock_deliveries_total 3",
         "shaddock_request_duration_seconds_bucket",
         "shaddock_nats_disconnects_total 0",
     ] {
@@ -124,6 +126,11 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
     assert_eq!(chunked_json(&kicked)["kicked"], json!(1));
     assert!(alice.closed_within(Duration::from_secs(3)).await);
     assert_eq!(alice.kick_reason().as_deref(), Some("bye"));
+    let (_, metrics) = http(admin, "GET", "/metrics", None, None).await;
+    assert!(
+        metrics.contains("shaddock_kicks_total{reason=\"other\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

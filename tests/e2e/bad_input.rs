@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use serde_json::json;
 use shaddock_client::ClientError;
 use shaddock_client::tokio_tungstenite::{connect_async, tungstenite::Message};
-use shaddock_e2e::{Server, TestConfig};
+use shaddock_e2e::{Server, TestConfig, XorShift};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 
 use crate::support::{SEND, connect, enter, users};
@@ -99,17 +99,6 @@ async fn cesu8_text_from_the_browser_client_arrives_as_the_character_it_meant() 
     assert_eq!(push.body["msg"], json!("smile \u{1F600} and a bad byte \u{FFFD}"));
 }
 
-/// A tiny deterministic generator, so the mutated inputs are the same on every run.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_mutated_packages_never_take_the_connector_down() {
     let config = TestConfig::new("fuzz", "[limits]\nrequests_per_second = 0\n");
@@ -129,7 +118,7 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
     for _round in 0..40 {
         // A raw socket: every frame is written before the next, so all of them reach the server.
         let (mut ws, _) = connect_async(conn.url()).await.expect("connect");
-        if !rng.next().is_multiple_of(4) {
+        if !rng.next_u64().is_multiple_of(4) {
             ws.send(Message::Binary(handshake.clone())).await.unwrap();
             ws.send(Message::Binary(Bytes::from_static(
                 &shaddock_protocol::package::HANDSHAKE_ACK,
@@ -138,17 +127,17 @@ async fn thousands_of_mutated_packages_never_take_the_connector_down() {
             .unwrap();
         }
         for _ in 0..50 {
-            let seed = &corpus[(rng.next() as usize) % corpus.len()];
+            let seed = &corpus[(rng.next_u64() as usize) % corpus.len()];
             let mut bytes = seed.clone();
-            for _ in 0..(rng.next() % 4) {
+            for _ in 0..(rng.next_u64() % 4) {
                 if bytes.is_empty() {
                     break;
                 }
-                let i = (rng.next() as usize) % bytes.len();
-                bytes[i] = rng.next() as u8;
+                let i = (rng.next_u64() as usize) % bytes.len();
+                bytes[i] = rng.next_u64() as u8;
             }
-            if rng.next().is_multiple_of(5) {
-                bytes.truncate((rng.next() as usize) % (bytes.len() + 1));
+            if rng.next_u64().is_multiple_of(5) {
+                bytes.truncate((rng.next_u64() as usize) % (bytes.len() + 1));
             }
             if ws.send(Message::Binary(Bytes::from(bytes))).await.is_err() {
                 break; // the server closed this one: fine

@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 mod procstat;
 mod user;
 
+use shaddock_e2e::XorShift;
 use user::{Command, UserSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -144,19 +145,6 @@ impl Stats {
 /// Microseconds, 1 µs to 10 min, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
-}
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 fn ms(us: u64) -> f64 {
@@ -301,10 +289,10 @@ async fn main() -> anyhow::Result<()> {
                 if room.is_empty() {
                     continue;
                 }
-                let from = (rng.next() as usize) % room.len();
+                let from = (rng.next_u64() as usize) % room.len();
                 let private = room.len() > 1 && rng.unit() < args.private_share;
                 let target = if private {
-                    let mut to = (rng.next() as usize) % room.len();
+                    let mut to = (rng.next_u64() as usize) % room.len();
                     if to == from {
                         to = (to + 1) % room.len();
                     }

@@ -78,6 +78,39 @@ pub fn encode_push(route: &str, body: &[u8], uids: &[String]) -> Result<Bytes, B
     Ok(Bytes::from(rmp_serde::to_vec(&env)?))
 }
 
+/// A push read without copying: the route, body and uids borrow from the received bytes, so a
+/// frontend decoding a push for N sessions allocates once (the uid list), not once per uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushView<'a> {
+    pub route: &'a str,
+    pub body: &'a [u8],
+    pub uids: Vec<&'a str>,
+}
+
+/// Decodes `bytes` as a push without copying; `None` when it is another kind of envelope.
+pub fn decode_push(bytes: &[u8]) -> Result<Option<PushView<'_>>, BusError> {
+    use serde::de::IgnoredAny;
+    /// Mirrors [`Envelope`]: same variant names and order.
+    #[derive(Deserialize)]
+    enum EnvelopeView<'a> {
+        Forward(IgnoredAny),
+        Rpc(IgnoredAny),
+        Push {
+            #[serde(borrow)]
+            route: &'a str,
+            #[serde(borrow, with = "serde_bytes")]
+            body: &'a [u8],
+            #[serde(borrow)]
+            uids: Vec<&'a str>,
+        },
+        Broadcast(IgnoredAny),
+    }
+    Ok(match rmp_serde::from_slice::<EnvelopeView<'_>>(bytes)? {
+        EnvelopeView::Push { route, body, uids } => Some(PushView { route, body, uids }),
+        EnvelopeView::Forward(_) | EnvelopeView::Rpc(_) | EnvelopeView::Broadcast(_) => None,
+    })
+}
+
 /// The answer to a request on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
@@ -168,6 +201,34 @@ mod tests {
             uids,
         };
         assert_eq!(borrowed, owned.encode().unwrap());
+    }
+
+    #[test]
+    fn a_push_is_read_without_copying_and_other_envelopes_are_not_pushes() {
+        let uids = vec!["a*r".to_owned(), "b*r".to_owned()];
+        let bytes = encode_push("onChat", b"{\"msg\":1}", &uids).unwrap();
+        let view = decode_push(&bytes).unwrap().unwrap();
+        assert_eq!(
+            view,
+            PushView {
+                route: "onChat",
+                body: b"{\"msg\":1}",
+                uids: vec!["a*r", "b*r"]
+            }
+        );
+        let rpc = Envelope::rpc("chatRemote", "add", &("u", "s"))
+            .unwrap()
+            .encode()
+            .unwrap();
+        assert_eq!(decode_push(&rpc).unwrap(), None);
+        let b = Envelope::Broadcast {
+            route: "x".into(),
+            body: vec![],
+        }
+        .encode()
+        .unwrap();
+        assert_eq!(decode_push(&b).unwrap(), None);
+        assert!(decode_push(&[0xc1]).is_err());
     }
 
     #[test]

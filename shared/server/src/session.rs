@@ -279,6 +279,7 @@ impl Session {
             return;
         }
         let _ = self.inner.tx.try_send(shaddock_protocol::package::kick(reason));
+        crate::metrics::metrics().kick(reason);
         self.inner.closing.cancel();
     }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use shaddock_bus::envelope::decode_value;
+use shaddock_bus::envelope::{decode_push, decode_value};
 use shaddock_bus::{Bus, Envelope, Incoming, Reply, Subscription};
 use shaddock_protocol::message;
 use tokio_util::sync::CancellationToken;
@@ -54,34 +54,42 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
 }
 
 fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
-    let env = match Envelope::decode(&msg.payload) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, subject = %msg.subject, "undecodable envelope");
-            return Some(Reply::Err {
-                code: 500,
-                message: e.to_string(),
-            });
-        }
+    let fail = |e: &dyn std::fmt::Display| Reply::Err {
+        code: 500,
+        message: e.to_string(),
     };
-    match env {
-        Envelope::Push { route, body, uids } => {
-            let pkg = match message::push_package(&route, fe.dict.as_deref(), &body) {
+    // The hot path: a push is read in place, framed once, and the same bytes are queued on
+    // every session of its uids.
+    match decode_push(&msg.payload) {
+        Ok(Some(push)) => {
+            let pkg = match message::push_package(push.route, fe.dict.as_deref(), push.body) {
                 Ok(p) => p,
-                Err(e) => {
-                    return Some(Reply::Err {
-                        code: 500,
-                        message: e.to_string(),
-                    });
-                }
+                Err(e) => return Some(fail(&e)),
             };
-            let fails: Vec<&String> = uids
+            let fails: Vec<&str> = push
+                .uids
                 .iter()
+                .copied()
                 .filter(|uid| !fe.sessions.send_to_uid(uid, &pkg))
                 .collect();
+            let m = crate::metrics::metrics();
+            m.pushes.inc();
+            m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);
             msg.reply.as_ref()?;
-            Reply::value(&fails).ok()
+            return Reply::value(&fails).ok();
         }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, subject = %msg.subject, "undecodable envelope");
+            return Some(fail(&e));
+        }
+    }
+    let env = match Envelope::decode(&msg.payload) {
+        Ok(e) => e,
+        Err(e) => return Some(fail(&e)),
+    };
+    match env {
+        Envelope::Push { .. } => None, // read above
         Envelope::Broadcast { route, body } => {
             if let Ok(pkg) = message::push_package(&route, fe.dict.as_deref(), &body) {
                 let n = fe.sessions.send_to_all(&pkg);
