@@ -11,3 +11,5 @@ pub static NATS_CONNECTS: AtomicU64 = AtomicU64::new(0);
 pub static SLOW_CONSUMER_EVENTS: AtomicU64 = AtomicU64::new(0);
 /// Requests that timed out or found nobody.
 pub static REQUEST_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Errors of the channel store (counted by the channel crate, exported with the rest).
+pub static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);

@@ -27,12 +27,9 @@ pub enum ChannelError {
     AllFailed,
 }
 
-/// Errors of the channel store so far (read by the metrics endpoint).
-pub static STORE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 impl From<redis::RedisError> for ChannelError {
     fn from(e: redis::RedisError) -> Self {
-        STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shaddock_bus::stats::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ChannelError::Store(e)
     }
 }

@@ -125,6 +125,11 @@ impl Metrics {
                 "Bus requests that timed out or found nobody",
                 &shaddock_bus::stats::REQUEST_FAILURES,
             ),
+            (
+                "store_errors",
+                "Channel store (Redis) errors",
+                &shaddock_bus::stats::STORE_ERRORS,
+            ),
         ];
         for (name, help, v) in extra {
             out.push_str(&format!(

@@ -27,12 +27,10 @@ impl RpcClient {
         method: &str,
         args: &A,
     ) -> Result<T, BusError> {
-        let target = self
-            .registry
-            .list()
-            .pick(server_type, key)
-            .map(|s| s.id.clone())
-            .ok_or_else(|| BusError::NoServer(server_type.to_owned()))?;
+        let Some(target) = self.registry.list().pick(server_type, key).map(|s| s.id.clone()) else {
+            crate::metrics::metrics().rpc_errors.inc();
+            return Err(BusError::NoServer(server_type.to_owned()));
+        };
         self.call_server(&target, service, method, args).await
     }
 
@@ -44,12 +42,19 @@ impl RpcClient {
         method: &str,
         args: &A,
     ) -> Result<T, BusError> {
-        let payload = Envelope::rpc(service, method, args)?.encode()?;
-        let answer = self
-            .bus
-            .request(subject::server(&self.namespace, server_id), payload, self.timeout)
-            .await?;
-        let body = Reply::decode(&answer)?.into_result()?;
-        decode_value(&body)
+        let result = async {
+            let payload = Envelope::rpc(service, method, args)?.encode()?;
+            let answer = self
+                .bus
+                .request(subject::server(&self.namespace, server_id), payload, self.timeout)
+                .await?;
+            let body = Reply::decode(&answer)?.into_result()?;
+            decode_value(&body)
+        }
+        .await;
+        if result.is_err() {
+            crate::metrics::metrics().rpc_errors.inc();
+        }
+        result
     }
 }
