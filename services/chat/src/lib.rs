@@ -81,7 +81,12 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .await?;
     app.tracker
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
-    app.tracker.spawn(purge::watch(state.clone(), app.token.clone()));
+    app.tracker.spawn(purge::watch(
+        state.clone(),
+        app.bus.clone(),
+        app.config.namespace.clone(),
+        app.token.clone(),
+    ));
     app.tracker.spawn(purge::watch_store(
         state.clone(),
         app.bus.clone(),

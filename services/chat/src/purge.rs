@@ -4,14 +4,21 @@
 //!
 //! Any change of the server list also drops the channel cache: room ownership may have moved.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
+use shaddock_bus::{Bus, Envelope, subject};
 use tokio_util::sync::CancellationToken;
 
 use crate::ChatState;
 use crate::remote::chat_remote::announce_leave;
 
-pub async fn watch(state: ChatState, token: CancellationToken) {
+pub async fn watch(state: ChatState, bus: Bus, namespace: String, token: CancellationToken) {
     let mut rx = state.registry.watch();
     let mut last = rx.borrow_and_update().clone();
+    // Connectors purged for a lapse that came back as the same incarnation (their NATS came
+    // back late): their sessions are alive, so they are asked to tell us who is there again.
+    let mut purged: HashSet<(String, u64)> = HashSet::new();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -27,8 +34,27 @@ pub async fn watch(state: ChatState, token: CancellationToken) {
                 .find(|s| s.id == gone.id)
                 .map(|s| s.incarnation);
             purge_frontend(&state, &gone.id, keep).await;
+            if keep.is_none() {
+                purged.insert((gone.id.clone(), gone.incarnation));
+            }
+        }
+        for back in now.servers("connector") {
+            if purged.remove(&(back.id.clone(), back.incarnation)) {
+                tracing::warn!(server.id = %back.id, "a purged connector is back: asking it to resync");
+                ask_resync(&bus, &subject::server(&namespace, &back.id)).await;
+            }
         }
         last = now;
+    }
+}
+
+async fn ask_resync(bus: &Bus, subject: &str) {
+    let Ok(env) = Envelope::rpc("sessionRemote", "resync", &()) else {
+        return;
+    };
+    let Ok(bytes) = env.encode() else { return };
+    if let Err(e) = bus.publish(subject.to_owned(), bytes).await {
+        tracing::warn!(error = %e, "cannot ask for a resync");
     }
 }
 
@@ -71,9 +97,9 @@ pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> 
 /// without persistence), asks every connector to tell the chat servers again who is where.
 pub async fn watch_store(
     state: ChatState,
-    bus: shaddock_bus::Bus,
+    bus: Bus,
     namespace: String,
-    every: std::time::Duration,
+    every: Duration,
     token: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -87,13 +113,14 @@ pub async fn watch_store(
                 tracing::warn!(
                     "the channel store has no epoch mark (new, or it lost its data): asking connectors to resync"
                 );
-                let Ok(env) = shaddock_bus::Envelope::rpc("sessionRemote", "resync", &()) else {
-                    continue;
-                };
-                let Ok(bytes) = env.encode() else { continue };
-                let subject = shaddock_bus::subject::server_type(&namespace, "connector");
-                if let Err(e) = bus.publish(subject, bytes).await {
-                    tracing::warn!(error = %e, "cannot ask connectors to resync");
+                // Asked three times: a connector whose NATS is still reconnecting misses one.
+                let subject = subject::server_type(&namespace, "connector");
+                for wait in [0, 2, 5] {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                    }
+                    ask_resync(&bus, &subject).await;
                 }
             }
             Ok(false) => {}

@@ -83,14 +83,18 @@ async fn purge_ghosts(
 /// servers again who is connected here and in which room, one call per chat server.
 async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shaddock_server::SessionService) {
     let list = rpc.registry.list();
-    let mut by_chat: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for s in sessions.bound() {
+    let mut by_chat: HashMap<String, Vec<(String, String, u64)>> = HashMap::new();
+    let bound = sessions.bound();
+    for s in &bound {
         let (Some(uid), Some(rid)) = (s.uid(), s.get("rid").and_then(|v| v.as_str().map(str::to_owned)))
         else {
             continue;
         };
         if let Some(chat) = list.pick("chat", &rid) {
-            by_chat.entry(chat.id.clone()).or_default().push((uid, rid));
+            by_chat
+                .entry(chat.id.clone())
+                .or_default()
+                .push((uid, rid, s.id()));
         }
     }
     for (chat, members) in by_chat {
@@ -104,6 +108,11 @@ async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shadd
             }
             Err(e) => tracing::warn!(%chat, error = %e, "resync failed"),
         }
+    }
+    // A session that closed while the resync was on its way may have left before it was put
+    // back: leave again (idempotent).
+    for s in bound.into_iter().filter(|s| s.is_closed()) {
+        handler::entry_handler::on_user_leave(rpc.clone(), incarnation, s).await;
     }
 }
 

@@ -205,6 +205,9 @@ impl RegistryTask {
                         for (_, at) in self.seen.values_mut() {
                             *at = now;
                         }
+                        // Tell the watchers even if the list is the same: what they cached
+                        // while cut off may be stale.
+                        self.publish_list();
                     }
                     was_connected = connected;
                     if connected {

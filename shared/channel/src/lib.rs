@@ -12,7 +12,7 @@ pub mod service;
 pub mod store;
 
 pub use service::{Channel, ChannelService, Delivery, PushReport};
-pub use store::{ChannelStore, Member};
+pub use store::{Added, ChannelStore, Member};
 
 /// What can go wrong with a channel.
 #[derive(Debug, thiserror::Error)]

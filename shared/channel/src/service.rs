@@ -20,13 +20,14 @@ use shaddock_bus::envelope::{decode_value, encode_push};
 use shaddock_bus::{Bus, Envelope, Reply, subject};
 
 use crate::ChannelError;
-use crate::store::{ChannelStore, Member};
+use crate::store::{Added, ChannelStore, Member};
 
 /// A channel's members grouped by the frontend (sid) that holds their sessions.
 #[derive(Debug, Clone, Default)]
 struct Groups {
     by_sid: BTreeMap<String, Vec<String>>,
-    incarnation: HashMap<String, u64>,
+    /// uid -> (incarnation, session) of the member.
+    tags: HashMap<String, (u64, u64)>,
 }
 
 impl Groups {
@@ -37,7 +38,7 @@ impl Groups {
             self.remove(&m.uid, &old_sid);
         }
         self.by_sid.entry(m.sid.clone()).or_default().push(m.uid.clone());
-        self.incarnation.insert(m.uid.clone(), m.incarnation);
+        self.tags.insert(m.uid.clone(), (m.incarnation, m.session));
     }
 
     fn remove(&mut self, uid: &str, sid: &str) {
@@ -47,11 +48,11 @@ impl Groups {
                 self.by_sid.remove(sid);
             }
         }
-        self.incarnation.remove(uid);
+        self.tags.remove(uid);
     }
 
     fn sid_of(&self, uid: &str) -> Option<String> {
-        if !self.incarnation.contains_key(uid) {
+        if !self.tags.contains_key(uid) {
             return None;
         }
         self.by_sid
@@ -65,7 +66,8 @@ impl Groups {
             uids.iter().map(move |u| Member {
                 uid: u.clone(),
                 sid: sid.clone(),
-                incarnation: self.incarnation.get(u).copied().unwrap_or(0),
+                incarnation: self.tags.get(u).map(|t| t.0).unwrap_or(0),
+                session: self.tags.get(u).map(|t| t.1).unwrap_or(0),
             })
         })
     }
@@ -274,30 +276,31 @@ impl Channel {
         &self.name
     }
 
-    /// Adds `member`; false when its uid is already a member.
-    pub async fn add(&self, member: &Member) -> Result<bool, ChannelError> {
+    /// Adds `member` (see [`ChannelStore::add`]).
+    pub async fn add(&self, member: &Member) -> Result<Added, ChannelError> {
         self.service.changing();
-        let store = &self.service.inner.store;
-        let added = store
-            .add(&self.name, &member.uid, &member.sid, member.incarnation)
-            .await?;
-        if added {
+        let added = self.service.inner.store.add(&self.name, member).await;
+        // Bump again: a load that began between the first bump and the write must not cache.
+        self.service.changing();
+        let added = added?;
+        if added != Added::Taken {
             self.service.update_cache(&self.name, |g| g.insert(member));
         }
         Ok(added)
     }
 
-    /// Removes `member` if it is in the channel exactly so (same sid and incarnation): a late
-    /// leave from an old session never removes a newer one. True when it was.
+    /// Removes `member` if it is in the channel exactly so (same frontend, incarnation and
+    /// session): a late leave from an old session never removes a newer one. True when it was.
     pub async fn leave(&self, member: &Member) -> Result<bool, ChannelError> {
         self.service.changing();
-        let only = Some((member.sid.as_str(), member.incarnation));
         let removed = self
             .service
             .inner
             .store
-            .leave(&self.name, &member.uid, only)
-            .await?;
+            .leave(&self.name, &member.uid, Some(member))
+            .await;
+        self.service.changing();
+        let removed = removed?;
         if removed {
             self.service
                 .update_cache(&self.name, |g| g.remove(&member.uid, &member.sid));
@@ -317,7 +320,7 @@ impl Channel {
     }
 
     pub async fn user_amount(&self) -> Result<usize, ChannelError> {
-        Ok(self.service.groups(&self.name).await?.incarnation.len())
+        Ok(self.service.groups(&self.name).await?.tags.len())
     }
 
     /// `pushMessage(route, msg)` to every member: one envelope per sid group.
@@ -353,12 +356,22 @@ mod tests {
         let mut c1 = frontend(&bus, "t", "connector-1").await;
         let mut c2 = frontend(&bus, "t", "connector-2").await;
         let room = svc.get_channel("room", true).await.unwrap().unwrap();
-        assert!(room.add(&Member::new("a", "connector-1")).await.unwrap());
-        assert!(room.add(&Member::new("b", "connector-1")).await.unwrap());
-        assert!(room.add(&Member::new("c", "connector-2")).await.unwrap());
-        assert!(
-            !room.add(&Member::new("c", "connector-1")).await.unwrap(),
-            "a uid is a member once"
+        assert_eq!(
+            room.add(&Member::new("a", "connector-1")).await.unwrap(),
+            Added::New
+        );
+        assert_eq!(
+            room.add(&Member::new("b", "connector-1")).await.unwrap(),
+            Added::New
+        );
+        assert_eq!(
+            room.add(&Member::new("c", "connector-2")).await.unwrap(),
+            Added::New
+        );
+        assert_eq!(
+            room.add(&Member::new("c", "connector-1")).await.unwrap(),
+            Added::Taken,
+            "a uid is a member once, through one connector"
         );
 
         let report = room

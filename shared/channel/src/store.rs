@@ -24,6 +24,9 @@ pub struct Member {
     pub sid: String,
     /// The incarnation of the frontend when the member joined (0 when unknown).
     pub incarnation: u64,
+    /// The session (socket) on that frontend: a leave from an older session of the same uid
+    /// must not remove a newer one.
+    pub session: u64,
 }
 
 impl Member {
@@ -32,24 +35,39 @@ impl Member {
             uid: uid.into(),
             sid: sid.into(),
             incarnation: 0,
+            session: 0,
         }
     }
 
     fn from_stored(uid: String, value: &str) -> Self {
-        match value.rsplit_once('#') {
-            Some((sid, inc)) => Self {
-                uid,
-                sid: sid.to_owned(),
-                incarnation: inc.parse().unwrap_or(0),
-            },
-            None => Self::new(uid, value),
+        let mut parts = value.split('#');
+        let sid = parts.next().unwrap_or_default().to_owned();
+        let incarnation = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let session = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Self {
+            uid,
+            sid,
+            incarnation,
+            session,
         }
+    }
+
+    /// How a member is stored: `<sid>#<incarnation>#<session>` (server ids never contain `#`).
+    fn stored(&self) -> String {
+        format!("{}#{}#{}", self.sid, self.incarnation, self.session)
     }
 }
 
-/// How a member is stored: `<sid>#<incarnation>` (server ids never contain `#`).
-fn stored(sid: &str, incarnation: u64) -> String {
-    format!("{sid}#{incarnation}")
+/// What `add` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// The uid was not in the channel.
+    New,
+    /// The uid was there through the same frontend, from a session that is gone (the frontend
+    /// checked it holds no live one) or an earlier incarnation: replaced.
+    Replaced,
+    /// Another frontend holds the uid: refused.
+    Taken,
 }
 
 /// Where channel membership lives.
@@ -124,59 +142,67 @@ impl ChannelStore {
         }
     }
 
-    /// Adds `uid` on `sid`; false (and nothing changes) when the uid is already a member.
-    pub async fn add(
-        &self,
-        name: &str,
-        uid: &str,
-        sid: &str,
-        incarnation: u64,
-    ) -> Result<bool, ChannelError> {
-        let value = stored(sid, incarnation);
+    /// Adds `member`. A uid held through another frontend is refused (a duplicate login
+    /// across the cluster); one left by the same frontend is replaced: that frontend has no
+    /// live session for it any more, else it would not have asked.
+    pub async fn add(&self, name: &str, member: &Member) -> Result<Added, ChannelError> {
+        let value = member.stored();
+        let prefix = format!("{}#", member.sid);
         match self {
             Self::Redis { conn, ns } => {
                 let (set, hash) = Self::keys(ns, name);
-                let (added, _, _): (bool, i64, i64) = redis::pipe()
-                    .atomic()
-                    .hset_nx(&hash, uid, &value)
-                    .sadd(set, name)
-                    .sadd(format!("{ns}:sid:{sid}"), name)
-                    .query_async(&mut conn.clone())
+                let script = redis::Script::new(
+                    "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
+                     if v and string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return 0 end \
+                     redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+                     redis.call('SADD', KEYS[2], ARGV[4]) \
+                     redis.call('SADD', KEYS[3], ARGV[4]) \
+                     if v then return 2 else return 1 end",
+                );
+                let outcome: i64 = script
+                    .key(&hash)
+                    .key(set)
+                    .key(format!("{ns}:sid:{}", member.sid))
+                    .arg(&member.uid)
+                    .arg(&value)
+                    .arg(&prefix)
+                    .arg(name)
+                    .invoke_async(&mut conn.clone())
                     .await?;
-                Ok(added)
+                Ok(match outcome {
+                    1 => Added::New,
+                    2 => Added::Replaced,
+                    _ => Added::Taken,
+                })
             }
             Self::Memory(m) => {
                 let mut m = m.lock();
                 let members = m.channels.entry(name.to_owned()).or_default();
-                if members.contains_key(uid) {
-                    return Ok(false);
-                }
-                members.insert(uid.to_owned(), value);
+                let outcome = match members.get(&member.uid) {
+                    Some(v) if !v.starts_with(&prefix) => return Ok(Added::Taken),
+                    Some(_) => Added::Replaced,
+                    None => Added::New,
+                };
+                members.insert(member.uid.clone(), value);
                 m.by_sid
-                    .entry(sid.to_owned())
+                    .entry(member.sid.clone())
                     .or_default()
                     .insert(name.to_owned());
-                Ok(true)
+                Ok(outcome)
             }
         }
     }
 
-    /// Removes `uid` when it is a member on `sid` of `incarnation` (any, when `None`); true if
-    /// removed.
-    pub async fn leave(
-        &self,
-        name: &str,
-        uid: &str,
-        only: Option<(&str, u64)>,
-    ) -> Result<bool, ChannelError> {
-        let only = only.map(|(sid, inc)| stored(sid, inc));
+    /// Removes `uid` when it is exactly `only` (same frontend, incarnation and session; any
+    /// when `None`). True if removed.
+    pub async fn leave(&self, name: &str, uid: &str, only: Option<&Member>) -> Result<bool, ChannelError> {
+        let only = only.map(Member::stored);
         match self {
             Self::Redis { conn, ns } => {
                 let (_, hash) = Self::keys(ns, name);
                 let mut c = conn.clone();
                 if let Some(value) = only {
-                    // Only the session that joined may leave: a late kick from an old session
-                    // must not remove a newer one. Compare-and-delete in one script.
+                    // Compare-and-delete in one script.
                     let script = redis::Script::new(
                         "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
                          return redis.call('HDEL', KEYS[1], ARGV[1]) else return 0 end",

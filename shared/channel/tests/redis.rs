@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shaddock_bus::Bus;
-use shaddock_channel::{ChannelService, ChannelStore, Delivery, Member};
+use shaddock_channel::{Added, ChannelService, ChannelStore, Delivery, Member};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -76,8 +76,11 @@ async fn add_is_refused_for_a_uid_already_in_the_channel_and_leave_checks_the_si
     let room = svc.channel("r");
     let mut a = Member::new("a*r", "connector-1");
     a.incarnation = 42;
-    assert!(room.add(&a).await.unwrap());
-    assert!(!room.add(&Member::new("a*r", "connector-2")).await.unwrap());
+    assert_eq!(room.add(&a).await.unwrap(), Added::New);
+    assert_eq!(
+        room.add(&Member::new("a*r", "connector-2")).await.unwrap(),
+        Added::Taken
+    );
     assert!(!room.leave(&Member::new("a*r", "connector-2")).await.unwrap());
     assert!(
         !room.leave(&Member::new("a*r", "connector-1")).await.unwrap(),
@@ -116,5 +119,41 @@ async fn a_push_groups_members_read_from_redis_in_one_round_trip() {
         panic!("not a push")
     };
     assert_eq!(uids.len(), 200);
+    room.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_uid_left_by_a_gone_session_of_the_same_connector_is_replaced_not_refused() {
+    let ns = namespace("replace");
+    let store = ChannelStore::redis(REDIS, &ns).await.unwrap();
+    let svc = ChannelService::new(store, Bus::local(), &ns, Duration::from_secs(1));
+    let room = svc.channel("r");
+    let old = Member {
+        uid: "a*r".into(),
+        sid: "connector-1".into(),
+        incarnation: 1,
+        session: 10,
+    };
+    let new = Member {
+        session: 11,
+        ..old.clone()
+    };
+    assert_eq!(room.add(&old).await.unwrap(), Added::New);
+    // The old session closed, its leave has not arrived yet, the user enters again.
+    assert_eq!(room.add(&new).await.unwrap(), Added::Replaced);
+    // The old session's late leave does not remove the new one.
+    assert!(!room.leave(&old).await.unwrap());
+    assert_eq!(room.member("a*r").await.unwrap(), Some(new.clone()));
+    // A restarted connector (new incarnation) replaces its ghosts too.
+    let reborn = Member {
+        incarnation: 2,
+        session: 1,
+        ..old.clone()
+    };
+    assert_eq!(room.add(&reborn).await.unwrap(), Added::Replaced);
+    assert_eq!(
+        room.add(&Member::new("a*r", "connector-2")).await.unwrap(),
+        Added::Taken
+    );
     room.destroy().await.unwrap();
 }

@@ -106,6 +106,15 @@ impl HandshakeConfig {
             }
             sys.push("\"useDict\":true".to_owned());
         }
+        if holds_foreign_protos(req) {
+            // The JS client keeps protos from an earlier server (a Pomelo with protobuf) in
+            // localStorage and only replaces them when a handshake carries `protos`; without
+            // this it would decode our JSON pushes as protobuf.
+            let mut p = String::from("\"protos\":{\"server\":{},\"client\":{},\"version\":");
+            push_json_string(&mut p, &empty_protos_version());
+            p.push('}');
+            sys.push(p);
+        }
         let mut out = format!("{{\"code\":{CODE_OK},\"sys\":{{{}}}", sys.join(","));
         if let Some(user) = user {
             out.push_str(",\"user\":");
@@ -120,6 +129,23 @@ impl HandshakeConfig {
         let body = self.ok_body(req, user);
         package::encoded(PackageType::Handshake, body.as_bytes())
             .unwrap_or_else(|_| error_package(CODE_USE_ERROR))
+    }
+}
+
+/// The protos version of a server without protos: base64(md5(JSON(client) + JSON(server)))
+/// with both `{}`, as Pomelo computes it.
+pub fn empty_protos_version() -> String {
+    use base64::Engine as _;
+    use md5::{Digest, Md5};
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(b"{}{}"))
+}
+
+/// True when the client announces protos (a non-empty `protoVersion`) that are not ours.
+fn holds_foreign_protos(req: &HandshakeRequest) -> bool {
+    match &req.proto_version {
+        Some(Value::String(v)) => !v.is_empty() && *v != empty_protos_version(),
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|n| n != 0.0),
+        _ => false,
     }
 }
 
@@ -210,6 +236,27 @@ mod tests {
             cfg.ok_body(&req, None),
             r#"{"code":200,"sys":{"heartbeat":3,"useDict":true}}"#
         );
+    }
+
+    #[test]
+    fn a_client_holding_another_servers_protos_is_told_there_are_none() {
+        let cfg = HandshakeConfig::default();
+        let stale = HandshakeRequest {
+            proto_version: Some(Value::from("2zWPnSlRsRxjqgcU215Uxg==")),
+            ..Default::default()
+        };
+        let body = cfg.ok_body(&stale, None);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["sys"]["protos"]["server"], serde_json::json!({}));
+        assert_eq!(v["sys"]["protos"]["version"], Value::from(empty_protos_version()));
+        // A fresh client (protoVersion 0) or one that has our (empty) protos gets none.
+        for pv in [Value::from(0), Value::from(empty_protos_version())] {
+            let req = HandshakeRequest {
+                proto_version: Some(pv),
+                ..Default::default()
+            };
+            assert!(!cfg.ok_body(&req, None).contains("protos"));
+        }
     }
 
     #[test]

@@ -144,6 +144,24 @@ impl SessionService {
         }
     }
 
+    /// Queues `pkg` on every session of each uid, under one lock; returns the uids with no
+    /// session here (Pomelo's failIds).
+    pub fn send_to_uids<'a>(&self, uids: &[&'a str], pkg: &Bytes) -> Vec<&'a str> {
+        let by_uid = self.inner.by_uid.read();
+        let mut fails = Vec::new();
+        for &uid in uids {
+            match by_uid.get(uid) {
+                Some(list) if !list.is_empty() => {
+                    for s in list {
+                        s.send(pkg.clone());
+                    }
+                }
+                _ => fails.push(uid),
+            }
+        }
+        fails
+    }
+
     /// Queues `pkg` on every working session; returns how many.
     pub fn send_to_all(&self, pkg: &Bytes) -> usize {
         let sessions = self.inner.sessions.read();
@@ -224,12 +242,19 @@ impl Session {
             }
         }
         if let Some(service) = self.inner.service.upgrade() {
-            service
-                .by_uid
-                .write()
-                .entry(uid.to_owned())
-                .or_default()
-                .push(self.clone());
+            let mut by_uid = service.by_uid.write();
+            by_uid.entry(uid.to_owned()).or_default().push(self.clone());
+            // The socket may have closed since the check above, and its removal would then
+            // have missed this entry: undo it here instead.
+            if self.is_closed() {
+                if let Some(list) = by_uid.get_mut(uid) {
+                    list.retain(|s| s.id() != self.id());
+                    if list.is_empty() {
+                        by_uid.remove(uid);
+                    }
+                }
+                return Err(BindError::Closed);
+            }
         }
         Ok(())
     }

@@ -39,7 +39,11 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
         .as_deref()
         .ok_or_else(|| HandlerError::new("session is not bound"))?;
     let from = crate::remote::chat_remote::user_name(uid, rid);
-    let target = body.get("target").and_then(Value::as_str).unwrap_or("*");
+    // Pomelo answers a missing target with an error (its getMember lookup fails): so do we.
+    let target = body
+        .get("target")
+        .and_then(Value::as_str)
+        .ok_or_else(|| HandlerError::new("send needs a target"))?;
     let msg = body.get("content").unwrap_or(&Value::Null);
     let payload =
         serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 use shaddock_bus::envelope::decode_value;
-use shaddock_channel::{Channel, Delivery, Member};
+use shaddock_channel::{Added, Channel, Delivery, Member};
 use shaddock_server::HandlerError;
 
 use crate::ChatState;
@@ -44,7 +44,7 @@ pub async fn dispatch(
             rmp_serde::to_vec(&kick(state, &member, &rid).await?)
         }
         ("chatRemote", "resync") => {
-            let (sid, inc, members): (String, u64, Vec<(String, String)>) =
+            let (sid, inc, members): (String, u64, Vec<(String, String, u64)>) =
                 decode_value(args).map_err(err)?;
             rmp_serde::to_vec(&resync(state, &sid, inc, members).await?)
         }
@@ -58,14 +58,16 @@ pub async fn dispatch(
     answer.map_err(err)
 }
 
-/// The arguments of `add` and `kick`: `(uid, sid, rid, incarnation)`.
+/// The arguments of `add` and `kick`: `(uid, sid, rid, incarnation, session)`.
 fn member_args(args: &[u8]) -> Result<(Member, String), HandlerError> {
-    let (uid, sid, rid, incarnation): (String, String, String, u64) = decode_value(args).map_err(err)?;
+    let (uid, sid, rid, incarnation, session): (String, String, String, u64, u64) =
+        decode_value(args).map_err(err)?;
     Ok((
         Member {
             uid,
             sid,
             incarnation,
+            session,
         },
         rid,
     ))
@@ -87,12 +89,17 @@ pub async fn add(state: &ChatState, member: &Member, rid: &str) -> Result<Option
         .await
         .map_err(err)?
         .ok_or_else(|| err("no channel"))?;
-    if !channel.add(member).await.map_err(err)? {
+    let added = channel.add(member).await.map_err(err)?;
+    if added == Added::Taken {
         return Ok(None);
     }
     let members = channel.members().await.map_err(err)?;
-    let others: Vec<Member> = members.iter().filter(|m| m.uid != member.uid).cloned().collect();
-    push_event(state, &others, "onAdd", user_name(&member.uid, rid)).await;
+    // Replaced: the same user came back through the same connector before its old session's
+    // leave arrived; the others never heard it leave, so they hear no join either.
+    if added == Added::New {
+        let others: Vec<Member> = members.iter().filter(|m| m.uid != member.uid).cloned().collect();
+        push_event(state, &others, "onAdd", user_name(&member.uid, rid)).await;
+    }
     Ok(Some(
         members
             .iter()
@@ -117,16 +124,17 @@ pub async fn resync(
     state: &ChatState,
     sid: &str,
     incarnation: u64,
-    members: Vec<(String, String)>,
+    members: Vec<(String, String, u64)>,
 ) -> Result<usize, HandlerError> {
     let mut added = 0;
-    for (uid, rid) in members {
+    for (uid, rid, session) in members {
         let member = Member {
             uid,
             sid: sid.to_owned(),
             incarnation,
+            session,
         };
-        if state.channels.channel(&rid).add(&member).await.map_err(err)? {
+        if state.channels.channel(&rid).add(&member).await.map_err(err)? == Added::New {
             added += 1;
         }
     }

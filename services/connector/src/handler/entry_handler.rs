@@ -82,7 +82,7 @@ impl Enter {
                 &rid,
                 "chatRemote",
                 "add",
-                &(&uid, session.frontend_id(), &rid, incarnation),
+                &(&uid, session.frontend_id(), &rid, incarnation, session.id()),
             )
             .await;
         match added {
@@ -101,6 +101,9 @@ impl Enter {
                 Ok(refused())
             }
             Err(e) => {
+                // The add may have happened and only its answer been lost (a timeout): take
+                // it back, or the member would outlive the session.
+                on_user_leave(rpc.clone(), incarnation, session.clone()).await;
                 sessions.unbind(&session);
                 Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
             }
@@ -120,7 +123,7 @@ pub async fn on_user_leave(rpc: RpcClient, incarnation: u64, session: Session) {
             &rid,
             "chatRemote",
             "kick",
-            &(&uid, session.frontend_id(), &rid, incarnation),
+            &(&uid, session.frontend_id(), &rid, incarnation, session.id()),
         )
         .await;
     if let Err(e) = left {

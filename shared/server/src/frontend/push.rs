@@ -66,12 +66,7 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
                 Ok(p) => p,
                 Err(e) => return Some(fail(&e)),
             };
-            let fails: Vec<&str> = push
-                .uids
-                .iter()
-                .copied()
-                .filter(|uid| !fe.sessions.send_to_uid(uid, &pkg))
-                .collect();
+            let fails = fe.sessions.send_to_uids(&push.uids, &pkg);
             let m = crate::metrics::metrics();
             m.pushes.inc();
             m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);
