@@ -190,6 +190,16 @@ impl Server {
         )
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`...).
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// SIGKILL: a crash, no goodbye.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

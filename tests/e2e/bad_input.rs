@@ -187,3 +187,31 @@ async fn with_a_secret_enter_needs_a_valid_token_for_that_user() {
     let good = shaddock_server::auth::mint(b"test-secret", "alice", shaddock_server::auth::now() + 60);
     assert_eq!(users(&enter_with(Some(good)).await.unwrap()), vec!["alice"]);
 }
+
+#[tokio::test]
+async fn requests_past_the_in_flight_limit_are_refused_at_once() {
+    let config = TestConfig::new("inflight", "[limits]\nmax_in_flight = 2\n");
+    let chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let client = connect(&conn.url()).await;
+    enter(&client, "a", "r").await;
+    // A chat server that stops answering: forwarded requests stay in flight until the RPC
+    // timeout (2 s in tests).
+    chat.signal("STOP");
+    let send = || client.request(SEND, json!({"rid": "r", "content": "x", "target": "*"}));
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all((0..6).map(|_| send())).await;
+    chat.signal("CONT");
+    let busy = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(v) if v["error"] == json!("too many requests in flight")))
+        .count();
+    assert_eq!(busy, 4, "{answers:?}");
+    let timed_out = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(v) if v == &json!({"code": 500})))
+        .count();
+    assert_eq!(timed_out, 2, "{answers:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!client.is_closed());
+}

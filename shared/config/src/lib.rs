@@ -112,6 +112,9 @@ pub struct Limits {
     pub request_burst: u32,
     /// Longest user or room name, in characters.
     pub max_name_chars: usize,
+    /// Requests one session may have in flight; more are answered
+    /// `{"code":500,"error":"too many requests in flight"}`.
+    pub max_in_flight: usize,
 }
 
 /// The server registry: how often servers announce themselves and when they drop out.
@@ -248,6 +251,7 @@ impl Default for Limits {
             requests_per_second: 500,
             request_burst: 1000,
             max_name_chars: 64,
+            max_in_flight: 128,
         }
     }
 }

@@ -107,6 +107,7 @@ pub(crate) async fn run(
             state: State::Inited,
             deadline: Instant::now() + Duration::from_millis(fe.limits.handshake_timeout_ms),
             rate: RateLimit::new(fe.limits.requests_per_second, fe.limits.request_burst),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(fe.limits.max_in_flight.max(1))),
         }
         .read_loop(stream, closing.clone())
         .await;
@@ -128,6 +129,8 @@ struct Connection {
     state: State,
     deadline: Instant,
     rate: RateLimit,
+    /// Bounds the requests of this session being handled at once (each holds its body).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A token bucket per session: `rate` requests a second, `burst` at once. Refused requests
@@ -327,6 +330,17 @@ impl Connection {
         let raw = shaddock_protocol::text::decode_lenient(msg.body)
             .into_owned()
             .into_bytes();
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            if let Some(id) = request_id {
+                let busy = serde_json::json!({"code": 500, "error": "too many requests in flight"});
+                respond(
+                    &self.session,
+                    id,
+                    &response_body(&Err(HandlerError::with_response("busy", busy))),
+                );
+            }
+            return Next::Continue;
+        };
         let fe = self.fe.clone();
         let session = self.session.clone();
         let started = Instant::now();
@@ -359,6 +373,7 @@ impl Connection {
                     respond(&session, id, &body);
                 }
                 record(&fe, &route, code, started);
+                drop(permit);
             }
             .in_current_span(),
         );
