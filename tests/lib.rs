@@ -292,33 +292,20 @@ impl PrivateServer {
         };
         let mut cmd = Command::new(program);
         match self.program {
-            "nats-server" => cmd.args(["-a", "127.0.0.1", "-p", &port]),
-            "redis-server-volatile" => cmd.args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]),
-            _ => cmd
-                .args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    &port,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                ])
-                .arg("--dir")
-                .arg(&self.dir),
-        };
+            "nats-server" => {
+                cmd.args(["-a", "127.0.0.1", "-p", &port]);
+            }
+            volatile_or_not => {
+                cmd.args(["--bind", "127.0.0.1", "--port", &port, "--save", ""]);
+                if volatile_or_not == "redis-server-volatile" {
+                    cmd.args(["--appendonly", "no"]);
+                } else {
+                    cmd.args(["--appendonly", "yes", "--appendfsync", "always"])
+                        .arg("--dir")
+                        .arg(&self.dir);
+                }
+            }
+        }
         cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
         self.child = Some(
             cmd.spawn()

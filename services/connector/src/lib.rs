@@ -130,23 +130,8 @@ pub async fn run(app: App) -> anyhow::Result<()> {
 
 /// Starts a connector on `app` and returns its frontend (the caller decides when to stop).
 pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
-    let listener = app.bind_client_port().await?;
-    let port = listener.local_addr()?.port();
-    let registry = app.join_registry(Some(port)).await?;
-    let rpc = RpcClient {
-        bus: app.bus.clone(),
-        registry: registry.clone(),
-        namespace: app.config.namespace.clone(),
-        timeout: app.rpc_timeout(),
-    };
-
-    let mut fe = Frontend::new(
-        SERVER_TYPE,
-        &app.me.id,
-        &app.config,
-        app.token.clone(),
-        app.tracker.clone(),
-    );
+    let (listener, port, registry, mut fe) = app.start_frontend(SERVER_TYPE).await?;
+    let rpc = app.rpc(&registry);
     fe.forwarder = Some(Forwarder {
         bus: app.bus.clone(),
         registry: registry.clone(),
@@ -155,7 +140,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         route_keys: HashMap::from([("chat".to_owned(), "rid".to_owned())]),
     });
     let incarnation = app.incarnation;
-    handler::entry_handler::register(&mut fe, rpc.clone(), incarnation, &app.config.auth.secret);
+    handler::entry_handler::register(&mut fe, rpc.clone(), incarnation, app.config.auth.secret.expose());
     let tracker = app.tracker.clone();
     let leave_rpc = rpc.clone();
     fe.on_close = Some(Arc::new(move |session| {

@@ -15,16 +15,7 @@ pub const SERVER_TYPE: &str = "gate";
 
 /// Starts a gate on `app`.
 pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
-    let listener = app.bind_client_port().await?;
-    let port = listener.local_addr()?.port();
-    let registry = app.join_registry(Some(port)).await?;
-    let mut fe = Frontend::new(
-        SERVER_TYPE,
-        &app.me.id,
-        &app.config,
-        app.token.clone(),
-        app.tracker.clone(),
-    );
+    let (listener, port, registry, mut fe) = app.start_frontend(SERVER_TYPE).await?;
     handler::gate_handler::register(&mut fe, registry.clone());
     let fe = Arc::new(fe);
     app.serve_admin(&registry, Some(fe.clone()), Vec::new()).await?;

@@ -77,7 +77,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
             let token = shaddock_server::auth::mint(
-                config.auth.secret.as_bytes(),
+                config.auth.secret.expose().as_bytes(),
                 &username,
                 shaddock_server::auth::now() + ttl,
             );

@@ -143,34 +143,47 @@ pub struct DictionaryOptions {
     pub extra: Vec<String>,
 }
 
+/// A secret from the config: never shown by `Debug` (configs get logged).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Empty means "off" for every option that takes a secret.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "MASKED" })
+    }
+}
+
 /// Optional login tokens on `enter`.
-#[derive(Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthOptions {
     /// HMAC secret; empty (the default) means no token is asked for.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for AuthOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.secret.is_empty() { "" } else { "MASKED" };
-        f.debug_struct("AuthOptions").field("secret", &shown).finish()
-    }
+    pub secret: Secret,
 }
 
 /// The admin console on each server's admin port.
-#[derive(Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminOptions {
     /// Bearer token of `/admin`; empty (the default) turns the console off.
-    pub token: String,
-}
-
-impl std::fmt::Debug for AdminOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.token.is_empty() { "" } else { "MASKED" };
-        f.debug_struct("AdminOptions").field("token", &shown).finish()
-    }
+    pub token: Secret,
 }
 
 /// One server, as in `servers.json`.
@@ -346,10 +359,10 @@ impl ClusterConfig {
             self.limits.max_connections = parse(env::MAX_CONNECTIONS, &v)?;
         }
         if let Some(v) = env.get(env::ADMIN_TOKEN) {
-            self.admin.token = v;
+            self.admin.token = Secret::new(v);
         }
         if let Some(v) = env.get(env::AUTH_SECRET) {
-            self.auth.secret = v;
+            self.auth.secret = Secret::new(v);
         }
         if let Some(v) = env.get(env::REQUESTS_PER_SECOND) {
             self.limits.requests_per_second = parse(env::REQUESTS_PER_SECOND, &v)?;
@@ -526,6 +539,15 @@ client_port = 3050
             cfg.apply_env(&env(&[("SHADDOCK_RPC_TIMEOUT_MS", "soon")]))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut cfg = ClusterConfig::default();
+        cfg.apply_env(&env(&[("SHADDOCK_AUTH_SECRET", "hunter2")]))
+            .unwrap();
+        assert_eq!(cfg.auth.secret.expose(), "hunter2");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
     }
 
     #[test]

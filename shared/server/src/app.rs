@@ -72,6 +72,25 @@ impl App {
         }
     }
 
+    /// What every frontend does first: bind its client port (0 picks a free one), announce
+    /// itself with the port clients use, and build its `Frontend` from the config.
+    pub async fn start_frontend(
+        &self,
+        server_type: &str,
+    ) -> anyhow::Result<(TcpListener, u16, Registry, crate::frontend::Frontend)> {
+        let listener = self.bind_client_port().await?;
+        let port = listener.local_addr()?.port();
+        let registry = self.join_registry(Some(port)).await?;
+        let fe = crate::frontend::Frontend::new(
+            server_type,
+            &self.me.id,
+            &self.config,
+            self.token.clone(),
+            self.tracker.clone(),
+        );
+        Ok((listener, port, registry, fe))
+    }
+
     /// Binds the client port of a frontend (0 picks a free one).
     pub async fn bind_client_port(&self) -> anyhow::Result<TcpListener> {
         let addr = format!("{}:{}", self.me.bind, self.me.client_port.unwrap_or(0));
@@ -125,20 +144,25 @@ impl App {
             server_id: self.me.id.clone(),
             bus: self.bus.clone(),
             registry: registry.clone(),
-            rpc: crate::rpc::RpcClient {
-                bus: self.bus.clone(),
-                registry: registry.clone(),
-                namespace: self.config.namespace.clone(),
-                timeout: self.rpc_timeout(),
-            },
+            rpc: self.rpc(registry),
             namespace: self.config.namespace.clone(),
             checks,
             frontend,
-            token: self.config.admin.token.clone(),
+            token: self.config.admin.token.expose().to_owned(),
         }
         .serve(listener, self.token.clone(), &self.tracker);
         println!("shaddock admin server_id={} admin_port={port}", self.me.id);
         Ok(Some(port))
+    }
+
+    /// A client for remote calls to the servers of `registry`.
+    pub fn rpc(&self, registry: &Registry) -> crate::rpc::RpcClient {
+        crate::rpc::RpcClient {
+            bus: self.bus.clone(),
+            registry: registry.clone(),
+            namespace: self.config.namespace.clone(),
+            timeout: self.rpc_timeout(),
+        }
     }
 
     pub fn rpc_timeout(&self) -> Duration {

@@ -128,7 +128,7 @@ impl<S: Send + 'static> Handlers<S> {
     }
 
     /// Runs the pipeline for one request.
-    pub async fn handle(&self, route: &str, session: S, body: Value) -> Result<Value, HandlerError> {
+    async fn handle(&self, route: &str, session: S, body: Value) -> Result<Value, HandlerError> {
         for f in &self.filters {
             f.before(route, &session, &body)?;
         }

@@ -132,16 +132,7 @@ impl SessionService {
 
     /// Queues `pkg` on every session of `uid`; false when the uid has none here.
     pub fn send_to_uid(&self, uid: &str, pkg: &Bytes) -> bool {
-        let by_uid = self.inner.by_uid.read();
-        match by_uid.get(uid) {
-            Some(list) if !list.is_empty() => {
-                for s in list {
-                    s.send(pkg.clone());
-                }
-                true
-            }
-            _ => false,
-        }
+        self.send_to_uids(&[uid], pkg).is_empty()
     }
 
     /// Queues `pkg` on every session of each uid, under one lock; returns the uids with no
