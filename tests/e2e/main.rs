@@ -7,4 +7,5 @@ mod browser;
 mod cluster;
 mod connector;
 mod faults;
+mod order;
 mod support;

@@ -7,6 +7,13 @@
 //! - [`remote::chat_remote`]: `chatRemote.add` and `chatRemote.kick` (called by connectors).
 //! - [`purge`]: when a connector's heartbeat lapses, its members leave the rooms this server
 //!   owns, with `onLeave`.
+//! - [`handoff`]: a room that has just moved here waits for its old owner to finish with it.
+//!
+//! # Order
+//! Everything that changes a room or pushes into it (a chat message, an add, a kick, a purge)
+//! runs in the room's order ([`ChatState::rooms`]): one at a time per room, in the order it
+//! reached this server, rooms in parallel. Pushes are published in that order on one NATS
+//! connection, so every member on every connector sees the room in one order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +21,11 @@ use std::time::Duration;
 use shaddock_bus::{Registry, subject};
 use shaddock_channel::{ChannelService, ChannelStore};
 use shaddock_server::backend::Backend;
+use shaddock_server::sequencer::Sequencer;
 use shaddock_server::{App, Handlers};
 
 pub mod handler;
+pub mod handoff;
 pub mod purge;
 pub mod remote;
 
@@ -29,6 +38,9 @@ pub struct ChatState {
     pub channels: ChannelService,
     pub registry: Registry,
     pub server_id: String,
+    /// The rooms' order: the messages of one room run one at a time (keyed by rid).
+    pub rooms: Sequencer<String>,
+    pub handoff: Arc<handoff::Handoff>,
 }
 
 impl ChatState {
@@ -63,18 +75,37 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
 pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> {
     let registry = app.join_registry(None).await?;
     let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
+    let handoff = Arc::new(handoff::Handoff::new(
+        &app.me.id,
+        registry.clone(),
+        app.bus.clone(),
+        &app.config.namespace,
+        app.rpc_timeout(),
+    ));
+    let hold = handoff.clone();
+    let rooms = Sequencer::with_hold(
+        app.tracker.clone(),
+        app.config.limits.room_queue,
+        Arc::new(move |rid: &String| hold.hold(rid)),
+    );
     let state = ChatState {
         channels,
         registry,
         server_id: app.me.id.clone(),
+        rooms: rooms.clone(),
+        handoff,
     };
     let mut handlers = Handlers::new();
     handler::chat_handler::register(&mut handlers, state.clone());
     let remote_state = state.clone();
-    let backend = Arc::new(Backend::new(handlers, move |service, method, args| {
-        let state = remote_state.clone();
-        async move { remote::chat_remote::dispatch(&state, &service, &method, &args).await }
-    }));
+    let backend = Arc::new(Backend::new(
+        handlers,
+        move |service, method, args| {
+            let state = remote_state.clone();
+            async move { remote::chat_remote::dispatch(&state, &service, &method, &args).await }
+        },
+        rooms,
+    ));
     let sub = app
         .bus
         .subscribe(subject::server(&app.config.namespace, &app.me.id))
@@ -107,10 +138,23 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
     Ok(state)
 }
 
-/// Runs a chat server until it is stopped.
+/// Runs a chat server until it is stopped. On SIGTERM it says goodbye to the registry first,
+/// keeps serving for the handoff window (what connectors sent before they heard the goodbye)
+/// and until its rooms are idle, and only then stops listening: the rooms' new owners wait
+/// for it (see [`handoff`]).
 pub async fn run(app: App) -> anyhow::Result<()> {
     let store = connect_store(&app).await?;
-    start(&app, store).await?;
-    app.run_until_stopped(Duration::from_secs(10), || {}).await;
+    let state = start(&app, store).await?;
+    app.wait_for_stop().await;
+    app.leave_registry();
+    let drain = async {
+        tokio::time::sleep(app.handoff()).await;
+        state.rooms.wait_idle().await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(Duration::from_secs(10), drain) => {}
+        _ = app.token.cancelled() => {}
+    }
+    app.stop(Duration::from_secs(10)).await;
     Ok(())
 }

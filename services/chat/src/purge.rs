@@ -25,6 +25,7 @@ pub async fn watch(state: ChatState, bus: Bus, namespace: String, token: Cancell
             changed = rx.changed() => if changed.is_err() { return },
         }
         let now = rx.borrow_and_update().clone();
+        state.handoff.observe();
         state.channels.invalidate_cache();
         for gone in last.departed(&now, "connector") {
             // Back under a new incarnation: keep what the new one already added.
@@ -69,26 +70,35 @@ pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> 
         }
     };
     let mut removed = 0usize;
-    for rid in rooms.iter().filter(|r| state.owns(r)) {
-        let channel = state.channels.channel(rid);
-        let Ok(members) = channel.members().await else {
-            continue;
-        };
-        let mut kept = false;
-        for m in members.iter().filter(|m| m.sid == sid) {
-            if Some(m.incarnation) == keep {
-                kept = true;
-            } else if channel.leave(m).await.unwrap_or(false) {
-                removed += 1;
-                announce_leave(state, &channel, &m.uid).await;
-            }
-        }
-        if !kept {
-            let _ = state.channels.store().forget_sid_channel(sid, rid).await;
-        }
+    for rid in rooms.into_iter().filter(|r| state.owns(r)) {
+        // In the room's order, like every other change of the room.
+        let job = purge_room(state.clone(), sid.to_owned(), keep, rid.clone());
+        removed += state.rooms.run(rid, job).await.unwrap_or(0);
     }
     if removed > 0 {
         tracing::info!(%sid, removed, "purged members of a departed connector");
+    }
+    removed
+}
+
+/// Removes the members of frontend `sid` (except incarnation `keep`) from one room.
+async fn purge_room(state: ChatState, sid: String, keep: Option<u64>, rid: String) -> usize {
+    let channel = state.channels.channel(&rid);
+    let Ok(members) = channel.members().await else {
+        return 0;
+    };
+    let mut removed = 0;
+    let mut kept = false;
+    for m in members.iter().filter(|m| m.sid == sid) {
+        if Some(m.incarnation) == keep {
+            kept = true;
+        } else if channel.leave(m).await.unwrap_or(false) {
+            removed += 1;
+            announce_leave(&state, &channel, &m.uid).await;
+        }
+    }
+    if !kept {
+        let _ = state.channels.store().forget_sid_channel(&sid, &rid).await;
     }
     removed
 }

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::BusError;
+use crate::reply::{Forget, PendingReply, ReplyMux};
 
 /// Messages a subscription buffers before dropping.
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
@@ -35,8 +36,15 @@ pub struct Incoming {
 /// The bus handle: cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Bus {
-    Nats(async_nats::Client),
+    Nats(NatsBus),
     Local(LocalBus),
+}
+
+/// A NATS connection and the answers awaited on it.
+#[derive(Debug, Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    replies: Arc<ReplyMux>,
 }
 
 impl Bus {
@@ -69,7 +77,8 @@ impl Bus {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(Bus::Nats(client))
+        let replies = ReplyMux::start(&client).await?;
+        Ok(Bus::Nats(NatsBus { client, replies }))
     }
 
     /// A fresh in-process bus (every handle cloned from it shares it).
@@ -79,7 +88,8 @@ impl Bus {
 
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
-            Bus::Nats(c) => c
+            Bus::Nats(n) => n
+                .client
                 .publish(subject, payload)
                 .await
                 .map_err(|e| BusError::Publish(e.to_string())),
@@ -97,35 +107,23 @@ impl Bus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
-        match self {
-            Bus::Nats(c) => {
-                let subject_for_err = subject.clone();
-                let req = async_nats::Request::new().payload(payload).timeout(Some(timeout));
-                let answer =
-                    tokio::time::timeout(timeout + Duration::from_millis(50), c.send_request(subject, req))
-                        .await;
-                if !matches!(answer, Ok(Ok(_))) {
-                    crate::stats::REQUEST_FAILURES.fetch_add(1, Ordering::Relaxed);
-                }
-                match answer {
-                    Err(_) => Err(BusError::Timeout),
-                    Ok(Ok(msg)) => Ok(msg.payload),
-                    Ok(Err(e)) => Err(match e.kind() {
-                        async_nats::client::RequestErrorKind::TimedOut => BusError::Timeout,
-                        async_nats::client::RequestErrorKind::NoResponders => {
-                            BusError::NoResponders(subject_for_err)
-                        }
-                        _ => BusError::Request(e.to_string()),
-                    }),
-                }
-            }
-            Bus::Local(l) => l.request(subject, payload, timeout).await,
-        }
+        self.send_request(subject, payload, timeout).await.answer().await
+    }
+
+    /// Sends a request and returns once it has left, in order with everything this handle
+    /// published before; the answer is awaited on the returned [`PendingReply`].
+    pub async fn send_request(&self, subject: String, payload: Bytes, timeout: Duration) -> PendingReply {
+        let sent = match self {
+            Bus::Nats(n) => n.replies.send(&n.client, subject, payload, timeout).await,
+            Bus::Local(l) => l.send_request(subject, payload, timeout),
+        };
+        sent.unwrap_or_else(PendingReply::failed)
     }
 
     pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
         match self {
-            Bus::Nats(c) => c
+            Bus::Nats(n) => n
+                .client
                 .subscribe(subject)
                 .await
                 .map(Subscription::Nats)
@@ -145,7 +143,11 @@ impl Bus {
     /// Waits until everything published so far has left this process.
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
-            Bus::Nats(c) => c.flush().await.map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Nats(n) => n
+                .client
+                .flush()
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
             Bus::Local(_) => Ok(()),
         }
     }
@@ -153,7 +155,7 @@ impl Bus {
     /// True while the transport is connected (always for the in-process bus).
     pub fn is_connected(&self) -> bool {
         match self {
-            Bus::Nats(c) => c.connection_state() == async_nats::connection::State::Connected,
+            Bus::Nats(n) => n.client.connection_state() == async_nats::connection::State::Connected,
             Bus::Local(_) => true,
         }
     }
@@ -189,6 +191,8 @@ pub struct LocalBus {
 #[derive(Debug, Default)]
 struct LocalInner {
     subs: Mutex<HashMap<String, Vec<mpsc::Sender<Incoming>>>>,
+    /// Requests waiting for their answer, by inbox subject.
+    inboxes: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Result<Bytes, BusError>>>>,
     next_inbox: AtomicU64,
 }
 
@@ -201,6 +205,10 @@ impl LocalBus {
 
     /// Delivers to every live subscriber; returns how many took it.
     fn deliver(&self, subject: &str, reply: Option<String>, payload: Bytes) -> usize {
+        if let Some(waiting) = self.inner.inboxes.lock().remove(subject) {
+            let _ = waiting.send(Ok(payload));
+            return 1;
+        }
         let mut subs = self.inner.subs.lock();
         let Some(list) = subs.get_mut(subject) else {
             return 0;
@@ -227,23 +235,31 @@ impl LocalBus {
         n
     }
 
-    async fn request(&self, subject: String, payload: Bytes, timeout: Duration) -> Result<Bytes, BusError> {
+    fn send_request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PendingReply, BusError> {
         let inbox = format!(
             "_INBOX.local.{}",
             self.inner.next_inbox.fetch_add(1, Ordering::Relaxed)
         );
-        let mut rx = self.subscribe(inbox.clone());
-        let delivered = self.deliver(&subject, Some(inbox.clone()), payload);
-        let result = if delivered == 0 {
-            Err(BusError::NoResponders(subject))
-        } else {
-            match tokio::time::timeout(timeout, rx.recv()).await {
-                Ok(Some(m)) => Ok(m.payload),
-                Ok(None) | Err(_) => Err(BusError::Timeout),
-            }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.inboxes.lock().insert(inbox.clone(), tx);
+        let forget = Forget::Local {
+            bus: self.clone(),
+            inbox: inbox.clone(),
         };
-        self.inner.subs.lock().remove(&inbox);
-        result
+        if self.deliver(&subject, Some(inbox), payload) == 0 {
+            drop(forget);
+            return Err(BusError::NoResponders(subject));
+        }
+        Ok(PendingReply::waiting(rx, timeout, subject, forget))
+    }
+
+    pub(crate) fn forget_inbox(&self, inbox: &str) {
+        self.inner.inboxes.lock().remove(inbox);
     }
 }
 

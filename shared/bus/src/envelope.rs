@@ -33,6 +33,10 @@ pub enum Envelope {
         route: String,
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
+        /// What the sender routed by (the session's `rid` for chat): the receiver handles the
+        /// messages of one key in the order they arrive.
+        #[serde(default)]
+        key: Option<String>,
     },
     /// A remote call, Pomelo's `app.rpc.<type>.<service>.<method>(args)`. `args` is a
     /// MessagePack array of the positional arguments.
@@ -41,6 +45,10 @@ pub enum Envelope {
         method: String,
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
+        /// The routing key of the call, as for `Forward`; `None` for a call addressed to a
+        /// server by id, which is handled apart from any order.
+        #[serde(default)]
+        key: Option<String>,
     },
     /// A push for sessions on this frontend: one per sid group. `body` is already encoded
     /// (once, by the sender); the frontend frames it once for all `uids`.
@@ -56,6 +64,9 @@ pub enum Envelope {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// Answered once everything of `key` that reached the receiver before it has been handled:
+    /// a room's new owner waits on it before serving the room.
+    Barrier { key: String },
 }
 
 /// A push envelope encoded from borrowed parts: the same bytes as [`Envelope::Push`], without
@@ -104,10 +115,14 @@ pub fn decode_push(bytes: &[u8]) -> Result<Option<PushView<'_>>, BusError> {
             uids: Vec<&'a str>,
         },
         Broadcast(IgnoredAny),
+        Barrier(IgnoredAny),
     }
     Ok(match rmp_serde::from_slice::<EnvelopeView<'_>>(bytes)? {
         EnvelopeView::Push { route, body, uids } => Some(PushView { route, body, uids }),
-        EnvelopeView::Forward(_) | EnvelopeView::Rpc(_) | EnvelopeView::Broadcast(_) => None,
+        EnvelopeView::Forward(_)
+        | EnvelopeView::Rpc(_)
+        | EnvelopeView::Broadcast(_)
+        | EnvelopeView::Barrier(_) => None,
     })
 }
 
@@ -135,7 +150,25 @@ impl Envelope {
             service: service.to_owned(),
             method: method.to_owned(),
             args: rmp_serde::to_vec(args)?,
+            key: None,
         })
+    }
+
+    /// The same envelope, handled in the order of `key` by its receiver.
+    pub fn keyed(mut self, new_key: Option<&str>) -> Self {
+        if let Envelope::Forward { key, .. } | Envelope::Rpc { key, .. } = &mut self {
+            *key = new_key.map(str::to_owned);
+        }
+        self
+    }
+
+    /// The key whose order this message keeps, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Envelope::Forward { key, .. } | Envelope::Rpc { key, .. } => key.as_deref(),
+            Envelope::Barrier { key } => Some(key),
+            Envelope::Push { .. } | Envelope::Broadcast { .. } => None,
+        }
     }
 }
 
@@ -181,10 +214,16 @@ mod tests {
             },
             route: "chat.chatHandler.send".into(),
             body: b"{}".to_vec(),
+            key: Some("room1".into()),
         };
         assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);
-        let r = Envelope::rpc("chatRemote", "add", &("u", "s", "r")).unwrap();
-        let Envelope::Rpc { args, .. } = Envelope::decode(&r.encode().unwrap()).unwrap() else {
+        assert_eq!(e.key(), Some("room1"));
+        let r = Envelope::rpc("chatRemote", "add", &("u", "s", "r"))
+            .unwrap()
+            .keyed(Some("r"));
+        let decoded = Envelope::decode(&r.encode().unwrap()).unwrap();
+        assert_eq!(decoded.key(), Some("r"));
+        let Envelope::Rpc { args, .. } = decoded else {
             panic!("not an rpc")
         };
         let (a, b, c): (String, String, String) = decode_value(&args).unwrap();

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`bus`]: `Bus` (publish, request with timeout, subscribe) over NATS or in process.
+//! - [`reply`]: a request sent in order now and answered later ([`PendingReply`]).
 //! - [`envelope`]: what travels between servers, and the session a request carries.
 //! - [`subject`]: the only place that formats subjects.
 //! - [`registry`]: servers announce themselves and heartbeat; everybody keeps the live list.
@@ -16,6 +17,7 @@
 pub mod bus;
 pub mod envelope;
 pub mod registry;
+pub mod reply;
 pub mod route;
 pub mod stats;
 pub mod subject;
@@ -23,6 +25,7 @@ pub mod subject;
 pub use bus::{Bus, Incoming, Subscription};
 pub use envelope::{Envelope, Reply, SessionExport};
 pub use registry::{Registry, ServerInfo, ServerList};
+pub use reply::PendingReply;
 
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]

@@ -3,8 +3,10 @@
 //! live list, sorted by id, on a `watch` channel, so routing needs no round trip.
 //!
 //! ## Behavior
-//! - A newcomer says `Hello`; everyone answers with `Alive` at once, so it learns the list
-//!   within one round trip rather than one heartbeat.
+//! - A newcomer says `Hello`; everyone answers at once with its `Roster` (itself and every
+//!   server it knows), so the newcomer learns the whole list within one round trip, even the
+//!   servers that are too busy (or stopped) to answer it themselves: a chat server that starts
+//!   must know every room's current owner before it serves a room.
 //! - A server missing for `lapse` leaves the list; `Bye` (on shutdown) removes it at once.
 //! - While this server's own bus is disconnected nobody is expired, and after a reconnect
 //!   everyone gets a fresh `lapse`: a NATS restart must not look like every server dying.
@@ -52,6 +54,8 @@ enum Announce {
     Hello(ServerInfo),
     Alive(ServerInfo),
     Bye(String),
+    /// The answer to a `Hello`: the sender first, then the others it knows.
+    Roster(Vec<ServerInfo>),
 }
 
 /// The live servers, by type, each list sorted by id.
@@ -115,6 +119,9 @@ pub struct RegistryTiming {
 #[derive(Debug, Clone)]
 pub struct Registry {
     list: watch::Receiver<Arc<ServerList>>,
+    /// True once the list is known to be complete: another server's roster has been heard,
+    /// or one heartbeat has passed since this server said `Hello` (nobody was there).
+    complete: watch::Receiver<bool>,
 }
 
 impl Registry {
@@ -132,6 +139,7 @@ impl Registry {
         let sub = bus.subscribe(subject.clone()).await?;
         let initial = Arc::new(ServerList::from_servers(std::iter::once(&me)));
         let (tx, rx) = watch::channel(initial);
+        let (complete_tx, complete) = watch::channel(false);
         let task = RegistryTask {
             bus,
             subject,
@@ -139,9 +147,19 @@ impl Registry {
             timing,
             seen: HashMap::new(),
             tx,
+            complete_tx,
         };
         tracker.spawn(task.run(sub, token));
-        Ok(Self { list: rx })
+        Ok(Self { list: rx, complete })
+    }
+
+    /// Waits (at most `timeout`) until this server's list is complete: another server told it
+    /// every server it knows, or one heartbeat passed with nobody there.
+    pub async fn wait_until_complete(&self, timeout: Duration) -> bool {
+        let mut rx = self.complete.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|heard| *heard))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The current list.
@@ -179,11 +197,13 @@ struct RegistryTask {
     timing: RegistryTiming,
     seen: HashMap<String, (ServerInfo, Instant)>,
     tx: watch::Sender<Arc<ServerList>>,
+    complete_tx: watch::Sender<bool>,
 }
 
 impl RegistryTask {
     async fn run(mut self, mut sub: crate::Subscription, token: CancellationToken) {
         self.announce(Announce::Hello(self.me.clone())).await;
+        let said_hello = Instant::now();
         let mut tick = tokio::time::interval(self.timing.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_connected = true;
@@ -198,6 +218,10 @@ impl RegistryTask {
                     }
                 }
                 _ = tick.tick() => {
+                    if said_hello.elapsed() >= self.timing.heartbeat {
+                        // Any live server answers a Hello at once: nobody did, so none is there.
+                        self.complete_tx.send_if_modified(|c| !std::mem::replace(c, true));
+                    }
                     let connected = self.bus.is_connected();
                     if connected && !was_connected {
                         // Back from a NATS outage: give everyone a fresh lapse.
@@ -225,10 +249,32 @@ impl RegistryTask {
         match a {
             Announce::Hello(info) | Announce::Alive(info) if info.id == self.me.id => {}
             Announce::Hello(info) => {
+                // The roster leaves before this server may route anything to the newcomer.
+                let roster = std::iter::once(&self.me)
+                    .chain(self.seen.values().map(|(s, _)| s))
+                    .cloned()
+                    .collect();
+                self.announce(Announce::Roster(roster)).await;
                 self.see(info);
-                self.announce(Announce::Alive(self.me.clone())).await;
             }
             Announce::Alive(info) => self.see(info),
+            Announce::Roster(servers) => {
+                let mut servers = servers.into_iter();
+                let mut changed = false;
+                if let Some(sender) = servers.next().filter(|s| s.id != self.me.id) {
+                    changed |= self.note(sender);
+                }
+                // Second hand: learnt if unknown, never kept alive by hearsay.
+                for info in servers {
+                    if info.id != self.me.id && !self.seen.contains_key(&info.id) {
+                        changed |= self.note(info);
+                    }
+                }
+                if changed {
+                    self.publish_list();
+                }
+                self.complete_tx.send_replace(true);
+            }
             Announce::Bye(id) => {
                 if self.seen.remove(&id).is_some() {
                     tracing::info!(server.id = %id, "server left");
@@ -239,7 +285,13 @@ impl RegistryTask {
     }
 
     fn see(&mut self, info: ServerInfo) {
-        let now = Instant::now();
+        if self.note(info) {
+            self.publish_list();
+        }
+    }
+
+    /// Records `info` as alive now; true when the list changed (the caller publishes it).
+    fn note(&mut self, info: ServerInfo) -> bool {
         let changed = match self.seen.get(&info.id) {
             Some((old, _)) => *old != info,
             None => true,
@@ -247,10 +299,8 @@ impl RegistryTask {
         if changed {
             tracing::info!(server.id = %info.id, server.type = %info.server_type, "server joined");
         }
-        self.seen.insert(info.id.clone(), (info, now));
-        if changed {
-            self.publish_list();
-        }
+        self.seen.insert(info.id.clone(), (info, Instant::now()));
+        changed
     }
 
     fn expire(&mut self) {

@@ -115,6 +115,9 @@ pub struct Limits {
     /// Requests one session may have in flight; more are answered
     /// `{"code":500,"error":"too many requests in flight"}`.
     pub max_in_flight: usize,
+    /// Messages one room may have waiting on its chat server; more are refused with
+    /// `{"code":500}` (a room is served one message at a time, in order).
+    pub room_queue: usize,
 }
 
 /// The server registry: how often servers announce themselves and when they drop out.
@@ -123,6 +126,10 @@ pub struct Limits {
 pub struct RegistryOptions {
     pub heartbeat_ms: u64,
     pub lapse_ms: u64,
+    /// When a room changes owner (a chat server joins or leaves), the new owner waits this
+    /// long before it serves the room, and a leaving chat server keeps serving this long
+    /// after its goodbye: what was sent to the old owner is pushed before what comes next.
+    pub handoff_ms: u64,
 }
 
 /// Remote calls between servers.
@@ -265,6 +272,7 @@ impl Default for Limits {
             request_burst: 1000,
             max_name_chars: 64,
             max_in_flight: 128,
+            room_queue: 10_000,
         }
     }
 }
@@ -274,6 +282,7 @@ impl Default for RegistryOptions {
         Self {
             heartbeat_ms: 1000,
             lapse_ms: 3000,
+            handoff_ms: 1000,
         }
     }
 }

@@ -150,4 +150,22 @@ mod tests {
     fn dict_version_is_base64_md5_of_the_dict_json() {
         assert_eq!(demo().version(), "s2r1qfKDrbhWCkA6uf+PTA==");
     }
+
+    #[test]
+    fn the_push_routes_of_the_pomelo_peers_dictionary_json_get_codes_4_to_6() {
+        let d = Dictionary::new(
+            [
+                "chat.chatHandler.send",
+                "connector.entryHandler.enter",
+                "gate.gateHandler.queryEntry",
+            ],
+            ["onChat", "onAdd", "onLeave"],
+        );
+        assert_eq!(
+            (d.code_of("onChat"), d.code_of("onAdd"), d.code_of("onLeave")),
+            (Some(4), Some(5), Some(6))
+        );
+        // base64(md5('{"chat.chatHandler.send":1,...,"onLeave":6}')), as Node computes it.
+        assert_eq!(d.version(), "2aLbouXtKQ/URxNfQ1DeAg==");
+    }
 }

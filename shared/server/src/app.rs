@@ -35,6 +35,9 @@ pub struct App {
     pub tracker: TaskTracker,
     /// This start of the server (see [`ServerInfo::incarnation`]).
     pub incarnation: u64,
+    /// Cancelled to leave the registry (say `Bye`) before the rest stops: a chat server keeps
+    /// serving while the others learn that it is leaving.
+    registry_token: CancellationToken,
 }
 
 impl App {
@@ -66,6 +69,7 @@ impl App {
             config: Arc::new(config),
             me,
             bus,
+            registry_token: token.child_token(),
             token,
             tracker: TaskTracker::new(),
             incarnation: ServerInfo::new_incarnation(),
@@ -117,11 +121,22 @@ impl App {
             &self.config.namespace,
             info,
             timing,
-            self.token.clone(),
+            self.registry_token.clone(),
             &self.tracker,
         )
         .await
         .context("joining the registry")
+    }
+
+    /// Says `Bye` to the registry now; the server keeps running until it is stopped.
+    pub fn leave_registry(&self) {
+        self.registry_token.cancel();
+    }
+
+    /// How long a room that changed owner waits for the old owner to finish with it, and how
+    /// long a leaving chat server keeps serving after its `Bye`.
+    pub fn handoff(&self) -> Duration {
+        Duration::from_millis(self.config.registry.handoff_ms)
     }
 
     /// Serves `/healthz`, `/readyz`, `/metrics` and `/admin` on this server's admin port, if
@@ -182,13 +197,23 @@ impl App {
     /// Waits for SIGTERM/ctrl-c (or the token), runs `before_stop`, cancels everything and
     /// waits at most `grace` for the tasks to finish.
     pub async fn run_until_stopped<F: FnOnce()>(self, grace: Duration, before_stop: F) {
+        self.wait_for_stop().await;
+        before_stop();
+        // Let kicks reach their sockets before the sockets are cancelled.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.stop(grace).await;
+    }
+
+    /// Returns on SIGTERM/ctrl-c, or when the token is cancelled.
+    pub async fn wait_for_stop(&self) {
         tokio::select! {
             _ = crate::shutdown::signal() => tracing::info!("shutdown signal"),
             _ = self.token.cancelled() => {}
         }
-        before_stop();
-        // Let kicks reach their sockets before the sockets are cancelled.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Cancels everything and waits at most `grace` for the tasks to finish.
+    pub async fn stop(self, grace: Duration) {
         self.token.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shaddock_bus::{Bus, Envelope, Registry, Reply, SessionExport, subject};
+use shaddock_bus::{Bus, Envelope, PendingReply, Registry, Reply, SessionExport, subject};
 
 use crate::handler::HandlerError;
 
@@ -31,25 +31,28 @@ impl Forwarder {
             .unwrap_or("")
     }
 
-    /// Forwards one request (or notify, which is published without waiting). `body` is the
-    /// request's JSON as the client sent it; the answer is the backend's JSON, relayed as is.
-    pub async fn forward(
+    /// Sends one request (or notify) and returns once it has left: requests sent one after
+    /// the other reach the backend in that order, whenever their answers come. A notify is
+    /// published without an answer.
+    pub async fn send(
         &self,
         session: SessionExport,
         server_type: &str,
         route: &str,
         body: Vec<u8>,
         notify: bool,
-    ) -> Result<Vec<u8>, HandlerError> {
+    ) -> Result<ForwardAnswer, HandlerError> {
         let list = self.registry.list();
+        let key = self.route_key(server_type, &session).to_owned();
         let target = list
-            .pick(server_type, self.route_key(server_type, &session))
+            .pick(server_type, &key)
             .ok_or_else(|| HandlerError::new(format!("no {server_type} server is available")))?;
         let subject = subject::server(&self.namespace, &target.id);
         let env = Envelope::Forward {
             session,
             route: route.to_owned(),
             body,
+            key: Some(key),
         };
         let payload = env.encode().map_err(|e| HandlerError::new(e.to_string()))?;
         if notify {
@@ -57,13 +60,32 @@ impl Forwarder {
                 .publish(subject, payload)
                 .await
                 .map_err(|e| HandlerError::new(e.to_string()))?;
-            return Ok(Vec::new());
+            return Ok(ForwardAnswer { pending: None });
         }
-        let answer = self
-            .bus
-            .request(subject, payload, self.timeout)
+        let pending = self.bus.send_request(subject, payload, self.timeout).await;
+        Ok(ForwardAnswer {
+            pending: Some((pending, target.id.clone())),
+        })
+    }
+}
+
+/// The answer to a forwarded request that has been sent.
+#[derive(Debug)]
+pub struct ForwardAnswer {
+    /// `None` for a notify.
+    pending: Option<(PendingReply, String)>,
+}
+
+impl ForwardAnswer {
+    /// The backend's JSON (empty for a notify), or the error to answer the client with.
+    pub async fn answer(self) -> Result<Vec<u8>, HandlerError> {
+        let Some((pending, target)) = self.pending else {
+            return Ok(Vec::new());
+        };
+        let answer = pending
+            .answer()
             .await
-            .map_err(|e| HandlerError::new(format!("forward to {}: {e}", target.id)))?;
+            .map_err(|e| HandlerError::new(format!("forward to {target}: {e}")))?;
         match Reply::decode(&answer).map_err(|e| HandlerError::new(e.to_string()))? {
             // The backend already applied the response rules: relay its JSON.
             Reply::Ok(json) => Ok(json),

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::forward::Forwarder;
 use crate::handler::Handlers;
+use crate::sequencer::Sequencer;
 use crate::session::{Session, SessionService};
 
 pub mod push;
@@ -56,6 +57,8 @@ pub struct Frontend {
     pub on_resync: Option<Arc<dyn Fn() + Send + Sync>>,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
+    /// Each session's requests, in the order the client sent them (keyed by session id).
+    pub(crate) requests: Sequencer<u64>,
     connections: Arc<Semaphore>,
 }
 
@@ -99,6 +102,8 @@ impl Frontend {
             on_close: None,
             on_resync: None,
             token,
+            // Room for every request in flight plus the session's close.
+            requests: Sequencer::new(tracker.clone(), config.limits.max_in_flight.max(1) + 2),
             tracker,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         }

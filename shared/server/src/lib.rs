@@ -11,6 +11,8 @@
 //!   ack, heartbeat, data, kick), and delivery of pushes arriving on the bus.
 //! - [`forward`]: forwarding a client request to the backend that serves its route.
 //! - [`backend`]: the loop a backend runs on its subject: forwarded requests and remote calls.
+//! - [`sequencer`]: jobs run one at a time per key (a session, a room), keys in parallel: the
+//!   point that gives a session's requests and a room's messages their one order.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/ctrl-c signal.
 
 pub mod admin;
@@ -22,6 +24,7 @@ pub mod frontend;
 pub mod handler;
 pub mod metrics;
 pub mod rpc;
+pub mod sequencer;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;

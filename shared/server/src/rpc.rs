@@ -31,10 +31,11 @@ impl RpcClient {
             crate::metrics::metrics().rpc_errors.inc();
             return Err(BusError::NoServer(server_type.to_owned()));
         };
-        self.call_server(&target, service, method, args).await
+        self.invoke(&target, Some(key), service, method, args).await
     }
 
-    /// Calls `service.method(args)` on one server by id (Pomelo's `rpcInvoke`).
+    /// Calls `service.method(args)` on one server by id (Pomelo's `rpcInvoke`), outside any
+    /// key's order.
     pub async fn call_server<A: Serialize, T: DeserializeOwned>(
         &self,
         server_id: &str,
@@ -42,8 +43,20 @@ impl RpcClient {
         method: &str,
         args: &A,
     ) -> Result<T, BusError> {
+        self.invoke(server_id, None, service, method, args).await
+    }
+
+    /// The receiver handles calls of the same `key` in the order they were sent.
+    async fn invoke<A: Serialize, T: DeserializeOwned>(
+        &self,
+        server_id: &str,
+        key: Option<&str>,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<T, BusError> {
         let result = async {
-            let payload = Envelope::rpc(service, method, args)?.encode()?;
+            let payload = Envelope::rpc(service, method, args)?.keyed(key).encode()?;
             let answer = self
                 .bus
                 .request(subject::server(&self.namespace, server_id), payload, self.timeout)

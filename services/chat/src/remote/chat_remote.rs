@@ -134,8 +134,15 @@ pub async fn resync(
             incarnation,
             session,
         };
-        if state.channels.channel(&rid).add(&member).await.map_err(err)? == Added::New {
-            added += 1;
+        // In the room's order, like every other change of the room.
+        let channels = state.channels.clone();
+        let room = rid.clone();
+        let put_back = async move { channels.channel(&room).add(&member).await };
+        match state.rooms.run(rid, put_back).await {
+            Some(Ok(Added::New)) => added += 1,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(err(e)),
+            None => return Err(err("the room is busy")),
         }
     }
     if added > 0 {

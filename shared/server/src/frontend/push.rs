@@ -96,7 +96,10 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             service,
             method,
             args,
+            ..
         } => Some(session_remote(fe, &service, &method, &args)),
+        // A frontend keeps no order of keys: nothing to wait for.
+        Envelope::Barrier { .. } => Reply::value(&()).ok(),
         Envelope::Forward { route, .. } => Some(Reply::Err {
             code: 500,
             message: format!("{} does not serve {route}", fe.server_type),

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use super::Frontend;
 use crate::handler::{HandlerError, RouteCheck, check_route, response_body};
+use crate::sequencer::Busy;
 use crate::session::Session;
 
 /// How long a closing socket may take to flush what is queued (e.g. a KICK).
@@ -113,14 +114,27 @@ pub(crate) async fn run(
         .await;
         closing.cancel();
         fe.sessions.remove(&session);
-        if let Some(on_close) = &fe.on_close {
-            on_close(session.clone());
+        if let Some(on_close) = fe.on_close.clone() {
+            // After the requests this session sent before it closed: its last messages reach
+            // the room before its leave does.
+            let closed = session.clone();
+            let job = async move { on_close(closed) };
+            if let Err(Busy) = fe.requests.submit(session.id(), job) {
+                on_close_now(&fe, session.clone());
+            }
         }
         tracing::debug!("closed");
     }
     .instrument(span)
     .await;
     metrics.connections.dec();
+}
+
+/// The close callback when the session's queue is full (it holds at most `max_in_flight`).
+fn on_close_now(fe: &Frontend, session: Session) {
+    if let Some(on_close) = &fe.on_close {
+        on_close(session);
+    }
 }
 
 struct Connection {
@@ -341,44 +355,90 @@ impl Connection {
             }
             return Next::Continue;
         };
+        // The session's order: each request is handed on (a local handler run to its end, a
+        // forwarded one sent) only after the one before it. Answers to forwarded requests are
+        // awaited apart, so a slow answer holds back no later request's effect.
         let fe = self.fe.clone();
         let session = self.session.clone();
         let started = Instant::now();
-        self.fe.tracker.spawn(
-            async move {
-                let answer = if server_type == fe.server_type {
-                    let body =
-                        serde_json::from_slice(&raw).unwrap_or_else(|_| Value::Object(Default::default()));
-                    let result = fe.handlers.handle_filtered(&route, session.clone(), body).await;
-                    result.map(|v| response_body(&Ok(v)))
-                } else if let Some(fw) = &fe.forwarder {
-                    fw.forward(session.export(), &server_type, &route, raw, request_id.is_none())
-                        .await
-                } else {
-                    Err(HandlerError::new(format!("no server of type {server_type}")))
-                };
-                let (body, code) = match answer {
-                    Ok(json) => {
-                        let code = answer_code(&json);
-                        (json, code)
-                    }
-                    Err(e) => {
-                        tracing::debug!(%route, error = %e, "request failed");
-                        let body = response_body(&Err(e));
-                        let code = answer_code(&body);
-                        (body, code)
-                    }
-                };
-                if let Some(id) = request_id {
-                    respond(&session, id, &body);
-                }
-                record(&fe, &route, code, started);
+        let job = async move {
+            if server_type == fe.server_type {
+                let body = serde_json::from_slice(&raw).unwrap_or_else(|_| Value::Object(Default::default()));
+                let result = fe.handlers.handle_filtered(&route, session.clone(), body).await;
+                let answer = result.map(|v| response_body(&Ok(v)));
+                finish(&fe, &session, request_id, &route, answer, started);
                 drop(permit);
+                return;
             }
-            .in_current_span(),
-        );
+            let Some(fw) = &fe.forwarder else {
+                let answer = Err(HandlerError::new(format!("no server of type {server_type}")));
+                finish(&fe, &session, request_id, &route, answer, started);
+                return;
+            };
+            match fw
+                .send(session.export(), &server_type, &route, raw, request_id.is_none())
+                .await
+            {
+                Ok(sent) if request_id.is_some() => {
+                    let waiter = fe.clone();
+                    fe.tracker.spawn(
+                        async move {
+                            let answer = sent.answer().await;
+                            finish(&waiter, &session, request_id, &route, answer, started);
+                            drop(permit);
+                        }
+                        .in_current_span(),
+                    );
+                }
+                sent => finish(
+                    &fe,
+                    &session,
+                    request_id,
+                    &route,
+                    sent.map(|_| Vec::new()),
+                    started,
+                ),
+            }
+        };
+        if self.fe.requests.submit(self.session.id(), job).is_err()
+            && let Some(id) = request_id
+        {
+            let busy = serde_json::json!({"code": 500, "error": "too many requests in flight"});
+            respond(
+                &self.session,
+                id,
+                &response_body(&Err(HandlerError::with_response("busy", busy))),
+            );
+        }
         Next::Continue
     }
+}
+
+/// Answers a request (a notify gets nothing) and counts it.
+fn finish(
+    fe: &Frontend,
+    session: &Session,
+    request_id: Option<u32>,
+    route: &str,
+    answer: Result<Vec<u8>, HandlerError>,
+    started: Instant,
+) {
+    let (body, code) = match answer {
+        Ok(json) => {
+            let code = answer_code(&json);
+            (json, code)
+        }
+        Err(e) => {
+            tracing::debug!(%route, error = %e, "request failed");
+            let body = response_body(&Err(e));
+            let code = answer_code(&body);
+            (body, code)
+        }
+    };
+    if let Some(id) = request_id {
+        respond(session, id, &body);
+    }
+    record(fe, route, code, started);
 }
 
 /// The `code` of a JSON answer (`{"code":500,...}`, as serde_json writes it), else 200.

@@ -1,0 +1,185 @@
+//! Requests whose sending and waiting are two steps: [`crate::Bus::send_request`] returns once
+//! the request has left in order with every other publish of this connection, and the
+//! [`PendingReply`] waits for the answer. A connector sends a session's requests one after the
+//! other without waiting for each answer, and they still reach the chat server in the order
+//! sent (async-nats' own `request` does both in one future, so two of them may overtake).
+//!
+//! On NATS, answers come back on one wildcard inbox per connection (`<inbox>.<n>`), matched by
+//! `n` to the waiting request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::BusError;
+
+/// The answers awaited on one NATS connection.
+#[derive(Debug)]
+pub(crate) struct ReplyMux {
+    prefix: String,
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, BusError>>>>,
+}
+
+impl ReplyMux {
+    /// Subscribes to `<inbox>.*` and routes what arrives there until the client is gone.
+    pub(crate) async fn start(client: &async_nats::Client) -> Result<Arc<Self>, BusError> {
+        let prefix = client.new_inbox();
+        let mut sub = client
+            .subscribe(format!("{prefix}.*"))
+            .await
+            .map_err(|e| BusError::Subscribe(e.to_string()))?;
+        let mux = Arc::new(Self {
+            prefix,
+            next: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+        });
+        // Owned by the connection: the stream ends when the client is dropped.
+        let weak = Arc::downgrade(&mux);
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(mux) = weak.upgrade() else { break };
+                mux.answer(msg);
+            }
+        });
+        Ok(mux)
+    }
+
+    fn answer(&self, msg: async_nats::Message) {
+        let Some(n) = msg
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let Some(tx) = self.waiting.lock().remove(&n) else {
+            return; // answered after its timeout
+        };
+        let result = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            Err(BusError::NoResponders(String::new()))
+        } else {
+            Ok(msg.payload)
+        };
+        let _ = tx.send(result);
+    }
+
+    /// Publishes `payload` to `subject` with a reply inbox of its own.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        client: &async_nats::Client,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<PendingReply, BusError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(n, tx);
+        let guard = Forget::Nats { mux: self.clone(), n };
+        client
+            .publish_with_reply(subject.clone(), format!("{}.{n}", self.prefix), payload)
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?;
+        Ok(PendingReply {
+            state: Pending::Waiting {
+                rx,
+                timeout,
+                subject,
+                _forget: Some(guard),
+            },
+        })
+    }
+}
+
+/// Removes a request that will not be answered (timed out or dropped) from what waits.
+#[derive(Debug)]
+pub(crate) enum Forget {
+    Nats {
+        mux: Arc<ReplyMux>,
+        n: u64,
+    },
+    Local {
+        bus: crate::bus::LocalBus,
+        inbox: String,
+    },
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        match self {
+            Forget::Nats { mux, n } => {
+                mux.waiting.lock().remove(n);
+            }
+            Forget::Local { bus, inbox } => bus.forget_inbox(inbox),
+        }
+    }
+}
+
+/// A request that has been sent; [`PendingReply::answer`] waits for its answer.
+#[derive(Debug)]
+pub struct PendingReply {
+    state: Pending,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Waiting {
+        rx: oneshot::Receiver<Result<Bytes, BusError>>,
+        timeout: Duration,
+        subject: String,
+        _forget: Option<Forget>,
+    },
+    Failed(BusError),
+}
+
+impl PendingReply {
+    /// A request that failed before it could be sent.
+    pub(crate) fn failed(e: BusError) -> Self {
+        Self {
+            state: Pending::Failed(e),
+        }
+    }
+
+    /// A request waiting on a channel the responder fulfils (the in-process bus).
+    pub(crate) fn waiting(
+        rx: oneshot::Receiver<Result<Bytes, BusError>>,
+        timeout: Duration,
+        subject: String,
+        forget: Forget,
+    ) -> Self {
+        Self {
+            state: Pending::Waiting {
+                rx,
+                timeout,
+                subject,
+                _forget: Some(forget),
+            },
+        }
+    }
+
+    /// The answer, or [`BusError::Timeout`] / [`BusError::NoResponders`]; never hangs.
+    pub async fn answer(self) -> Result<Bytes, BusError> {
+        let result = match self.state {
+            Pending::Failed(e) => Err(e),
+            Pending::Waiting {
+                rx, timeout, subject, ..
+            } => match tokio::time::timeout(timeout, rx).await {
+                Err(_) | Ok(Err(_)) => Err(BusError::Timeout),
+                Ok(Ok(Err(BusError::NoResponders(_)))) => Err(BusError::NoResponders(subject)),
+                Ok(Ok(other)) => other,
+            },
+        };
+        if result.is_err() {
+            crate::stats::REQUEST_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}

@@ -1,0 +1,274 @@
+//! Runs jobs one at a time per key, in the order they were submitted, and different keys in
+//! parallel: the point where a session's requests (on a connector) or a room's messages (on
+//! its chat server) get their one order.
+//!
+//! ## Behavior
+//! - [`Sequencer::submit`] never waits: it appends the job to its key's queue, so the caller (a
+//!   receive loop) keeps the order in which messages arrived. The first job of an idle key
+//!   starts a worker task; the worker runs the key's jobs in order and ends when the queue is
+//!   empty, so an idle key costs nothing.
+//! - A key holds at most `max_queued` waiting jobs; more are refused ([`Busy`]) rather than let
+//!   one hot room or one flooding session take all the memory.
+//! - An optional hold (see [`Sequencer::with_hold`]) may make a key's next job wait for a
+//!   future: a room that has just moved to this chat server waits until its old owner has
+//!   finished with it. Only that key waits. Jobs submitted with [`Sequencer::submit_unheld`]
+//!   (a barrier another server waits on) skip the hold, so two servers can never wait on each
+//!   other's hold.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// One unit of work.
+pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a key must wait for before its next job (`None`: go on at once).
+pub type Hold<K> = Arc<dyn Fn(&K) -> Option<Job> + Send + Sync>;
+
+/// A key already has `max_queued` jobs waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many messages queued")]
+pub struct Busy;
+
+/// Per-key serial execution. Cheap to clone.
+pub struct Sequencer<K> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K> {
+    /// A key is present while its worker runs; the queue holds the jobs after the current one,
+    /// each with whether the hold applies to it.
+    queues: Mutex<HashMap<K, VecDeque<(Job, bool)>>>,
+    tracker: TaskTracker,
+    max_queued: usize,
+    hold: Option<Hold<K>>,
+    /// Woken when the last worker ends.
+    idle: tokio::sync::Notify,
+}
+
+impl<K> Clone for Sequencer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for Sequencer<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("active", &self.inner.queues.lock().len())
+            .field("max_queued", &self.inner.max_queued)
+            .finish()
+    }
+}
+
+impl<K> Sequencer<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Workers are spawned on `tracker`, so shutdown waits for the jobs already queued.
+    pub fn new(tracker: TaskTracker, max_queued: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                queues: Mutex::new(HashMap::new()),
+                tracker,
+                max_queued: max_queued.max(1),
+                hold: None,
+                idle: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// Before each job of a key, waits for what `hold(key)` returns (when it returns one).
+    pub fn with_hold(tracker: TaskTracker, max_queued: usize, hold: Hold<K>) -> Self {
+        let mut s = Self::new(tracker, max_queued);
+        if let Some(inner) = Arc::get_mut(&mut s.inner) {
+            inner.hold = Some(hold);
+        }
+        s
+    }
+
+    /// Queues `job` behind the jobs already submitted for `key`.
+    pub fn submit(&self, key: K, job: impl Future<Output = ()> + Send + 'static) -> Result<(), Busy> {
+        self.enqueue(key, Box::pin(job.in_current_span()), true)
+    }
+
+    /// Queues `job` behind the jobs already submitted for `key`, without the hold.
+    pub fn submit_unheld(&self, key: K, job: impl Future<Output = ()> + Send + 'static) -> Result<(), Busy> {
+        self.enqueue(key, Box::pin(job.in_current_span()), false)
+    }
+
+    fn enqueue(&self, key: K, job: Job, held: bool) -> Result<(), Busy> {
+        let mut queues = self.inner.queues.lock();
+        if let Some(queue) = queues.get_mut(&key) {
+            if queue.len() >= self.inner.max_queued {
+                return Err(Busy);
+            }
+            queue.push_back((job, held));
+            return Ok(());
+        }
+        queues.insert(key.clone(), VecDeque::new());
+        drop(queues);
+        let inner = self.inner.clone();
+        self.inner
+            .tracker
+            .spawn(async move { inner.work(key, (job, held)).await });
+        Ok(())
+    }
+
+    /// Runs `f` in `key`'s order and returns its output (`None` if it was refused or dropped).
+    pub async fn run<T, F>(&self, key: K, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(key, async move {
+            let _ = tx.send(f.await);
+        })
+        .ok()?;
+        rx.await.ok()
+    }
+
+    /// Keys with a worker running now.
+    pub fn active(&self) -> usize {
+        self.inner.queues.lock().len()
+    }
+
+    /// Returns once no key has a job running or queued.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl<K> Inner<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    async fn work(self: Arc<Self>, key: K, first: (Job, bool)) {
+        let (mut job, mut held) = first;
+        loop {
+            if held && let Some(wait) = self.hold.as_ref().and_then(|h| h(&key)) {
+                wait.await;
+            }
+            job.await;
+            let mut queues = self.queues.lock();
+            match queues.get_mut(&key).and_then(VecDeque::pop_front) {
+                Some(next) => (job, held) = next,
+                None => {
+                    queues.remove(&key);
+                    if queues.is_empty() {
+                        self.idle.notify_waiters();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn log_job(
+        log: &Arc<Mutex<Vec<(u32, u32)>>>,
+        key: u32,
+        n: u32,
+        wait_ms: u64,
+    ) -> impl Future<Output = ()> + use<> {
+        let log = log.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            log.lock().push((key, n));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_of_one_key_run_in_submission_order_even_when_earlier_ones_are_slower() {
+        let tracker = TaskTracker::new();
+        let seq = Sequencer::new(tracker.clone(), 100);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for n in 0..10u32 {
+            // Earlier jobs sleep longer: without the sequencer they would finish last.
+            seq.submit(1, log_job(&log, 1, n, 100 - u64::from(n) * 10))
+                .unwrap();
+        }
+        seq.wait_idle().await;
+        let order: Vec<u32> = log.lock().iter().map(|(_, n)| *n).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        assert_eq!(seq.active(), 0, "an idle key keeps no worker");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_key_does_not_hold_up_another() {
+        let tracker = TaskTracker::new();
+        let seq = Sequencer::new(tracker.clone(), 100);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        seq.submit(1, log_job(&log, 1, 0, 10_000)).unwrap();
+        seq.submit(2, log_job(&log, 2, 0, 1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*log.lock(), vec![(2, 0)]);
+        tracker.close();
+        tracker.wait().await;
+        assert_eq!(*log.lock(), vec![(2, 0), (1, 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_more() {
+        let tracker = TaskTracker::new();
+        let seq = Sequencer::new(tracker.clone(), 2);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        seq.submit(1, log_job(&log, 1, 0, 100)).unwrap(); // running
+        seq.submit(1, log_job(&log, 1, 1, 0)).unwrap();
+        seq.submit(1, log_job(&log, 1, 2, 0)).unwrap();
+        assert_eq!(seq.submit(1, log_job(&log, 1, 3, 0)), Err(Busy));
+        assert!(
+            seq.submit(2, log_job(&log, 2, 0, 0)).is_ok(),
+            "other keys are not affected"
+        );
+        tracker.close();
+        tracker.wait().await;
+        assert_eq!(log.lock().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_key_waits_and_the_others_and_unheld_jobs_do_not() {
+        let tracker = TaskTracker::new();
+        let start = tokio::time::Instant::now();
+        let hold: Hold<u32> = Arc::new(move |k| {
+            (*k == 1).then(|| Box::pin(tokio::time::sleep_until(start + Duration::from_secs(1))) as Job)
+        });
+        let seq = Sequencer::with_hold(tracker.clone(), 100, hold);
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let note = |tag: &'static str| {
+            let done = done.clone();
+            async move { done.lock().push((tag, start.elapsed())) }
+        };
+        seq.submit_unheld(1, note("barrier")).unwrap();
+        seq.submit(1, note("held")).unwrap();
+        seq.submit(2, note("other")).unwrap();
+        assert_eq!(seq.run(2, async { 7 }).await, Some(7));
+        tracker.close();
+        tracker.wait().await;
+        let done = done.lock().clone();
+        assert_eq!(done[0], ("barrier", Duration::ZERO));
+        assert_eq!(done[1], ("other", Duration::ZERO));
+        assert_eq!(done[2].0, "held");
+        assert!(done[2].1 >= Duration::from_secs(1));
+    }
+}

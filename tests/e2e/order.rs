@@ -1,0 +1,228 @@
+//! Order: a room's members see each sender's messages in the order sent, and all of them see
+//! the room in one and the same order, with members on two connectors, rooms on several chat
+//! servers, and while a chat server joins or leaves.
+//!
+//! Senders fire notifies back to back (as game clients send moves); every member, the senders
+//! included, must receive every message exactly once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use shaddock_client::Client;
+use shaddock_e2e::{Server, TestConfig};
+use shaddock_protocol::crc::pick_index;
+
+use crate::support::{SEND, connect, enter};
+
+const SENDERS: usize = 4;
+const LISTENERS: usize = 6;
+
+struct Member {
+    name: String,
+    client: Client,
+}
+
+/// A room with `SENDERS` senders and `LISTENERS` listeners spread over `connectors`.
+async fn fill_room(connectors: &[&Server], rid: &str) -> (Vec<Member>, Vec<Member>) {
+    let mut senders = Vec::new();
+    let mut listeners = Vec::new();
+    for i in 0..SENDERS + LISTENERS {
+        let (name, list) = if i < SENDERS {
+            (format!("s{i}"), &mut senders)
+        } else {
+            (format!("l{}", i - SENDERS), &mut listeners)
+        };
+        let client = connect(&connectors[i % connectors.len()].url()).await;
+        let resp = enter(&client, &name, rid).await;
+        assert!(
+            resp.get("users").is_some(),
+            "{name} could not enter {rid}: {resp}"
+        );
+        list.push(Member { name, client });
+    }
+    // Drop the onAdd pushes of the room filling up.
+    for m in senders.iter_mut().chain(listeners.iter_mut()) {
+        let _ = m.client.pushes_within(Duration::from_millis(300)).await;
+    }
+    (senders, listeners)
+}
+
+/// Each sender sends `per_sender` chat messages `"<name>:<i>"` as notifies, pausing `pace`
+/// every 10 messages; all senders at once.
+async fn burst(senders: &[Member], rid: &str, per_sender: usize, pace: Duration) {
+    let sends = senders.iter().map(|s| async move {
+        for i in 0..per_sender {
+            let body =
+                json!({"rid": rid, "content": format!("{}:{i}", s.name), "from": s.name, "target": "*"});
+            s.client.notify(SEND, body).expect("notify");
+            if i % 10 == 9 {
+                tokio::time::sleep(pace).await;
+            }
+        }
+    });
+    futures_util::future::join_all(sends).await;
+}
+
+/// The chat lines `m` receives until it has `want` of them (or 30 s pass), then a little
+/// longer to catch duplicates.
+async fn received(m: &mut Member, want: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    loop {
+        let wait = if lines.len() >= want {
+            Duration::from_millis(200)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match m.client.next_push(wait).await {
+            Some(p) if p.route == "onChat" => {
+                lines.push(p.body["msg"].as_str().unwrap_or_default().to_owned());
+            }
+            Some(_) => {}
+            None => return lines,
+        }
+    }
+}
+
+/// Every member got every line once, each sender's in the order sent, all in one order.
+async fn assert_one_order(members: &mut [Member], senders: usize, per_sender: usize) {
+    let want = senders * per_sender;
+    let mut first: Option<(String, Vec<String>)> = None;
+    for m in members.iter_mut() {
+        let lines = received(m, want).await;
+        assert_eq!(
+            lines.len(),
+            want,
+            "{} received {} of {want} lines",
+            m.name,
+            lines.len()
+        );
+        let mut next: HashMap<&str, usize> = HashMap::new();
+        for line in &lines {
+            let (sender, i) = line.split_once(':').expect("a line is sender:i");
+            let i: usize = i.parse().expect("a number");
+            let expected = next.entry(sender).or_insert(0);
+            assert_eq!(
+                i, *expected,
+                "{} received {sender}'s message {i} when {expected} was due",
+                m.name
+            );
+            *expected += 1;
+        }
+        match &first {
+            None => first = Some((m.name.clone(), lines)),
+            Some((name, order)) => {
+                if let Some(at) = order.iter().zip(&lines).position(|(a, b)| a != b) {
+                    panic!(
+                        "{} and {name} saw the room in different orders from line {at}: {:?} vs {:?}",
+                        m.name,
+                        &lines[at..(at + 3).min(lines.len())],
+                        &order[at..(at + 3).min(order.len())]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A room that `owner` serves among `servers` (sorted ids) and, if given, `then` serves among
+/// `after`.
+fn room_owned(prefix: &str, servers: &[&str], owner: &str, after: Option<(&[&str], &str)>) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|r| {
+            let now = pick_index(r, servers.len()).map(|i| servers[i]) == Some(owner);
+            let later =
+                after.is_none_or(|(list, then)| pick_index(r, list.len()).map(|i| list[i]) == Some(then));
+            now && later
+        })
+        .expect("some room routes so")
+}
+
+/// `chats` chat servers (`chat-server-1`...) and two connectors, on a fresh namespace.
+async fn cluster(tag: &str, chats: usize) -> (TestConfig, Vec<Server>, [Server; 2]) {
+    let cfg = TestConfig::new(tag, "");
+    let mut chat = Vec::new();
+    for n in 1..=chats {
+        chat.push(Server::start("chat", &format!("chat-server-{n}"), &cfg).await);
+    }
+    let c1 = Server::start("connector", "connector-server-1", &cfg).await;
+    let c2 = Server::start("connector", "connector-server-2", &cfg).await;
+    (cfg, chat, [c1, c2])
+}
+
+#[tokio::test]
+async fn messages_fired_back_to_back_arrive_in_each_senders_order_and_one_room_order() {
+    let (_cfg, _chat, [c1, c2]) = cluster("order", 2).await;
+    let chats = ["chat-server-1", "chat-server-2"];
+    // Rounds in rooms of either chat server.
+    for (round, owner) in chats.iter().cycle().take(4).enumerate() {
+        let rid = room_owned(&format!("round{round}"), &chats, owner, None);
+        let (mut senders, mut listeners) = fill_room(&[&c1, &c2], &rid).await;
+        burst(&senders, &rid, 100, Duration::ZERO).await;
+        assert_one_order(&mut listeners, SENDERS, 100).await;
+        assert_one_order(&mut senders, SENDERS, 100).await;
+        for m in senders.iter().chain(&listeners) {
+            m.client.close();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_room_order_holds_while_a_chat_server_joins() {
+    let (cfg, chat, [c1, c2]) = cluster("order-join", 2).await;
+    let chat1 = &chat[0];
+    // A room that moves to the newcomer.
+    let before = ["chat-server-1", "chat-server-2"];
+    let after = ["chat-server-1", "chat-server-2", "chat-server-3"];
+    let rid = room_owned("join", &before, "chat-server-1", Some((&after, "chat-server-3")));
+    let (mut senders, mut listeners) = fill_room(&[&c1, &c2], &rid).await;
+    // About 2 s of busy chat (1600 messages a second into the room). Half a second into it
+    // the old owner stalls (SIGSTOP) with messages of the room on their way to it, the third
+    // chat server starts and connectors send the room to it, then the old owner resumes.
+    let chat = burst(&senders, &rid, 800, Duration::from_millis(25));
+    // The stall stays well under the registry lapse (1.2 s) and the RPC timeout (2 s): a
+    // server stalled longer counts as failed, which is the chaos run's business, not this one's.
+    let join = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        chat1.signal("STOP");
+        let start = Server::start("chat", "chat-server-3", &cfg);
+        tokio::pin!(start);
+        let chat3 = match tokio::time::timeout(Duration::from_millis(600), &mut start).await {
+            Ok(chat3) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                chat1.signal("CONT");
+                chat3
+            }
+            Err(_) => {
+                chat1.signal("CONT");
+                start.await
+            }
+        };
+        chat1.signal("CONT");
+        chat3
+    };
+    let ((), _chat3) = tokio::join!(chat, join);
+    assert_one_order(&mut listeners, SENDERS, 800).await;
+    assert_one_order(&mut senders, SENDERS, 800).await;
+}
+
+#[tokio::test]
+async fn the_room_order_holds_while_a_chat_server_leaves() {
+    let (_cfg, mut chat, [c1, c2]) = cluster("order-leave", 3).await;
+    let chat3 = &mut chat[2];
+    // A room of the server that leaves.
+    let all = ["chat-server-1", "chat-server-2", "chat-server-3"];
+    let rid = room_owned("leave", &all, "chat-server-3", None);
+    let (mut senders, mut listeners) = fill_room(&[&c1, &c2], &rid).await;
+    let chat = burst(&senders, &rid, 150, Duration::from_millis(200));
+    let leave = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        chat3.terminate(Duration::from_secs(15)).await
+    };
+    let ((), exited) = tokio::join!(chat, leave);
+    assert_eq!(exited, Some(true), "the leaving chat server exits cleanly");
+    assert_one_order(&mut listeners, SENDERS, 150).await;
+    assert_one_order(&mut senders, SENDERS, 150).await;
+}
