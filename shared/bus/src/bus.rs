@@ -182,6 +182,9 @@ impl Subscription {
     }
 }
 
+/// Where answers to in-process requests go; other publishes never touch the waiting map.
+const LOCAL_INBOX: &str = "_INBOX.local.";
+
 /// The in-process bus: exact-subject fanout to bounded queues.
 #[derive(Debug, Clone, Default)]
 pub struct LocalBus {
@@ -205,7 +208,9 @@ impl LocalBus {
 
     /// Delivers to every live subscriber; returns how many took it.
     fn deliver(&self, subject: &str, reply: Option<String>, payload: Bytes) -> usize {
-        if let Some(waiting) = self.inner.inboxes.lock().remove(subject) {
+        if subject.starts_with(LOCAL_INBOX)
+            && let Some(waiting) = self.inner.inboxes.lock().remove(subject)
+        {
             let _ = waiting.send(Ok(payload));
             return 1;
         }
@@ -242,7 +247,7 @@ impl LocalBus {
         timeout: Duration,
     ) -> Result<PendingReply, BusError> {
         let inbox = format!(
-            "_INBOX.local.{}",
+            "{LOCAL_INBOX}{}",
             self.inner.next_inbox.fetch_add(1, Ordering::Relaxed)
         );
         let (tx, rx) = tokio::sync::oneshot::channel();

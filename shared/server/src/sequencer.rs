@@ -75,24 +75,24 @@ where
 {
     /// Workers are spawned on `tracker`, so shutdown waits for the jobs already queued.
     pub fn new(tracker: TaskTracker, max_queued: usize) -> Self {
+        Self::build(tracker, max_queued, None)
+    }
+
+    /// Before each job of a key, waits for what `hold(key)` returns (when it returns one).
+    pub fn with_hold(tracker: TaskTracker, max_queued: usize, hold: Hold<K>) -> Self {
+        Self::build(tracker, max_queued, Some(hold))
+    }
+
+    fn build(tracker: TaskTracker, max_queued: usize, hold: Option<Hold<K>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 queues: Mutex::new(HashMap::new()),
                 tracker,
                 max_queued: max_queued.max(1),
-                hold: None,
+                hold,
                 idle: tokio::sync::Notify::new(),
             }),
         }
-    }
-
-    /// Before each job of a key, waits for what `hold(key)` returns (when it returns one).
-    pub fn with_hold(tracker: TaskTracker, max_queued: usize, hold: Hold<K>) -> Self {
-        let mut s = Self::new(tracker, max_queued);
-        if let Some(inner) = Arc::get_mut(&mut s.inner) {
-            inner.hold = Some(hold);
-        }
-        s
     }
 
     /// Queues `job` behind the jobs already submitted for `key`.
