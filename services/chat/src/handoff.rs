@@ -4,7 +4,7 @@
 //! the old owner may still hold messages of a moved room (queued in its room order, or sent by
 //! connectors that had not heard of the change yet) while the new owner receives the next
 //! ones. So before the first message of a room that another server owned before a recent
-//! change, this server sends that server a barrier for the room ([`Envelope::Barrier`]): it is
+//! change, this server sends that server a barrier for the room (`Envelope::Barrier`): it is
 //! answered once everything of the room that reached the old owner before it has been pushed.
 //! Only that room waits, once per change, and at most the RPC timeout (an old owner that is
 //! gone answers at once: nobody listens on its subject).
@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shaddock_bus::{Bus, Envelope, Registry, ServerInfo, ServerList, subject};
+use shaddock_bus::{Registry, ServerInfo, ServerList};
+use shaddock_remote::RpcClient;
 use shaddock_server::sequencer::Job;
 use tokio::time::Instant;
 
@@ -32,9 +33,7 @@ const FOLLOW_UP: Duration = Duration::from_secs(30);
 pub struct Handoff {
     me: String,
     registry: Registry,
-    bus: Bus,
-    namespace: String,
-    timeout: Duration,
+    rpc: RpcClient,
     seen: Mutex<Seen>,
 }
 
@@ -61,14 +60,13 @@ enum Before {
 }
 
 impl Handoff {
-    pub fn new(me: &str, registry: Registry, bus: Bus, namespace: &str, timeout: Duration) -> Self {
+    pub fn new(me: &str, rpc: RpcClient) -> Self {
+        let registry = rpc.registry().clone();
         let last = registry.list();
         Self {
             me: me.to_owned(),
             registry,
-            bus,
-            namespace: namespace.to_owned(),
-            timeout,
+            rpc,
             seen: Mutex::new(Seen {
                 last,
                 changes: vec![Change {
@@ -156,7 +154,7 @@ impl Handoff {
         Some(Box::pin(async move {
             if fresh {
                 // Just started: know every server before guessing who had the room.
-                this.registry.wait_until_complete(this.timeout).await;
+                this.registry.wait_until_complete(this.rpc.timeout()).await;
             }
             let ask = this.old_owners(&rid);
             for owner in &ask {
@@ -185,14 +183,7 @@ impl Handoff {
 
     async fn barrier(&self, owner: &str, rid: &str) {
         let started = Instant::now();
-        let asked = async {
-            let env = Envelope::Barrier { key: rid.to_owned() }.encode()?;
-            self.bus
-                .request(subject::server(&self.namespace, owner), env, self.timeout)
-                .await
-        }
-        .await;
-        match asked {
+        match self.rpc.barrier(owner, rid).await {
             Ok(_) => tracing::debug!(%rid, %owner, waited = ?started.elapsed(), "room handed over"),
             // Gone (nobody listens) or stuck: the wait is bounded, the room goes on.
             Err(e) => tracing::debug!(%rid, %owner, error = %e, "old owner did not hand over"),
@@ -203,6 +194,7 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shaddock_bus::{Bus, Envelope, subject};
     use tokio_util::sync::CancellationToken;
     use tokio_util::task::TaskTracker;
 
@@ -259,13 +251,8 @@ mod tests {
         let reg2 = registry(&bus, "chat-2", &token2, &tracker).await;
         assert!(reg1.wait_for(SERVER_TYPE, 2, Duration::from_secs(5)).await);
         let asked_of_2 = answer_barriers(&bus, "chat-2").await;
-        let one = Arc::new(Handoff::new(
-            "chat-1",
-            reg1.clone(),
-            bus.clone(),
-            "t",
-            Duration::from_secs(1),
-        ));
+        let rpc = RpcClient::new(bus.clone(), reg1.clone(), "t", Duration::from_secs(1), Default::default());
+        let one = Arc::new(Handoff::new("chat-1", rpc));
         let list = reg1.list();
         let (mine, theirs) = (room_of(&list, "chat-1"), room_of(&list, "chat-2"));
 

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`handler::chat_handler`]: `chat.chatHandler.send` (reached by forwarding).
-//! - [`remote::chat_remote`]: `chatRemote.add` and `chatRemote.kick` (called by connectors).
+//! - [`remote::chat_remote`]: `chatRemote` (add, kick, resync, purgeFrontend, channels).
+//! - [`room`]: `onAdd` and `onLeave` to the members of a room.
 //! - [`purge`]: when a connector's heartbeat lapses, its members leave the rooms this server
 //!   owns, with `onLeave`.
 //! - [`handoff`]: a room that has just moved here waits for its old owner to finish with it.
@@ -28,6 +29,7 @@ pub mod handler;
 pub mod handoff;
 pub mod purge;
 pub mod remote;
+pub mod room;
 
 /// The server type.
 pub const SERVER_TYPE: &str = "chat";
@@ -37,6 +39,8 @@ pub const SERVER_TYPE: &str = "chat";
 pub struct ChatState {
     pub channels: ChannelService,
     pub registry: Registry,
+    /// Calls to other servers (connectors' `sessionRemote`, other chat servers' barriers).
+    pub rpc: shaddock_remote::RpcClient,
     pub server_id: String,
     /// The rooms' order: the messages of one room run one at a time (keyed by rid).
     pub rooms: Sequencer<String>,
@@ -75,13 +79,8 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
 pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> {
     let registry = app.join_registry(None).await?;
     let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
-    let handoff = Arc::new(handoff::Handoff::new(
-        &app.me.id,
-        registry.clone(),
-        app.bus.clone(),
-        &app.config.namespace,
-        app.rpc_timeout(),
-    ));
+    let rpc = app.rpc(&registry);
+    let handoff = Arc::new(handoff::Handoff::new(&app.me.id, rpc.clone()));
     let hold = handoff.clone();
     let rooms = Sequencer::with_hold(
         app.tracker.clone(),
@@ -91,6 +90,7 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
     let state = ChatState {
         channels,
         registry,
+        rpc,
         server_id: app.me.id.clone(),
         rooms: rooms.clone(),
         handoff,
@@ -112,16 +112,9 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .await?;
     app.tracker
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
-    app.tracker.spawn(purge::watch(
-        state.clone(),
-        app.bus.clone(),
-        app.config.namespace.clone(),
-        app.token.clone(),
-    ));
+    app.tracker.spawn(purge::watch(state.clone(), app.token.clone()));
     app.tracker.spawn(purge::watch_store(
         state.clone(),
-        app.bus.clone(),
-        app.config.namespace.clone(),
         Duration::from_millis(app.config.registry.heartbeat_ms),
         app.token.clone(),
     ));

@@ -7,13 +7,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use shaddock_bus::{Bus, Envelope, subject};
+use shaddock_remote::session_remote::Resync;
 use tokio_util::sync::CancellationToken;
 
 use crate::ChatState;
-use crate::remote::chat_remote::announce_leave;
+use crate::room::announce_leave;
 
-pub async fn watch(state: ChatState, bus: Bus, namespace: String, token: CancellationToken) {
+pub async fn watch(state: ChatState, token: CancellationToken) {
     let mut rx = state.registry.watch();
     let mut last = rx.borrow_and_update().clone();
     // Connectors purged for a lapse that came back as the same incarnation (their NATS came
@@ -42,20 +42,12 @@ pub async fn watch(state: ChatState, bus: Bus, namespace: String, token: Cancell
         for back in now.servers("connector") {
             if purged.remove(&(back.id.clone(), back.incarnation)) {
                 tracing::warn!(server.id = %back.id, "a purged connector is back: asking it to resync");
-                ask_resync(&bus, &subject::server(&namespace, &back.id)).await;
+                if let Err(e) = state.rpc.notify_server(&back.id, Resync {}).await {
+                    tracing::warn!(error = %e, "cannot ask for a resync");
+                }
             }
         }
         last = now;
-    }
-}
-
-async fn ask_resync(bus: &Bus, subject: &str) {
-    let Ok(env) = Envelope::rpc("sessionRemote", "resync", &()) else {
-        return;
-    };
-    let Ok(bytes) = env.encode() else { return };
-    if let Err(e) = bus.publish(subject.to_owned(), bytes).await {
-        tracing::warn!(error = %e, "cannot ask for a resync");
     }
 }
 
@@ -105,13 +97,7 @@ async fn purge_room(state: ChatState, sid: String, keep: Option<u64>, rid: Strin
 
 /// Watches the channel store for lost data: when its epoch mark is missing (a Redis restart
 /// without persistence), asks every connector to tell the chat servers again who is where.
-pub async fn watch_store(
-    state: ChatState,
-    bus: Bus,
-    namespace: String,
-    every: Duration,
-    token: CancellationToken,
-) {
+pub async fn watch_store(state: ChatState, every: Duration, token: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -124,13 +110,14 @@ pub async fn watch_store(
                     "the channel store has no epoch mark (new, or it lost its data): asking connectors to resync"
                 );
                 // Asked three times: a connector whose NATS is still reconnecting misses one.
-                let subject = subject::server_type(&namespace, "connector");
                 for wait in [0, 2, 5] {
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
                     }
-                    ask_resync(&bus, &subject).await;
+                    if let Err(e) = state.rpc.notify_all(Resync {}).await {
+                        tracing::warn!(error = %e, "cannot ask for a resync");
+                    }
                 }
             }
             Ok(false) => {}

@@ -15,7 +15,8 @@ use shaddock_bus::subject;
 use shaddock_server::App;
 use shaddock_server::forward::Forwarder;
 use shaddock_server::frontend::{Frontend, push};
-use shaddock_server::rpc::RpcClient;
+use shaddock_remote::RpcClient;
+use shaddock_remote::chat_remote::{PurgeFrontend, Resync, ResyncMember};
 
 pub mod handler;
 
@@ -31,7 +32,7 @@ async fn purge_ghosts(
     incarnation: u64,
     token: tokio_util::sync::CancellationToken,
 ) {
-    let mut rx = rpc.registry.watch();
+    let mut rx = rpc.registry().watch();
     let mut asked = std::collections::HashSet::new();
     loop {
         let chats: Vec<(String, u64)> = rx
@@ -43,14 +44,11 @@ async fn purge_ghosts(
         let mut failed = false;
         for chat in chats {
             if asked.insert(chat.clone()) {
-                let purged: Result<usize, _> = rpc
-                    .call_server(
-                        &chat.0,
-                        "chatRemote",
-                        "purgeFrontend",
-                        &(&my_id, Some(incarnation)),
-                    )
-                    .await;
+                let purge = PurgeFrontend {
+                    sid: my_id.clone(),
+                    keep: Some(incarnation),
+                };
+                let purged = rpc.call_server(&chat.0, purge).await;
                 match purged {
                     Ok(n) if n > 0 => {
                         tracing::info!(chat = %chat.0, purged = n, "dropped ghosts of an earlier run")
@@ -82,8 +80,8 @@ async fn purge_ghosts(
 /// The channel store lost its data (a Redis restart without persistence): tell the chat
 /// servers again who is connected here and in which room, one call per chat server.
 async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shaddock_server::SessionService) {
-    let list = rpc.registry.list();
-    let mut by_chat: HashMap<String, Vec<(String, String, u64)>> = HashMap::new();
+    let list = rpc.registry().list();
+    let mut by_chat: HashMap<String, Vec<ResyncMember>> = HashMap::new();
     let bound = sessions.bound();
     for s in &bound {
         let (Some(uid), Some(rid)) = (s.uid(), s.get("rid").and_then(|v| v.as_str().map(str::to_owned)))
@@ -94,15 +92,21 @@ async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shadd
             by_chat
                 .entry(chat.id.clone())
                 .or_default()
-                .push((uid, rid, s.id()));
+                .push(ResyncMember {
+                    uid,
+                    rid,
+                    session: s.id(),
+                });
         }
     }
     for (chat, members) in by_chat {
         let n = members.len();
-        let added: Result<usize, _> = rpc
-            .call_server(&chat, "chatRemote", "resync", &(&my_id, incarnation, members))
-            .await;
-        match added {
+        let resync = Resync {
+            sid: my_id.clone(),
+            incarnation,
+            members,
+        };
+        match rpc.call_server(&chat, resync).await {
             Ok(added) => {
                 tracing::info!(%chat, members = n, added, "told the channel store who is here again")
             }

@@ -22,10 +22,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::frontend::Frontend;
 use crate::handler::BoxFuture;
-use crate::rpc::RpcClient;
-
-/// Channels and their members as `(uid, sid)`, as `chatRemote.channels` answers.
-type ChannelList = Vec<(String, Vec<(String, String)>)>;
+use shaddock_remote::RpcClient;
+use shaddock_remote::chat_remote::Channels;
+use shaddock_remote::session_remote::{KickByUid, SessionCount};
 
 /// A readiness check: a name and a future that says whether it passes.
 pub type Check = (&'static str, Arc<dyn Fn() -> BoxFuture<bool> + Send + Sync>);
@@ -177,12 +176,9 @@ async fn connectors(State(a): Shared, headers: HeaderMap) -> Response {
     }
     let mut out = Vec::new();
     for c in a.registry.list().servers("connector") {
-        let counts: Result<(usize, usize), _> = a
-            .rpc
-            .call_server(&c.id, "sessionRemote", "sessionCount", &())
-            .await;
+        let counts = a.rpc.call_server(&c.id, SessionCount {}).await;
         out.push(match counts {
-            Ok((connections, users)) => json!({"id": c.id, "host": c.host, "clientPort": c.client_port, "connections": connections, "users": users}),
+            Ok(n) => json!({"id": c.id, "host": c.host, "clientPort": c.client_port, "connections": n.connections, "users": n.users}),
             Err(e) => json!({"id": c.id, "error": e.to_string()}),
         });
     }
@@ -201,17 +197,17 @@ async fn channels(State(a): Shared, headers: HeaderMap) -> Response {
         )
             .into_response();
     };
-    let channels: Result<ChannelList, _> = a.rpc.call_server(&chat.id, "chatRemote", "channels", &()).await;
-    match channels {
+    match a.rpc.call_server(&chat.id, Channels {}).await {
         Ok(c) => {
             let c: Vec<Value> = c
                 .into_iter()
-                .map(|(name, members)| {
-                    let members: Vec<Value> = members
+                .map(|c| {
+                    let members: Vec<Value> = c
+                        .members
                         .into_iter()
-                        .map(|(uid, sid)| json!({"uid": uid, "sid": sid}))
+                        .map(|m| json!({"uid": m.uid, "sid": m.sid}))
                         .collect();
-                    json!({"name": name, "members": members})
+                    json!({"name": c.name, "members": members})
                 })
                 .collect();
             Json(json!({ "channels": c })).into_response()
@@ -233,10 +229,11 @@ async fn kick(State(a): Shared, headers: HeaderMap, Json(req): Json<KickRequest>
     let reason = req.reason.unwrap_or_else(|| "kick".into());
     let mut kicked = 0usize;
     for c in a.registry.list().servers("connector") {
-        let n: Result<usize, _> = a
-            .rpc
-            .call_server(&c.id, "sessionRemote", "kickByUid", &(&req.uid, Some(&reason)))
-            .await;
+        let kick = KickByUid {
+            uid: req.uid.clone(),
+            reason: Some(reason.clone()),
+        };
+        let n = a.rpc.call_server(&c.id, kick).await;
         kicked += n.unwrap_or(0);
     }
     tracing::info!(uid = %req.uid, kicked, "admin kick");

@@ -171,13 +171,14 @@ impl App {
     }
 
     /// A client for remote calls to the servers of `registry`.
-    pub fn rpc(&self, registry: &Registry) -> crate::rpc::RpcClient {
-        crate::rpc::RpcClient {
-            bus: self.bus.clone(),
-            registry: registry.clone(),
-            namespace: self.config.namespace.clone(),
-            timeout: self.rpc_timeout(),
-        }
+    pub fn rpc(&self, registry: &Registry) -> shaddock_remote::RpcClient {
+        shaddock_remote::RpcClient::new(
+            self.bus.clone(),
+            registry.clone(),
+            &self.config.namespace,
+            self.rpc_timeout(),
+            crate::metrics::metrics().rpc_errors.clone(),
+        )
     }
 
     pub fn rpc_timeout(&self) -> Duration {

@@ -23,7 +23,7 @@ pub mod forward;
 pub mod frontend;
 pub mod handler;
 pub mod metrics;
-pub mod rpc;
+pub mod remote;
 pub mod sequencer;
 pub mod session;
 pub mod shutdown;

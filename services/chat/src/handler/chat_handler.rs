@@ -38,7 +38,7 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
         .uid
         .as_deref()
         .ok_or_else(|| HandlerError::new("session is not bound"))?;
-    let from = crate::remote::chat_remote::user_name(uid, rid);
+    let from = crate::room::user_name(uid, rid);
     // Pomelo answers a missing target with an error (its getMember lookup fails): so do we.
     let target = body
         .get("target")

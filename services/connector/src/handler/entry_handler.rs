@@ -6,7 +6,8 @@
 
 use serde_json::{Value, json};
 use shaddock_server::frontend::Frontend;
-use shaddock_server::rpc::RpcClient;
+use shaddock_remote::RpcClient;
+use shaddock_remote::chat_remote::{Add, Kick, RoomMember};
 use std::sync::Arc;
 
 use shaddock_server::{HandlerError, Session, SessionService, auth};
@@ -76,16 +77,11 @@ impl Enter {
             return Ok(refused());
         }
         session.set("rid", Value::from(rid.clone()));
-        let added: Result<Option<Vec<String>>, _> = rpc
-            .call(
-                "chat",
-                &rid,
-                "chatRemote",
-                "add",
-                &(&uid, session.frontend_id(), &rid, incarnation, session.id()),
-            )
-            .await;
-        match added {
+        let add = Add {
+            rid: rid.clone(),
+            member: room_member(&session, uid, incarnation),
+        };
+        match rpc.call(add).await {
             Ok(Some(users)) => {
                 // The socket may have closed while `add` was in flight: its leave could then
                 // have reached the chat server first and found nothing. Leave again (it is
@@ -111,22 +107,26 @@ impl Enter {
     }
 }
 
+fn room_member(session: &Session, uid: String, incarnation: u64) -> RoomMember {
+    RoomMember {
+        uid,
+        sid: session.frontend_id().to_owned(),
+        incarnation,
+        session: session.id(),
+    }
+}
+
 /// Pomelo's `onUserLeave`: a closed session leaves its room.
 pub async fn on_user_leave(rpc: RpcClient, incarnation: u64, session: Session) {
     let Some(uid) = session.uid() else { return };
     let Some(rid) = session.get("rid").and_then(|v| v.as_str().map(str::to_owned)) else {
         return;
     };
-    let left: Result<bool, _> = rpc
-        .call(
-            "chat",
-            &rid,
-            "chatRemote",
-            "kick",
-            &(&uid, session.frontend_id(), &rid, incarnation, session.id()),
-        )
-        .await;
-    if let Err(e) = left {
+    let kick = Kick {
+        rid,
+        member: room_member(&session, uid.clone(), incarnation),
+    };
+    if let Err(e) = rpc.call(kick).await {
         tracing::warn!(%uid, error = %e, "chatRemote.kick failed");
     }
 }

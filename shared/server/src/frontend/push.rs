@@ -1,12 +1,12 @@
 //! Delivery of what arrives on a frontend's subject: pushes for its sessions (framed once,
-//! the same bytes queued on every socket), broadcasts, and session remotes (kick).
+//! the same bytes queued on every socket), broadcasts, and `sessionRemote` calls.
 //!
 //! The receive loop never awaits a socket: queues are `try_send`, a full one closes its
 //! client.
 
 use std::sync::Arc;
 
-use shaddock_bus::envelope::{decode_push, decode_value};
+use shaddock_bus::envelope::decode_push;
 use shaddock_bus::{Bus, Envelope, Incoming, Reply, Subscription};
 use shaddock_protocol::message;
 use tokio_util::sync::CancellationToken;
@@ -97,49 +97,12 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             method,
             args,
             ..
-        } => Some(session_remote(fe, &service, &method, &args)),
+        } => Some(crate::remote::session_remote::dispatch(fe, &service, &method, &args)),
         // A frontend keeps no order of keys: nothing to wait for.
         Envelope::Barrier { .. } => Reply::value(&()).ok(),
         Envelope::Forward { route, .. } => Some(Reply::Err {
             code: 500,
             message: format!("{} does not serve {route}", fe.server_type),
         }),
-    }
-}
-
-/// Pomelo's `sessionRemote` on a frontend.
-fn session_remote(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Reply {
-    match (service, method) {
-        ("sessionRemote", "kickByUid") => match decode_value::<(String, Option<String>)>(args) {
-            Ok((uid, reason)) => {
-                let n = fe.sessions.kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
-                Reply::value(&n).unwrap_or(Reply::Err {
-                    code: 500,
-                    message: "encode".into(),
-                })
-            }
-            Err(e) => Reply::Err {
-                code: 500,
-                message: e.to_string(),
-            },
-        },
-        ("sessionRemote", "resync") => {
-            if let Some(resync) = &fe.on_resync {
-                resync();
-            }
-            Reply::value(&()).unwrap_or(Reply::Err {
-                code: 500,
-                message: "encode".into(),
-            })
-        }
-        ("sessionRemote", "sessionCount") => Reply::value(&(fe.sessions.count(), fe.sessions.bound_count()))
-            .unwrap_or(Reply::Err {
-                code: 500,
-                message: "encode".into(),
-            }),
-        _ => Reply::Err {
-            code: 500,
-            message: format!("no remote {service}.{method} on {}", fe.server_type),
-        },
     }
 }

@@ -1,0 +1,40 @@
+//! `sessionRemote`, served by every frontend (Pomelo's
+//! `lib/common/remote/frontend/sessionRemote.js`); the serving side is
+//! `shaddock_server::remote::session_remote`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::remote_service;
+
+remote_service! {
+    /// The calls a frontend answers about the sessions it holds.
+    pub enum SessionRemote ("sessionRemote", served by "connector") {
+        /// Kicks every session bound to `uid`: answers how many.
+        KickByUid = "kickByUid" -> usize,
+        /// Tell the chat servers again who is connected here (the channel store lost its data).
+        Resync = "resync" -> (),
+        /// Open connections and bound sessions.
+        SessionCount = "sessionCount" -> SessionCounts,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KickByUid {
+    pub uid: String,
+    /// What the client is told (Pomelo's kick `reason`); `kick` when `None`.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resync {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionCount {}
+
+/// The answer to [`SessionCount`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    pub connections: usize,
+    /// Sessions bound to a uid.
+    pub users: usize,
+}
