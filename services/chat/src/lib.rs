@@ -77,6 +77,7 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
 
 /// Starts a chat server on `app` with `store`.
 pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> {
+    let store_errors = store.errors();
     let registry = app.join_registry(None).await?;
     let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
     let rpc = app.rpc(&registry);
@@ -105,6 +106,7 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
             async move { remote::chat_remote::dispatch(&state, &service, &method, &args).await }
         },
         rooms,
+        app.metrics.clone(),
     ));
     let sub = app
         .bus
@@ -118,6 +120,11 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         Duration::from_millis(app.config.registry.heartbeat_ms),
         app.token.clone(),
     ));
+    app.metrics.register(
+        "store_errors",
+        "Channel store (Redis) errors",
+        store_errors,
+    );
     let store = state.channels.store().clone();
     let store_check: shaddock_server::admin::Check = (
         "channel store",

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::BusError;
+use crate::stats::BusStats;
 use crate::reply::{Forget, PendingReply, ReplyMux};
 
 /// Messages a subscription buffers before dropping.
@@ -45,30 +46,36 @@ pub enum Bus {
 pub struct NatsBus {
     client: async_nats::Client,
     replies: Arc<ReplyMux>,
+    stats: BusStats,
 }
 
 impl Bus {
     /// Connects to NATS (TCP_NODELAY is async-nats' default).
     pub async fn connect_nats(url: &str, name: &str) -> Result<Self, BusError> {
+        let stats = BusStats::default();
+        let counted = stats.clone();
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connection_timeout(Duration::from_secs(3))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        crate::stats::NATS_CONNECTS.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("nats connected")
+            .event_callback(move |event| {
+                let stats = counted.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            stats.nats_connects.inc();
+                            tracing::info!("nats connected")
+                        }
+                        async_nats::Event::Disconnected => {
+                            stats.nats_disconnects.inc();
+                            tracing::warn!("nats disconnected")
+                        }
+                        async_nats::Event::SlowConsumer(sid) => {
+                            stats.slow_consumer_events.inc();
+                            tracing::warn!(sid, "nats slow consumer, messages dropped")
+                        }
+                        other => tracing::debug!(event = %other, "nats event"),
                     }
-                    async_nats::Event::Disconnected => {
-                        crate::stats::NATS_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("nats disconnected")
-                    }
-                    async_nats::Event::SlowConsumer(sid) => {
-                        crate::stats::SLOW_CONSUMER_EVENTS.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(sid, "nats slow consumer, messages dropped")
-                    }
-                    other => tracing::debug!(event = %other, "nats event"),
                 }
             })
             .connect(url)
@@ -78,12 +85,24 @@ impl Bus {
                 reason: e.to_string(),
             })?;
         let replies = ReplyMux::start(&client).await?;
-        Ok(Bus::Nats(NatsBus { client, replies }))
+        Ok(Bus::Nats(NatsBus {
+            client,
+            replies,
+            stats,
+        }))
     }
 
     /// A fresh in-process bus (every handle cloned from it shares it).
     pub fn local() -> Self {
         Bus::Local(LocalBus::default())
+    }
+
+    /// What this bus counts, to register in a metrics registry.
+    pub fn stats(&self) -> &BusStats {
+        match self {
+            Bus::Nats(n) => &n.stats,
+            Bus::Local(l) => &l.inner.stats,
+        }
     }
 
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
@@ -118,6 +137,7 @@ impl Bus {
             Bus::Local(l) => l.send_request(subject, payload, timeout),
         };
         sent.unwrap_or_else(PendingReply::failed)
+            .counting(self.stats().request_failures.clone())
     }
 
     pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
@@ -197,6 +217,7 @@ struct LocalInner {
     /// Requests waiting for their answer, by inbox subject.
     inboxes: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Result<Bytes, BusError>>>>,
     next_inbox: AtomicU64,
+    stats: BusStats,
 }
 
 impl LocalBus {

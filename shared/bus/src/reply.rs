@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use crate::BusError;
@@ -95,6 +96,7 @@ impl ReplyMux {
                 subject,
                 _forget: Some(guard),
             },
+            failures: None,
         })
     }
 }
@@ -127,6 +129,8 @@ impl Drop for Forget {
 #[derive(Debug)]
 pub struct PendingReply {
     state: Pending,
+    /// Counts a request that gets no answer.
+    failures: Option<Counter>,
 }
 
 #[derive(Debug)]
@@ -141,10 +145,17 @@ enum Pending {
 }
 
 impl PendingReply {
+    /// The same request, counted in `failures` when it gets no answer.
+    pub(crate) fn counting(mut self, failures: Counter) -> Self {
+        self.failures = Some(failures);
+        self
+    }
+
     /// A request that failed before it could be sent.
     pub(crate) fn failed(e: BusError) -> Self {
         Self {
             state: Pending::Failed(e),
+            failures: None,
         }
     }
 
@@ -162,6 +173,7 @@ impl PendingReply {
                 subject,
                 _forget: Some(forget),
             },
+            failures: None,
         }
     }
 
@@ -177,8 +189,10 @@ impl PendingReply {
                 Ok(Ok(other)) => other,
             },
         };
-        if result.is_err() {
-            crate::stats::REQUEST_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if result.is_err()
+            && let Some(failures) = &self.failures
+        {
+            failures.inc();
         }
         result
     }

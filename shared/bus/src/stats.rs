@@ -1,15 +1,17 @@
-//! Counters of the bus, read by the metrics endpoint. Process-wide: one bus per process
-//! (the single-process build shares its in-process bus).
+//! Counters of one bus connection. The server that owns the bus registers them in its metrics
+//! registry (`App`); servers sharing the in-process bus report the same figures.
 
-use std::sync::atomic::AtomicU64;
+use prometheus_client::metrics::counter::Counter;
 
-/// Times the NATS connection was lost.
-pub static NATS_DISCONNECTS: AtomicU64 = AtomicU64::new(0);
-/// Times it was (re)established.
-pub static NATS_CONNECTS: AtomicU64 = AtomicU64::new(0);
-/// Messages NATS dropped because a subscriber fell behind.
-pub static SLOW_CONSUMER_EVENTS: AtomicU64 = AtomicU64::new(0);
-/// Requests that timed out or found nobody.
-pub static REQUEST_FAILURES: AtomicU64 = AtomicU64::new(0);
-/// Errors of the channel store (counted by the channel crate, exported with the rest).
-pub static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// What a bus counts. Cheap to clone: the counters are shared.
+#[derive(Debug, Clone, Default)]
+pub struct BusStats {
+    /// Times the NATS connection was lost.
+    pub nats_disconnects: Counter,
+    /// Times it was (re)established.
+    pub nats_connects: Counter,
+    /// Times NATS dropped messages because a subscriber fell behind.
+    pub slow_consumer_events: Counter,
+    /// Requests that timed out or found nobody.
+    pub request_failures: Counter,
+}

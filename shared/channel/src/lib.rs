@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`store`]: the channel store: members of a channel as `uid -> sid`, one round trip to
-//!   read a whole channel.
+//!   read a whole channel; Redis and memory behind one trait.
 //! - [`service`]: `ChannelService` (get/destroy channels, push by uids, broadcast) and
 //!   `Channel` (add, leave, members, push to everyone), with a per-channel cache.
 
@@ -12,7 +12,7 @@ pub mod service;
 pub mod store;
 
 pub use service::{Channel, ChannelService, Delivery, PushReport};
-pub use store::{Added, ChannelStore, Member};
+pub use store::{Added, ChannelStore, Member, MemoryStore, RedisStore, Store};
 
 /// What can go wrong with a channel.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +29,6 @@ pub enum ChannelError {
 
 impl From<redis::RedisError> for ChannelError {
     fn from(e: redis::RedisError) -> Self {
-        shaddock_bus::stats::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ChannelError::Store(e)
     }
 }

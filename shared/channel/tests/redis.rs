@@ -5,15 +5,9 @@ use std::time::Duration;
 use shaddock_bus::Bus;
 use shaddock_channel::{Added, ChannelService, ChannelStore, Delivery, Member};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+mod support;
 
-fn namespace(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("test-{tag}-{}-{nanos}", std::process::id())
-}
+use support::{REDIS, namespace};
 
 #[tokio::test]
 async fn members_survive_a_new_service_on_the_same_store() {

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::frontend::Frontend;
 use crate::handler::BoxFuture;
+use crate::metrics::Metrics;
 use shaddock_remote::RpcClient;
 use shaddock_remote::chat_remote::Channels;
 use shaddock_remote::session_remote::{KickByUid, SessionCount};
@@ -36,6 +37,7 @@ pub struct Admin {
     pub registry: Registry,
     pub rpc: RpcClient,
     pub namespace: String,
+    pub metrics: Arc<Metrics>,
     /// Extra readiness checks (the bus and the registry are always checked).
     pub checks: Vec<Check>,
     /// The frontend of this server, if it is one (for the sessions gauge).
@@ -104,7 +106,7 @@ async fn readyz(State(a): Shared) -> Response {
 }
 
 async fn metrics(State(a): Shared) -> Response {
-    let m = crate::metrics::metrics();
+    let m = &a.metrics;
     if let Some(fe) = &a.frontend {
         m.sessions.set(fe.sessions.bound_count() as i64);
     }

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
+
 /// How long start-up keeps trying to reach NATS.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -35,6 +37,8 @@ pub struct App {
     pub tracker: TaskTracker,
     /// This start of the server (see [`ServerInfo::incarnation`]).
     pub incarnation: u64,
+    /// This server's metrics: every crate registers into it, `/metrics` serves it.
+    pub metrics: Arc<Metrics>,
     /// Cancelled to leave the registry (say `Bye`) before the rest stops: a chat server keeps
     /// serving while the others learn that it is leaving.
     registry_token: CancellationToken,
@@ -65,7 +69,10 @@ impl App {
     /// A server on an existing bus (several servers in one process share one).
     pub fn with_bus(config: ClusterConfig, me: ServerEntry, bus: Bus, token: CancellationToken) -> Self {
         raise_fd_limit();
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_bus(bus.stats());
         Self {
+            metrics,
             config: Arc::new(config),
             me,
             bus,
@@ -91,6 +98,7 @@ impl App {
             &self.config,
             self.token.clone(),
             self.tracker.clone(),
+            self.metrics.clone(),
         );
         Ok((listener, port, registry, fe))
     }
@@ -161,6 +169,7 @@ impl App {
             registry: registry.clone(),
             rpc: self.rpc(registry),
             namespace: self.config.namespace.clone(),
+            metrics: self.metrics.clone(),
             checks,
             frontend,
             token: self.config.admin.token.expose().to_owned(),
@@ -177,7 +186,7 @@ impl App {
             registry.clone(),
             &self.config.namespace,
             self.rpc_timeout(),
-            crate::metrics::metrics().rpc_errors.clone(),
+            self.metrics.rpc_errors.clone(),
         )
     }
 

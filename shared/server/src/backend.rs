@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::handler::{BoxFuture, HandlerError, Handlers, response_body};
+use crate::metrics::Metrics;
 use crate::sequencer::Sequencer;
 
 type RemoteFn =
@@ -25,6 +26,7 @@ pub struct Backend {
     pub handlers: Handlers<SessionExport>,
     remote: RemoteFn,
     order: Sequencer<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -39,7 +41,12 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// `remote(service, method, args)` answers remote calls with a MessagePack body; keyed
     /// messages run in `order`.
-    pub fn new<F, Fut>(handlers: Handlers<SessionExport>, remote: F, order: Sequencer<String>) -> Self
+    pub fn new<F, Fut>(
+        handlers: Handlers<SessionExport>,
+        remote: F,
+        order: Sequencer<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self
     where
         F: Fn(String, String, Vec<u8>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<u8>, HandlerError>> + Send + 'static,
@@ -48,6 +55,7 @@ impl Backend {
             handlers,
             remote: Arc::new(move |s, m, a| Box::pin(remote(s, m, a))),
             order,
+            metrics,
         }
     }
 
@@ -83,7 +91,7 @@ impl Backend {
                     };
                     if let Err(busy) = queued {
                         tracing::warn!("a key's queue is full: message refused");
-                        crate::metrics::metrics().queue_drops.inc();
+                        self.metrics.queue_drops.inc();
                         let refused = Reply::Err {
                             code: 500,
                             message: busy.to_string(),

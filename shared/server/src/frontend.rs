@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::forward::Forwarder;
 use crate::handler::Handlers;
+use crate::metrics::Metrics;
 use crate::sequencer::Sequencer;
 use crate::session::{Session, SessionService};
 
@@ -51,6 +52,7 @@ pub struct Frontend {
     /// Where requests for other server types go; `None` answers them `{"code":500}`.
     pub forwarder: Option<Forwarder>,
     pub sessions: SessionService,
+    pub metrics: Arc<Metrics>,
     pub on_close: Option<OnClose>,
     /// Called when a backend asks this frontend to tell the channel store again who is
     /// connected (`sessionRemote.resync`, after the store lost its data).
@@ -78,6 +80,7 @@ impl Frontend {
         config: &shaddock_config::ClusterConfig,
         token: CancellationToken,
         tracker: TaskTracker,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let opts = config.frontend(server_type);
         let dict = opts.use_dict.then(|| {
@@ -98,7 +101,8 @@ impl Frontend {
             limits: config.limits.clone(),
             handlers: Handlers::new(),
             forwarder: None,
-            sessions: SessionService::new(server_id),
+            sessions: SessionService::new(server_id, metrics.clone()),
+            metrics,
             on_close: None,
             on_resync: None,
             token,

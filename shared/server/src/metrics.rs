@@ -1,18 +1,18 @@
-//! Prometheus metrics of this process (prometheus-client), served at `/metrics`.
+//! Prometheus metrics of one server (prometheus-client), served at its `/metrics`.
 //!
 //! Labels have low cardinality on purpose: a route label is a route of the dictionary or
 //! `other` (clients choose routes), a code is `200` or the error code, a kick reason comes
 //! from a fixed set. No uid or rid is ever a label.
 
-use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
+use parking_lot::Mutex;
+use shaddock_bus::stats::BusStats;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -25,10 +25,11 @@ pub struct KickLabels {
     pub reason: &'static str,
 }
 
-/// Every metric of a Shaddock process.
+/// The metrics of one server, owned by its `App` and served at its `/metrics`. The framework's
+/// own are fields; other crates register theirs with [`Metrics::register`].
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registry>,
     /// Open client connections (frontends).
     pub connections: Gauge,
     pub connections_total: Counter,
@@ -41,16 +42,23 @@ pub struct Metrics {
     /// Packages queued on sockets for those pushes.
     pub deliveries: Counter,
     pub kicks: Family<KickLabels, Counter>,
-    /// Packages dropped because a client's queue was full (that client is closed).
+    /// Packages dropped because a client's queue was full (that client is closed), and
+    /// messages refused because a key's queue was full.
     pub queue_drops: Counter,
-    /// Remote calls from this process that failed.
+    /// Remote calls from this server that failed.
     pub rpc_errors: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
-        let mut registry = Registry::with_prefix("shaddock");
+    pub fn new() -> Self {
         let m = Self {
+            registry: Mutex::new(Registry::with_prefix("shaddock")),
             connections: Gauge::default(),
             connections_total: Counter::default(),
             sessions: Gauge::default(),
@@ -61,83 +69,79 @@ impl Metrics {
             kicks: Family::default(),
             queue_drops: Counter::default(),
             rpc_errors: Counter::default(),
-            registry: Registry::default(),
         };
-        registry.register("connections", "Open client connections", m.connections.clone());
-        registry.register(
+        m.register("connections", "Open client connections", m.connections.clone());
+        m.register(
             "connections_opened",
             "Client connections opened",
             m.connections_total.clone(),
         );
-        registry.register("sessions", "Sessions bound to a uid", m.sessions.clone());
-        registry.register(
+        m.register("sessions", "Sessions bound to a uid", m.sessions.clone());
+        m.register(
             "requests",
             "Client requests by route and answer code",
             m.requests.clone(),
         );
-        registry.register(
+        m.register(
             "request_duration_seconds",
             "Client request latency",
             m.request_seconds.clone(),
         );
-        registry.register(
+        m.register(
             "pushes",
             "Push envelopes received for local sessions",
             m.pushes.clone(),
         );
-        registry.register(
+        m.register(
             "deliveries",
             "Pushed packages queued on sockets",
             m.deliveries.clone(),
         );
-        registry.register("kicks", "Sessions kicked, by reason", m.kicks.clone());
-        registry.register(
+        m.register("kicks", "Sessions kicked, by reason", m.kicks.clone());
+        m.register(
             "queue_drops",
             "Packages dropped on full client queues",
             m.queue_drops.clone(),
         );
-        registry.register("rpc_errors", "Failed remote calls", m.rpc_errors.clone());
-        Self { registry, ..m }
+        m.register("rpc_errors", "Failed remote calls", m.rpc_errors.clone());
+        m
     }
 
-    /// The text exposition, with the bus and store counters of this process.
+    /// Adds a metric of another crate (named without the `shaddock_` prefix).
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry.lock().register(name, help, metric);
+    }
+
+    /// Adds the counters of a bus.
+    pub fn register_bus(&self, stats: &BusStats) {
+        self.register(
+            "nats_disconnects",
+            "NATS connection losses",
+            stats.nats_disconnects.clone(),
+        );
+        self.register(
+            "nats_connects",
+            "NATS connections made (first and reconnects)",
+            stats.nats_connects.clone(),
+        );
+        self.register(
+            "nats_slow_consumer_events",
+            "NATS slow-consumer drops",
+            stats.slow_consumer_events.clone(),
+        );
+        self.register(
+            "bus_request_failures",
+            "Bus requests that timed out or found nobody",
+            stats.request_failures.clone(),
+        );
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
-        let extra = [
-            (
-                "nats_disconnects",
-                "NATS connection losses",
-                &shaddock_bus::stats::NATS_DISCONNECTS,
-            ),
-            (
-                "nats_connects",
-                "NATS connections made (first and reconnects)",
-                &shaddock_bus::stats::NATS_CONNECTS,
-            ),
-            (
-                "nats_slow_consumer_events",
-                "NATS slow-consumer drops",
-                &shaddock_bus::stats::SLOW_CONSUMER_EVENTS,
-            ),
-            (
-                "bus_request_failures",
-                "Bus requests that timed out or found nobody",
-                &shaddock_bus::stats::REQUEST_FAILURES,
-            ),
-            (
-                "store_errors",
-                "Channel store (Redis) errors",
-                &shaddock_bus::stats::STORE_ERRORS,
-            ),
-        ];
-        for (name, help, v) in extra {
-            out.push_str(&format!(
-                "# HELP shaddock_{name} {help}.\n# TYPE shaddock_{name} counter\nshaddock_{name}_total {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()) {
+            tracing::warn!(error = %e, "cannot encode metrics");
         }
-        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
 
@@ -155,19 +159,14 @@ impl Metrics {
     }
 }
 
-/// The metrics of this process.
-pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_exposition_names_every_metric() {
-        let m = metrics();
+        let m = Metrics::new();
+        m.register_bus(&BusStats::default());
         m.requests
             .get_or_create(&RequestLabels {
                 route: "a.b.c".into(),
@@ -185,5 +184,13 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn two_servers_in_one_process_count_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.pushes.inc();
+        assert!(a.encode().contains("shaddock_pushes_total 1\n"));
+        assert!(b.encode().contains("shaddock_pushes_total 0\n"));
     }
 }

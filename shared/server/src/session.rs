@@ -14,6 +14,8 @@ use shaddock_bus::SessionExport;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 /// Why a bind was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindError {
@@ -32,6 +34,7 @@ pub struct SessionService {
 #[derive(Debug)]
 struct ServiceInner {
     frontend_id: String,
+    metrics: Arc<Metrics>,
     sessions: RwLock<HashMap<u64, Session>>,
     by_uid: RwLock<HashMap<String, Vec<Session>>>,
     next_id: AtomicU64,
@@ -63,10 +66,11 @@ struct SessionState {
 }
 
 impl SessionService {
-    pub fn new(frontend_id: &str) -> Self {
+    pub fn new(frontend_id: &str, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(ServiceInner {
                 frontend_id: frontend_id.to_owned(),
+                metrics,
                 sessions: RwLock::new(HashMap::new()),
                 by_uid: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
@@ -277,9 +281,9 @@ impl Session {
                 if !self.inner.closing.is_cancelled() {
                     if let Some(service) = self.inner.service.upgrade() {
                         service.slow_kicks.fetch_add(1, Ordering::Relaxed);
+                        service.metrics.queue_drops.inc();
+                        service.metrics.kick("slow");
                     }
-                    crate::metrics::metrics().queue_drops.inc();
-                    crate::metrics::metrics().kick("slow");
                     tracing::warn!(session.id = self.inner.id, "send queue full, closing slow client");
                     self.inner.closing.cancel();
                 }
@@ -295,7 +299,9 @@ impl Session {
             return;
         }
         let _ = self.inner.tx.try_send(shaddock_protocol::package::kick(reason));
-        crate::metrics::metrics().kick(reason);
+        if let Some(service) = self.inner.service.upgrade() {
+            service.metrics.kick(reason);
+        }
         self.inner.closing.cancel();
     }
 
@@ -323,7 +329,7 @@ mod tests {
 
     #[test]
     fn bind_indexes_by_uid_and_remove_forgets() {
-        let svc = SessionService::new("connector-1");
+        let svc = SessionService::new("connector-1", Default::default());
         let (tx, mut rx) = mpsc::channel(4);
         let s = svc.create(tx, CancellationToken::new());
         s.bind("a*r").unwrap();
@@ -338,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_closes_only_that_session() {
-        let svc = SessionService::new("connector-1");
+        let svc = SessionService::new("connector-1", Default::default());
         let (tx, _rx) = mpsc::channel(1);
         let slow = svc.create(tx, CancellationToken::new());
         let (tx2, _rx2) = mpsc::channel(8);
@@ -353,7 +359,7 @@ mod tests {
 
     #[test]
     fn kick_queues_the_kick_package_then_closes() {
-        let svc = SessionService::new("connector-1");
+        let svc = SessionService::new("connector-1", Default::default());
         let (tx, mut rx) = mpsc::channel(4);
         let s = svc.create(tx, CancellationToken::new());
         s.kick("attack");

@@ -67,7 +67,7 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
                 Err(e) => return Some(fail(&e)),
             };
             let fails = fe.sessions.send_to_uids(&push.uids, &pkg);
-            let m = crate::metrics::metrics();
+            let m = &fe.metrics;
             m.pushes.inc();
             m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);
             msg.reply.as_ref()?;
@@ -88,7 +88,7 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
         Envelope::Broadcast { route, body } => {
             if let Ok(pkg) = message::push_package(&route, fe.dict.as_deref(), &body) {
                 let n = fe.sessions.send_to_all(&pkg);
-                crate::metrics::metrics().deliveries.inc_by(n as u64);
+                fe.metrics.deliveries.inc_by(n as u64);
             }
             Reply::value(&()).ok()
         }

@@ -97,7 +97,7 @@ pub(crate) async fn run(
     let span = tracing::debug_span!("connection", peer.addr = %peer, session.id = session.id());
     fe.tracker
         .spawn(write_loop(sink, rx, closing.clone()).instrument(span.clone()));
-    let metrics = crate::metrics::metrics();
+    let metrics = fe.metrics.clone();
     metrics.connections.inc();
     metrics.connections_total.inc();
     async {
@@ -455,7 +455,7 @@ fn answer_code(json: &[u8]) -> u16 {
 /// Counts a request by route (a dictionary route, else `other`) and answer code.
 fn record(fe: &Frontend, route: &str, code: u16, started: Instant) {
     let known = fe.dict.as_ref().is_some_and(|d| d.code_of(route).is_some()) || fe.handlers.has(route);
-    let m = crate::metrics::metrics();
+    let m = &fe.metrics;
     let labels = crate::metrics::RequestLabels {
         route: if known {
             route.to_owned()

@@ -1,0 +1,190 @@
+//! The channel store in Redis, for clusters. A channel's whole membership is one `HGETALL`: a
+//! push costs one round trip at most. Compare-and-set steps are Lua scripts, built once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult, Script};
+
+use super::keys::Keys;
+use super::{Added, Member, Store};
+use crate::ChannelError;
+
+/// Adds a member unless another frontend holds the uid; records the channel and the frontend's
+/// channel. Answers 1 (new), 2 (replaced) or 0 (taken).
+static ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
+         if v and string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return 0 end \
+         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+         redis.call('SADD', KEYS[2], ARGV[4]) \
+         redis.call('SADD', KEYS[3], ARGV[4]) \
+         if v then return 2 else return 1 end",
+    )
+});
+
+/// Removes a member only if it is stored exactly as given (compare-and-delete).
+static LEAVE_EXACT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
+         return redis.call('HDEL', KEYS[1], ARGV[1]) else return 0 end",
+    )
+});
+
+/// Membership in Redis under one namespace.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Arc<Keys>,
+    /// Redis errors (exported as `shaddock_store_errors_total`).
+    errors: Counter,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("keys", &self.keys).finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis; the connection reconnects by itself and commands time out.
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self, ChannelError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client.get_connection_manager_with_config(config).await?;
+        Ok(Self {
+            conn,
+            keys: Arc::new(Keys::new(namespace)),
+            errors: Counter::default(),
+        })
+    }
+
+    /// The error counter, to register in a metrics registry.
+    pub fn errors(&self) -> &Counter {
+        &self.errors
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Counts a failed command.
+    fn check<T>(&self, result: RedisResult<T>) -> Result<T, ChannelError> {
+        result.map_err(|e| {
+            self.errors.inc();
+            ChannelError::Store(e)
+        })
+    }
+}
+
+impl Store for RedisStore {
+    async fn create(&self, name: &str) -> Result<(), ChannelError> {
+        let added: RedisResult<i64> = self.conn().sadd(self.keys.channels(), name).await;
+        self.check(added).map(drop)
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool, ChannelError> {
+        let found = self.conn().sismember(self.keys.channels(), name).await;
+        self.check(found)
+    }
+
+    /// A uid held through another frontend is refused (a duplicate login across the
+    /// cluster); one left by the same frontend is replaced: that frontend has no live session
+    /// for it any more, else it would not have asked.
+    async fn add(&self, name: &str, member: &Member) -> Result<Added, ChannelError> {
+        let outcome: RedisResult<i64> = ADD
+            .key(self.keys.channel(name))
+            .key(self.keys.channels())
+            .key(self.keys.sid(&member.sid))
+            .arg(&member.uid)
+            .arg(member.stored())
+            .arg(member.sid_prefix())
+            .arg(name)
+            .invoke_async(&mut self.conn())
+            .await;
+        Ok(match self.check(outcome)? {
+            1 => Added::New,
+            2 => Added::Replaced,
+            _ => Added::Taken,
+        })
+    }
+
+    async fn leave(&self, name: &str, uid: &str, only: Option<&Member>) -> Result<bool, ChannelError> {
+        let hash = self.keys.channel(name);
+        let removed: RedisResult<i64> = match only {
+            Some(member) => {
+                LEAVE_EXACT
+                    .key(hash)
+                    .arg(uid)
+                    .arg(member.stored())
+                    .invoke_async(&mut self.conn())
+                    .await
+            }
+            None => self.conn().hdel(hash, uid).await,
+        };
+        Ok(self.check(removed)? > 0)
+    }
+
+    async fn members(&self, name: &str) -> Result<Vec<Member>, ChannelError> {
+        let map: RedisResult<HashMap<String, String>> = self.conn().hgetall(self.keys.channel(name)).await;
+        Ok(self
+            .check(map)?
+            .into_iter()
+            .map(|(uid, v)| Member::from_stored(uid, &v))
+            .collect())
+    }
+
+    async fn member(&self, name: &str, uid: &str) -> Result<Option<Member>, ChannelError> {
+        let value: RedisResult<Option<String>> = self.conn().hget(self.keys.channel(name), uid).await;
+        Ok(self.check(value)?.map(|v| Member::from_stored(uid.to_owned(), &v)))
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), ChannelError> {
+        let done: RedisResult<()> = redis::pipe()
+            .atomic()
+            .srem(self.keys.channels(), name)
+            .ignore()
+            .del(self.keys.channel(name))
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        self.check(done)
+    }
+
+    async fn channels(&self) -> Result<Vec<String>, ChannelError> {
+        let names = self.conn().smembers(self.keys.channels()).await;
+        self.check(names)
+    }
+
+    async fn channels_of_sid(&self, sid: &str) -> Result<Vec<String>, ChannelError> {
+        let names = self.conn().smembers(self.keys.sid(sid)).await;
+        self.check(names)
+    }
+
+    async fn forget_sid_channel(&self, sid: &str, name: &str) -> Result<(), ChannelError> {
+        let removed: RedisResult<i64> = self.conn().srem(self.keys.sid(sid), name).await;
+        self.check(removed).map(drop)
+    }
+
+    async fn claim_epoch(&self) -> Result<bool, ChannelError> {
+        let set: RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(self.keys.epoch())
+            .arg("1")
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await;
+        Ok(self.check(set)?.is_some())
+    }
+
+    async fn ping(&self) -> bool {
+        let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut self.conn()).await;
+        pong.is_ok()
+    }
+}

@@ -1,0 +1,121 @@
+//! One suite, two stores: every behaviour of the channel store holds the same in memory and in
+//! the real Redis on 127.0.0.1:6379 (a random namespace per test).
+
+use shaddock_channel::{Added, ChannelStore, Member};
+
+mod support;
+
+
+fn member(uid: &str, sid: &str, incarnation: u64, session: u64) -> Member {
+    Member {
+        uid: uid.into(),
+        sid: sid.into(),
+        incarnation,
+        session,
+    }
+}
+
+/// Runs each behaviour against both stores.
+macro_rules! conformance {
+    ($($behaviour:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    super::$behaviour(shaddock_channel::ChannelStore::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let ns = crate::support::namespace(stringify!($behaviour));
+                    let store = shaddock_channel::ChannelStore::redis(crate::support::REDIS, &ns).await.unwrap();
+                    super::$behaviour(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_uid_held_by_another_frontend_is_refused_and_one_of_the_same_frontend_replaced,
+    a_leave_for_an_older_session_keeps_the_newer_one,
+    members_are_grouped_by_frontend_and_names_keep_odd_characters,
+    channels_are_created_listed_and_destroyed,
+    the_store_remembers_which_channels_a_frontend_has_members_in,
+    the_epoch_mark_is_claimed_once,
+);
+
+async fn a_uid_held_by_another_frontend_is_refused_and_one_of_the_same_frontend_replaced(store: ChannelStore) {
+    let first = member("a*r", "connector-1", 1, 7);
+    assert_eq!(store.add("r", &first).await.unwrap(), Added::New);
+    let elsewhere = member("a*r", "connector-2", 1, 9);
+    assert_eq!(store.add("r", &elsewhere).await.unwrap(), Added::Taken);
+    assert_eq!(store.member("r", "a*r").await.unwrap(), Some(first));
+    let restarted = member("a*r", "connector-1", 2, 3);
+    assert_eq!(store.add("r", &restarted).await.unwrap(), Added::Replaced);
+    assert_eq!(store.member("r", "a*r").await.unwrap(), Some(restarted));
+    assert!(store.ping().await);
+}
+
+async fn a_leave_for_an_older_session_keeps_the_newer_one(store: ChannelStore) {
+    let newer = member("a*r", "connector-1", 1, 8);
+    store.add("r", &newer).await.unwrap();
+    let older = member("a*r", "connector-1", 1, 7);
+    assert!(!store.leave("r", "a*r", Some(&older)).await.unwrap());
+    assert!(store.member("r", "a*r").await.unwrap().is_some());
+    assert!(store.leave("r", "a*r", Some(&newer)).await.unwrap());
+    assert!(!store.leave("r", "a*r", Some(&newer)).await.unwrap(), "a second leave finds nothing");
+    store.add("r", &newer).await.unwrap();
+    assert!(store.leave("r", "a*r", None).await.unwrap(), "a leave of any session");
+    assert!(store.members("r").await.unwrap().is_empty());
+    assert!(!store.leave("nowhere", "a*r", None).await.unwrap());
+}
+
+async fn members_are_grouped_by_frontend_and_names_keep_odd_characters(store: ChannelStore) {
+    let room = "room:1 with*odd.chars#";
+    for (uid, sid) in [("carol*x", "connector-1"), ("bob*x", "connector-2"), ("al:ice*x", "connector-1")] {
+        store.add(room, &Member::new(uid, sid)).await.unwrap();
+    }
+    assert_eq!(
+        store.members(room).await.unwrap(),
+        vec![
+            Member::new("al:ice*x", "connector-1"),
+            Member::new("carol*x", "connector-1"),
+            Member::new("bob*x", "connector-2"),
+        ]
+    );
+    assert_eq!(store.member(room, "nobody").await.unwrap(), None);
+}
+
+async fn channels_are_created_listed_and_destroyed(store: ChannelStore) {
+    assert!(!store.exists("b").await.unwrap());
+    store.create("b").await.unwrap();
+    store.add("a", &Member::new("u*a", "connector-1")).await.unwrap();
+    assert!(store.exists("b").await.unwrap());
+    assert_eq!(store.channels().await.unwrap(), vec!["a", "b"]);
+    store.destroy("a").await.unwrap();
+    assert!(!store.exists("a").await.unwrap());
+    assert!(store.members("a").await.unwrap().is_empty());
+    assert_eq!(store.channels().await.unwrap(), vec!["b"]);
+}
+
+async fn the_store_remembers_which_channels_a_frontend_has_members_in(store: ChannelStore) {
+    store.add("r1", &Member::new("a*r1", "connector-1")).await.unwrap();
+    store.add("r2", &Member::new("b*r2", "connector-1")).await.unwrap();
+    store.add("r2", &Member::new("c*r2", "connector-2")).await.unwrap();
+    let mut of_1 = store.channels_of_sid("connector-1").await.unwrap();
+    of_1.sort();
+    assert_eq!(of_1, vec!["r1", "r2"]);
+    assert_eq!(store.channels_of_sid("connector-2").await.unwrap(), vec!["r2"]);
+    store.forget_sid_channel("connector-1", "r1").await.unwrap();
+    assert_eq!(store.channels_of_sid("connector-1").await.unwrap(), vec!["r2"]);
+    assert!(store.channels_of_sid("connector-9").await.unwrap().is_empty());
+}
+
+async fn the_epoch_mark_is_claimed_once(store: ChannelStore) {
+    assert!(store.claim_epoch().await.unwrap(), "a new store has no mark");
+    assert!(!store.claim_epoch().await.unwrap());
+}
