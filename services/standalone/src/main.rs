@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use shaddock_bus::Bus;
 use shaddock_channel::ChannelStore;
-use shaddock_config::{ClusterConfig, ProcessEnv, ServerEntry};
+use shaddock_config::{ClusterConfig, ServerEntry};
 use shaddock_server::App;
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,7 @@ enum Command {
 async fn main() -> ExitCode {
     shaddock_server::telemetry::init();
     let cli = Cli::parse();
-    let config = match ClusterConfig::load(cli.config.as_deref(), &ProcessEnv) {
+    let config = match ClusterConfig::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("shaddock: {e}");

@@ -210,6 +210,8 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)?;
         let result = tokio::select! {
+            // A response that arrived before the close (a refusal, then a kick) still counts.
+            biased;
             r = tokio::time::timeout(self.options.request_timeout, rx) => match r {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(_)) => Err(ClientError::Closed),

@@ -2,19 +2,20 @@
 //! connector options, as one TOML file, with every field overridable from `SHADDOCK_*`
 //! environment variables (how Kubernetes sets a pod's server id and addresses).
 //!
-//! Pure: no I/O except [`ClusterConfig::load`], which reads one file. The environment is read
-//! through the [`Strings`] trait so that tests pass a map and never touch the process env.
+//! Layered with figment: the defaults, then the file, then the environment. An error names the
+//! key and where its value came from (the file, or the variable).
 //!
 //! # Layout
 //! - [`ClusterConfig`]: the whole file, with defaults that run the chat demo.
 //! - [`ServerEntry`]: one server (id, type, public host, client port).
-//! - [`env`]: the names of the environment variables, in one place.
+//! - [`env`]: how `SHADDOCK_*` variables map onto fields, in one place.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use figment::Figment;
+use figment::providers::{Format, Toml};
 use serde::Deserialize;
 
 pub mod env;
@@ -28,8 +29,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A value of the wrong type, an unknown key: the message names the key and its source.
     #[error("invalid config: {0}")]
-    Toml(#[from] toml::de::Error),
+    Layer(String),
     #[error("{key} is not valid: {value:?} ({why})")]
     Invalid {
         key: String,
@@ -38,25 +40,64 @@ pub enum ConfigError {
     },
 }
 
-/// A source of strings by name: the process environment, or a map in tests.
-pub trait Strings {
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl Strings for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
+impl From<figment::Error> for ConfigError {
+    fn from(errors: figment::Error) -> Self {
+        let messages: Vec<String> = errors.into_iter().map(|e| describe(&e)).collect();
+        ConfigError::Layer(messages.join("; "))
     }
 }
 
-impl Strings for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
+/// One error, naming the key and, for the environment, the very variable.
+fn describe(e: &figment::Error) -> String {
+    let mut path = e.path.clone();
+    if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+        path.push(field.clone());
     }
+    let key = path.join(".");
+    let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    if from_env && !key.is_empty() {
+        format!("{} for key \"{key}\" in {}", e.kind, env::variable_of(&key))
+    } else {
+        e.to_string()
+    }
+}
+
+/// A string field set from the environment reads `12345` or `true` as text, not as a
+/// number or a bool (figment parses variables by their look).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Unsigned(n) => n.to_string(),
+        Scalar::Signed(n) => n.to_string(),
+        Scalar::Float(n) => n.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+    })
+}
+
+fn some_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    text(d).map(Some)
+}
+
+/// This server's identity from the environment (`SHADDOCK_SERVER_ID`, ...).
+#[derive(Debug, Default, Deserialize)]
+struct IdentityEnv {
+    #[serde(default, deserialize_with = "some_text")]
+    server_id: Option<String>,
+    #[serde(default, deserialize_with = "some_text")]
+    host: Option<String>,
+    #[serde(default, deserialize_with = "some_text")]
+    bind: Option<String>,
+    client_port: Option<u16>,
+    admin_port: Option<u16>,
 }
 
 /// The whole cluster.
@@ -64,10 +105,14 @@ impl Strings for HashMap<String, String> {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Prefix of every NATS subject and Redis key, so clusters (and tests) never see each other.
+    #[serde(deserialize_with = "text")]
     pub namespace: String,
     /// `nats` (NATS + Redis) or `local` (in-process bus and memory store: one process only).
+    #[serde(deserialize_with = "text")]
     pub transport: String,
+    #[serde(deserialize_with = "text")]
     pub nats_url: String,
+    #[serde(deserialize_with = "text")]
     pub redis_url: String,
     pub connector: FrontendOptions,
     pub gate: FrontendOptions,
@@ -153,7 +198,7 @@ pub struct DictionaryOptions {
 /// A secret from the config: never shown by `Debug` (configs get logged).
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(#[serde(deserialize_with = "text")] String);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -320,63 +365,29 @@ impl FrontendOptions {
 }
 
 impl ClusterConfig {
-    /// Reads a TOML file, applies the environment, validates.
-    pub fn load(path: Option<&Path>, env: &impl Strings) -> Result<Self, ConfigError> {
-        let mut cfg = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                Self::from_toml(&text)?
-            }
-            None => Self::default(),
-        };
-        cfg.apply_env(env)?;
+    /// Reads a TOML file (if any), applies the environment (see [`env`]), validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut layers = Figment::new();
+        if let Some(p) = path {
+            // A missing file is an error here, not an empty layer as figment would have it.
+            std::fs::metadata(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            layers = layers.merge(Toml::file_exact(p));
+        }
+        Self::extract(layers.merge(env::cluster()))
+    }
+
+    /// The config in `text` alone, without the environment.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(text)))
+    }
+
+    fn extract(layers: Figment) -> Result<Self, ConfigError> {
+        let cfg: Self = layers.extract()?;
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Ok(toml::from_str(text)?)
-    }
-
-    /// Cluster-wide overrides (per-server ones are in [`ClusterConfig::identity`]).
-    pub fn apply_env(&mut self, env: &impl Strings) -> Result<(), ConfigError> {
-        if let Some(v) = env.get(env::NAMESPACE) {
-            self.namespace = v;
-        }
-        if let Some(v) = env.get(env::TRANSPORT) {
-            self.transport = v;
-        }
-        if let Some(v) = env.get(env::NATS_URL) {
-            self.nats_url = v;
-        }
-        if let Some(v) = env.get(env::REDIS_URL) {
-            self.redis_url = v;
-        }
-        if let Some(v) = env.get(env::HEARTBEAT_SECS) {
-            self.connector.heartbeat_secs = parse(env::HEARTBEAT_SECS, &v)?;
-        }
-        if let Some(v) = env.get(env::RPC_TIMEOUT_MS) {
-            self.rpc.timeout_ms = parse(env::RPC_TIMEOUT_MS, &v)?;
-        }
-        if let Some(v) = env.get(env::REGISTRY_LAPSE_MS) {
-            self.registry.lapse_ms = parse(env::REGISTRY_LAPSE_MS, &v)?;
-        }
-        if let Some(v) = env.get(env::MAX_CONNECTIONS) {
-            self.limits.max_connections = parse(env::MAX_CONNECTIONS, &v)?;
-        }
-        if let Some(v) = env.get(env::ADMIN_TOKEN) {
-            self.admin.token = Secret::new(v);
-        }
-        if let Some(v) = env.get(env::AUTH_SECRET) {
-            self.auth.secret = Secret::new(v);
-        }
-        if let Some(v) = env.get(env::REQUESTS_PER_SECOND) {
-            self.limits.requests_per_second = parse(env::REQUESTS_PER_SECOND, &v)?;
-        }
-        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -402,15 +413,12 @@ impl ClusterConfig {
     }
 
     /// Works out which server this process is: `--id` / `SHADDOCK_SERVER_ID`, its entry in
-    /// `servers` if any, then `SHADDOCK_HOST`, `SHADDOCK_BIND`, `SHADDOCK_CLIENT_PORT`.
-    pub fn identity(
-        &self,
-        server_type: &str,
-        id: Option<String>,
-        env: &impl Strings,
-    ) -> Result<ServerEntry, ConfigError> {
+    /// `servers` if any, then `SHADDOCK_HOST`, `SHADDOCK_BIND`, `SHADDOCK_CLIENT_PORT`,
+    /// `SHADDOCK_ADMIN_PORT`.
+    pub fn identity(&self, server_type: &str, id: Option<String>) -> Result<ServerEntry, ConfigError> {
+        let env: IdentityEnv = Figment::from(env::identity()).extract()?;
         let id = id
-            .or_else(|| env.get(env::SERVER_ID))
+            .or(env.server_id)
             .or_else(|| {
                 // One server of this type in the file: that's us.
                 let mut of_type = self.servers.iter().filter(|s| s.server_type == server_type);
@@ -437,18 +445,10 @@ impl ClusterConfig {
         if me.server_type != server_type {
             return Err(invalid("server id", &me.id, "names a server of another type"));
         }
-        if let Some(v) = env.get(env::HOST) {
-            me.host = v;
-        }
-        if let Some(v) = env.get(env::BIND) {
-            me.bind = v;
-        }
-        if let Some(v) = env.get(env::CLIENT_PORT) {
-            me.client_port = Some(parse(env::CLIENT_PORT, &v)?);
-        }
-        if let Some(v) = env.get(env::ADMIN_PORT) {
-            me.admin_port = Some(parse(env::ADMIN_PORT, &v)?);
-        }
+        me.host = env.host.unwrap_or(me.host);
+        me.bind = env.bind.unwrap_or(me.bind);
+        me.client_port = env.client_port.or(me.client_port);
+        me.admin_port = env.admin_port.or(me.admin_port);
         Ok(me)
     }
 
@@ -460,10 +460,6 @@ impl ClusterConfig {
             &self.connector
         }
     }
-}
-
-fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim().parse().map_err(|_| invalid(key, v, "not a number"))
 }
 
 fn invalid(key: &str, value: &str, why: &'static str) -> ConfigError {
@@ -490,13 +486,7 @@ pub fn check_name(key: &str, v: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use figment::Jail;
 
     const FILE: &str = r#"
 namespace = "test"
@@ -509,16 +499,24 @@ host = "chat.example.com"
 client_port = 3050
 "#;
 
+    /// Runs `check` in a jail: its own directory and environment variables.
+    #[allow(clippy::result_large_err)] // figment's own error type, in tests only
+    fn jailed(check: impl FnOnce(&mut Jail) -> Result<(), String>) {
+        Jail::expect_with(|jail| check(jail).map_err(figment::Error::from));
+    }
+
     #[test]
     fn a_server_finds_its_entry_by_id_and_env_overrides_it() {
-        let cfg = ClusterConfig::from_toml(FILE).unwrap();
-        let me = cfg
-            .identity("connector", None, &env(&[("SHADDOCK_CLIENT_PORT", "0")]))
-            .unwrap();
-        assert_eq!(me.id, "connector-server-1");
-        assert_eq!(me.host, "chat.example.com");
-        assert_eq!(me.client_port, Some(0));
-        assert_eq!(cfg.connector.heartbeat_timeout(), Some(Duration::from_secs(2)));
+        jailed(|jail| {
+            jail.set_env("SHADDOCK_CLIENT_PORT", "0");
+            let cfg = ClusterConfig::from_toml(FILE).map_err(|e| e.to_string())?;
+            let me = cfg.identity("connector", None).map_err(|e| e.to_string())?;
+            assert_eq!(me.id, "connector-server-1");
+            assert_eq!(me.host, "chat.example.com");
+            assert_eq!(me.client_port, Some(0));
+            assert_eq!(cfg.connector.heartbeat_timeout(), Some(Duration::from_secs(2)));
+            Ok(())
+        });
     }
 
     #[test]
@@ -528,35 +526,102 @@ client_port = 3050
 
     #[test]
     fn ids_that_would_escape_a_subject_are_refused() {
-        let cfg = ClusterConfig::default();
-        assert!(cfg.identity("chat", Some("a.b".into()), &env(&[])).is_err());
-        assert!(cfg.identity("chat", Some("a>".into()), &env(&[])).is_err());
-        assert!(cfg.identity("chat", Some("chat-2".into()), &env(&[])).is_ok());
+        jailed(|_| {
+            let cfg = ClusterConfig::default();
+            assert!(cfg.identity("chat", Some("a.b".into())).is_err());
+            assert!(cfg.identity("chat", Some("a>".into())).is_err());
+            assert!(cfg.identity("chat", Some("chat-2".into())).is_ok());
+            Ok(())
+        });
     }
 
     #[test]
-    fn the_environment_overrides_the_cluster() {
-        let mut cfg = ClusterConfig::default();
-        cfg.apply_env(&env(&[
-            ("SHADDOCK_NAMESPACE", "ns1"),
-            ("SHADDOCK_RPC_TIMEOUT_MS", "250"),
-        ]))
-        .unwrap();
-        assert_eq!(cfg.namespace, "ns1");
-        assert_eq!(cfg.rpc.timeout_ms, 250);
-        assert!(
-            cfg.apply_env(&env(&[("SHADDOCK_RPC_TIMEOUT_MS", "soon")]))
-                .is_err()
-        );
+    fn the_environment_overrides_the_file_by_short_names_and_by_path() {
+        jailed(|jail| {
+            jail.create_file("cluster.toml", FILE).map_err(|e| e.to_string())?;
+            jail.set_env("SHADDOCK_NAMESPACE", "ns1");
+            jail.set_env("SHADDOCK_RPC_TIMEOUT_MS", "250");
+            jail.set_env("SHADDOCK_LIMITS__SEND_QUEUE", "7");
+            jail.set_env("SHADDOCK_CONNECTOR__USE_DICT", "false");
+            jail.set_env("SHADDOCK_REGISTRY__HANDOFF_MS", "20");
+            jail.set_env("SHADDOCK_SERVER_ID", "connector-server-1");
+            jail.set_env("SHADDOCK_CONFIG", "cluster.toml");
+            let cfg = ClusterConfig::load(Some(Path::new("cluster.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.namespace, "ns1");
+            assert_eq!(cfg.rpc.timeout_ms, 250);
+            assert_eq!(cfg.limits.send_queue, 7);
+            assert!(!cfg.connector.use_dict);
+            assert_eq!(cfg.connector.heartbeat_secs, 1, "the file's value stays");
+            assert_eq!(cfg.registry.handoff_ms, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_key_and_the_variable() {
+        jailed(|jail| {
+            jail.set_env("SHADDOCK_RPC_TIMEOUT_MS", "soon");
+            let e = ClusterConfig::load(None).unwrap_err().to_string();
+            assert!(e.contains("\"rpc.timeout_ms\" in SHADDOCK_RPC_TIMEOUT_MS"), "{e}");
+            Ok(())
+        });
+        jailed(|jail| {
+            jail.set_env("SHADDOCK_LIMITS__NO_SUCH_THING", "1");
+            let e = ClusterConfig::load(None).unwrap_err().to_string();
+            assert!(e.contains("SHADDOCK_LIMITS__NO_SUCH_THING"), "{e}");
+            Ok(())
+        });
+        jailed(|jail| {
+            jail.create_file("bad.toml", "[limits]\nsend_queue = \"many\"\n")
+                .map_err(|e| e.to_string())?;
+            let e = ClusterConfig::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(e.contains("limits.send_queue") && e.contains("bad.toml"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_string_field_takes_a_value_that_looks_like_a_number() {
+        jailed(|jail| {
+            jail.set_env("SHADDOCK_ADMIN_TOKEN", "12345");
+            jail.set_env("SHADDOCK_NAMESPACE", "2026");
+            jail.set_env("SHADDOCK_HOST", "10.0.0.1");
+            let cfg = ClusterConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.admin.token.expose(), "12345");
+            assert_eq!(cfg.namespace, "2026");
+            assert_eq!(cfg.identity("chat", None).map_err(|e| e.to_string())?.host, "10.0.0.1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        jailed(|jail| {
+            jail.set_env("SHADDOCK_ADMIN_PORT", "");
+            jail.set_env("SHADDOCK_MAX_CONNECTIONS", "");
+            let cfg = ClusterConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.limits.max_connections, Limits::default().max_connections);
+            let me = cfg.identity("chat", None).map_err(|e| e.to_string())?;
+            assert_eq!(me.admin_port, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let e = ClusterConfig::load(Some(Path::new("/nonexistent/cluster.toml"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
     }
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let mut cfg = ClusterConfig::default();
-        cfg.apply_env(&env(&[("SHADDOCK_AUTH_SECRET", "hunter2")]))
-            .unwrap();
-        assert_eq!(cfg.auth.secret.expose(), "hunter2");
-        assert!(!format!("{cfg:?}").contains("hunter2"));
+        jailed(|jail| {
+            jail.set_env("SHADDOCK_AUTH_SECRET", "hunter2");
+            let cfg = ClusterConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.auth.secret.expose(), "hunter2");
+            assert!(!format!("{cfg:?}").contains("hunter2"));
+            Ok(())
+        });
     }
 
     #[test]

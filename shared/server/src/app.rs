@@ -253,7 +253,6 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     use clap::{CommandFactory, FromArgMatches};
-    use shaddock_config::ProcessEnv;
     let command = ServerArgs::command()
         .name(format!("shaddock-{server_type}"))
         .about(about)
@@ -263,8 +262,8 @@ where
         Err(e) => e.exit(),
     };
     crate::telemetry::init();
-    let loaded = ClusterConfig::load(args.config.as_deref(), &ProcessEnv)
-        .and_then(|c| c.identity(server_type, args.id, &ProcessEnv).map(|me| (c, me)));
+    let loaded = ClusterConfig::load(args.config.as_deref())
+        .and_then(|c| c.identity(server_type, args.id).map(|me| (c, me)));
     let (config, me) = match loaded {
         Ok(v) => v,
         Err(e) => {

@@ -5,7 +5,7 @@
 //!   and task tracker, the ready line, graceful shutdown.
 //! - [`handler`]: the handler pipeline: before filters, handler, after filters, and the one
 //!   place a handler error becomes a Pomelo response (`{"code":500}`).
-//! - [`session`]: Pomelo's `SessionService` on a frontend: sid -> session, uid -> sessions,
+//! - [`session`]: Pomelo's `SessionService` on a frontend: session id -> session, uid -> sessions,
 //!   bounded per-socket queues, kick.
 //! - [`frontend`]: the WebSocket listener and the Pomelo socket state machine (handshake,
 //!   ack, heartbeat, data, kick), and delivery of pushes arriving on the bus.

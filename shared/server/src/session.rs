@@ -1,7 +1,8 @@
-//! Pomelo's `SessionService` on a frontend: every socket is a [`Session`] with an id (the
-//! sid, unique on this frontend), an optional bound uid and settings. Outbound packages go
-//! through a bounded queue per socket; a full queue means the client is too slow, and it is
-//! closed rather than allowed to slow anyone else.
+//! Pomelo's `SessionService` on a frontend: every socket is a [`Session`] with an id (unique
+//! on this frontend; "sid" always means a frontend's server id, never this), an optional
+//! bound uid and settings. Outbound packages go through a bounded queue per socket; a full
+//! queue means the client is too slow, and it is closed rather than allowed to slow anyone
+//! else.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -209,7 +210,7 @@ impl SessionService {
 }
 
 impl Session {
-    /// The sid of this socket on its frontend.
+    /// The id of this socket on its frontend.
     pub fn id(&self) -> u64 {
         self.inner.id
     }
