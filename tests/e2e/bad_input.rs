@@ -180,11 +180,11 @@ async fn with_a_secret_enter_needs_a_valid_token_for_that_user() {
         client.request("connector.entryHandler.enter", body)
     };
     assert!(refused(&enter_with(None).await.unwrap()));
-    let bobs = shaddock_server::auth::mint(b"test-secret", "bob", shaddock_server::auth::now() + 60);
+    let bobs = shaddock_connector::auth::mint(b"test-secret", "bob", shaddock_connector::auth::now() + 60);
     assert!(refused(&enter_with(Some(bobs)).await.unwrap()));
-    let stale = shaddock_server::auth::mint(b"test-secret", "alice", 1);
+    let stale = shaddock_connector::auth::mint(b"test-secret", "alice", 1);
     assert!(refused(&enter_with(Some(stale)).await.unwrap()));
-    let good = shaddock_server::auth::mint(b"test-secret", "alice", shaddock_server::auth::now() + 60);
+    let good = shaddock_connector::auth::mint(b"test-secret", "alice", shaddock_connector::auth::now() + 60);
     assert_eq!(users(&enter_with(Some(good)).await.unwrap()), vec!["alice"]);
 }
 

@@ -251,7 +251,13 @@ mod tests {
         let reg2 = registry(&bus, "chat-2", &token2, &tracker).await;
         assert!(reg1.wait_for(SERVER_TYPE, 2, Duration::from_secs(5)).await);
         let asked_of_2 = answer_barriers(&bus, "chat-2").await;
-        let rpc = RpcClient::new(bus.clone(), reg1.clone(), "t", Duration::from_secs(1), Default::default());
+        let rpc = RpcClient::new(
+            bus.clone(),
+            reg1.clone(),
+            "t",
+            Duration::from_secs(1),
+            Default::default(),
+        );
         let one = Arc::new(Handoff::new("chat-1", rpc));
         let list = reg1.list();
         let (mine, theirs) = (room_of(&list, "chat-1"), room_of(&list, "chat-2"));

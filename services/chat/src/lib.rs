@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use shaddock_bus::{Registry, subject};
 use shaddock_channel::{ChannelService, ChannelStore};
+use shaddock_console::Console;
 use shaddock_server::backend::Backend;
 use shaddock_server::sequencer::Sequencer;
 use shaddock_server::{App, Handlers};
@@ -120,11 +121,8 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         Duration::from_millis(app.config.registry.heartbeat_ms),
         app.token.clone(),
     ));
-    app.metrics.register(
-        "store_errors",
-        "Channel store (Redis) errors",
-        store_errors,
-    );
+    app.metrics
+        .register("store_errors", "Channel store (Redis) errors", store_errors);
     let store = state.channels.store().clone();
     let store_check: shaddock_server::admin::Check = (
         "channel store",
@@ -133,7 +131,9 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
             Box::pin(async move { store.ping().await })
         }),
     );
-    app.serve_admin(&state.registry, None, vec![store_check]).await?;
+    let console = Console::new(app.rpc(&state.registry), app.bus.clone(), &app.config.namespace);
+    app.serve_admin(&state.registry, None, vec![store_check], console.routes())
+        .await?;
     app.announce_ready(None);
     Ok(state)
 }

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shaddock_bus::subject;
+use shaddock_console::Console;
+use shaddock_remote::RpcClient;
+use shaddock_remote::chat_remote::{PurgeFrontend, Resync, ResyncMember};
 use shaddock_server::App;
 use shaddock_server::forward::Forwarder;
 use shaddock_server::frontend::{Frontend, push};
-use shaddock_remote::RpcClient;
-use shaddock_remote::chat_remote::{PurgeFrontend, Resync, ResyncMember};
 
+pub mod auth;
 pub mod handler;
 
 /// The server type.
@@ -89,14 +91,11 @@ async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shadd
             continue;
         };
         if let Some(chat) = list.pick("chat", &rid) {
-            by_chat
-                .entry(chat.id.clone())
-                .or_default()
-                .push(ResyncMember {
-                    uid,
-                    rid,
-                    session: s.id(),
-                });
+            by_chat.entry(chat.id.clone()).or_default().push(ResyncMember {
+                uid,
+                rid,
+                session: s.id(),
+            });
         }
     }
     for (chat, members) in by_chat {
@@ -185,7 +184,9 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         fe.clone(),
         app.token.clone(),
     ));
-    app.serve_admin(&registry, Some(fe.clone()), Vec::new()).await?;
+    let console = Console::new(app.rpc(&registry), app.bus.clone(), &app.config.namespace);
+    app.serve_admin(&registry, Some(fe.clone()), Vec::new(), console.routes())
+        .await?;
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shaddock_console::Console;
 use shaddock_server::App;
 use shaddock_server::frontend::Frontend;
 
@@ -18,7 +19,9 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     let (listener, port, registry, mut fe) = app.start_frontend(SERVER_TYPE).await?;
     handler::gate_handler::register(&mut fe, registry.clone());
     let fe = Arc::new(fe);
-    app.serve_admin(&registry, Some(fe.clone()), Vec::new()).await?;
+    let console = Console::new(app.rpc(&registry), app.bus.clone(), &app.config.namespace);
+    app.serve_admin(&registry, Some(fe.clone()), Vec::new(), console.routes())
+        .await?;
     fe.clone().serve(listener);
     app.announce_ready(Some(port));
     Ok(fe)

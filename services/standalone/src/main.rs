@@ -76,10 +76,10 @@ async fn main() -> ExitCode {
                 eprintln!("shaddock: no secret: set SHADDOCK_AUTH_SECRET or auth.secret");
                 return ExitCode::from(64);
             }
-            let token = shaddock_server::auth::mint(
+            let token = shaddock_connector::auth::mint(
                 config.auth.secret.expose().as_bytes(),
                 &username,
-                shaddock_server::auth::now() + ttl,
+                shaddock_connector::auth::now() + ttl,
             );
             println!("{token}");
             Ok(())

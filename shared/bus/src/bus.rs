@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::BusError;
-use crate::stats::BusStats;
 use crate::reply::{Forget, PendingReply, ReplyMux};
+use crate::stats::BusStats;
 
 /// Messages a subscription buffers before dropping.
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;

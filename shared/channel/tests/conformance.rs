@@ -5,7 +5,6 @@ use shaddock_channel::{Added, ChannelStore, Member};
 
 mod support;
 
-
 fn member(uid: &str, sid: &str, incarnation: u64, session: u64) -> Member {
     Member {
         uid: uid.into(),
@@ -48,7 +47,9 @@ conformance!(
     the_epoch_mark_is_claimed_once,
 );
 
-async fn a_uid_held_by_another_frontend_is_refused_and_one_of_the_same_frontend_replaced(store: ChannelStore) {
+async fn a_uid_held_by_another_frontend_is_refused_and_one_of_the_same_frontend_replaced(
+    store: ChannelStore,
+) {
     let first = member("a*r", "connector-1", 1, 7);
     assert_eq!(store.add("r", &first).await.unwrap(), Added::New);
     let elsewhere = member("a*r", "connector-2", 1, 9);
@@ -67,16 +68,26 @@ async fn a_leave_for_an_older_session_keeps_the_newer_one(store: ChannelStore) {
     assert!(!store.leave("r", "a*r", Some(&older)).await.unwrap());
     assert!(store.member("r", "a*r").await.unwrap().is_some());
     assert!(store.leave("r", "a*r", Some(&newer)).await.unwrap());
-    assert!(!store.leave("r", "a*r", Some(&newer)).await.unwrap(), "a second leave finds nothing");
+    assert!(
+        !store.leave("r", "a*r", Some(&newer)).await.unwrap(),
+        "a second leave finds nothing"
+    );
     store.add("r", &newer).await.unwrap();
-    assert!(store.leave("r", "a*r", None).await.unwrap(), "a leave of any session");
+    assert!(
+        store.leave("r", "a*r", None).await.unwrap(),
+        "a leave of any session"
+    );
     assert!(store.members("r").await.unwrap().is_empty());
     assert!(!store.leave("nowhere", "a*r", None).await.unwrap());
 }
 
 async fn members_are_grouped_by_frontend_and_names_keep_odd_characters(store: ChannelStore) {
     let room = "room:1 with*odd.chars#";
-    for (uid, sid) in [("carol*x", "connector-1"), ("bob*x", "connector-2"), ("al:ice*x", "connector-1")] {
+    for (uid, sid) in [
+        ("carol*x", "connector-1"),
+        ("bob*x", "connector-2"),
+        ("al:ice*x", "connector-1"),
+    ] {
         store.add(room, &Member::new(uid, sid)).await.unwrap();
     }
     assert_eq!(
@@ -103,9 +114,18 @@ async fn channels_are_created_listed_and_destroyed(store: ChannelStore) {
 }
 
 async fn the_store_remembers_which_channels_a_frontend_has_members_in(store: ChannelStore) {
-    store.add("r1", &Member::new("a*r1", "connector-1")).await.unwrap();
-    store.add("r2", &Member::new("b*r2", "connector-1")).await.unwrap();
-    store.add("r2", &Member::new("c*r2", "connector-2")).await.unwrap();
+    store
+        .add("r1", &Member::new("a*r1", "connector-1"))
+        .await
+        .unwrap();
+    store
+        .add("r2", &Member::new("b*r2", "connector-1"))
+        .await
+        .unwrap();
+    store
+        .add("r2", &Member::new("c*r2", "connector-2"))
+        .await
+        .unwrap();
     let mut of_1 = store.channels_of_sid("connector-1").await.unwrap();
     of_1.sort();
     assert_eq!(of_1, vec!["r1", "r2"]);

@@ -46,7 +46,9 @@ pub fn cluster() -> Env {
 
 /// The variables of this server's identity.
 pub fn identity() -> Env {
-    Env::prefixed(PREFIX).filter(|key| is_set(key.as_str())).only(&IDENTITY)
+    Env::prefixed(PREFIX)
+        .filter(|key| is_set(key.as_str()))
+        .only(&IDENTITY)
 }
 
 /// An empty variable counts as unset (`SHADDOCK_AUTH_SECRET=` in a manifest means "off").
@@ -57,9 +59,9 @@ fn is_set(key: &str) -> bool {
 
 /// The variable that set `key` (a dotted path): its short name if that one is set.
 pub fn variable_of(key: &str) -> String {
-    let alias = ALIASES
-        .iter()
-        .find(|(alias, path)| *path == key && std::env::var_os(format!("{PREFIX}{}", alias.to_uppercase())).is_some());
+    let alias = ALIASES.iter().find(|(alias, path)| {
+        *path == key && std::env::var_os(format!("{PREFIX}{}", alias.to_uppercase())).is_some()
+    });
     match alias {
         Some((alias, _)) => format!("{PREFIX}{}", alias.to_uppercase()),
         None => format!("{PREFIX}{}", key.replace('.', "__").to_uppercase()),

@@ -54,7 +54,10 @@ fn describe(e: &figment::Error) -> String {
         path.push(field.clone());
     }
     let key = path.join(".");
-    let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
     if from_env && !key.is_empty() {
         format!("{} for key \"{key}\" in {}", e.kind, env::variable_of(&key))
     } else {
@@ -538,7 +541,8 @@ client_port = 3050
     #[test]
     fn the_environment_overrides_the_file_by_short_names_and_by_path() {
         jailed(|jail| {
-            jail.create_file("cluster.toml", FILE).map_err(|e| e.to_string())?;
+            jail.create_file("cluster.toml", FILE)
+                .map_err(|e| e.to_string())?;
             jail.set_env("SHADDOCK_NAMESPACE", "ns1");
             jail.set_env("SHADDOCK_RPC_TIMEOUT_MS", "250");
             jail.set_env("SHADDOCK_LIMITS__SEND_QUEUE", "7");
@@ -574,7 +578,9 @@ client_port = 3050
         jailed(|jail| {
             jail.create_file("bad.toml", "[limits]\nsend_queue = \"many\"\n")
                 .map_err(|e| e.to_string())?;
-            let e = ClusterConfig::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            let e = ClusterConfig::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("limits.send_queue") && e.contains("bad.toml"), "{e}");
             Ok(())
         });
@@ -589,7 +595,10 @@ client_port = 3050
             let cfg = ClusterConfig::load(None).map_err(|e| e.to_string())?;
             assert_eq!(cfg.admin.token.expose(), "12345");
             assert_eq!(cfg.namespace, "2026");
-            assert_eq!(cfg.identity("chat", None).map_err(|e| e.to_string())?.host, "10.0.0.1");
+            assert_eq!(
+                cfg.identity("chat", None).map_err(|e| e.to_string())?.host,
+                "10.0.0.1"
+            );
             Ok(())
         });
     }

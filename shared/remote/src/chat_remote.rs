@@ -124,7 +124,10 @@ mod tests {
         let call = add();
         assert_eq!(call.method(), "add");
         let bytes = encode_call(&call).unwrap();
-        assert_eq!(decode_call::<ChatRemote>("chatRemote", "add", &bytes).unwrap(), call);
+        assert_eq!(
+            decode_call::<ChatRemote>("chatRemote", "add", &bytes).unwrap(),
+            call
+        );
     }
 
     #[test]
@@ -140,7 +143,10 @@ mod tests {
     #[test]
     fn a_call_with_bad_arguments_names_the_call() {
         let e = decode_call::<ChatRemote>("chatRemote", "kick", &[0xc1]).unwrap_err();
-        assert!(e.to_string().starts_with("bad arguments for chatRemote.kick"), "{e}");
+        assert!(
+            e.to_string().starts_with("bad arguments for chatRemote.kick"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -149,7 +155,11 @@ mod tests {
         #[derive(Serialize)]
         enum Newer {
             #[serde(rename = "purgeFrontend")]
-            PurgeFrontend { sid: String, keep: Option<u64>, reason: String },
+            PurgeFrontend {
+                sid: String,
+                keep: Option<u64>,
+                reason: String,
+            },
         }
         let bytes = rmp_serde::to_vec_named(&Newer::PurgeFrontend {
             sid: "connector-1".into(),

@@ -147,13 +147,15 @@ impl App {
         Duration::from_millis(self.config.registry.handoff_ms)
     }
 
-    /// Serves `/healthz`, `/readyz`, `/metrics` and `/admin` on this server's admin port, if
-    /// it has one; prints `shaddock admin server_id=.. admin_port=..` and returns the port.
+    /// Serves `/healthz`, `/readyz`, `/metrics` and `admin` (under `/admin`) on this server's
+    /// admin port, if it has one; prints `shaddock admin server_id=.. admin_port=..` and
+    /// returns the port.
     pub async fn serve_admin(
         &self,
         registry: &Registry,
         frontend: Option<Arc<crate::frontend::Frontend>>,
         checks: Vec<crate::admin::Check>,
+        admin: axum::Router,
     ) -> anyhow::Result<Option<u16>> {
         let Some(port) = self.me.admin_port else {
             return Ok(None);
@@ -163,18 +165,16 @@ impl App {
             .await
             .with_context(|| format!("binding the admin port {addr}"))?;
         let port = listener.local_addr()?.port();
-        crate::admin::Admin {
+        crate::admin::AdminPort {
             server_id: self.me.id.clone(),
             bus: self.bus.clone(),
             registry: registry.clone(),
-            rpc: self.rpc(registry),
-            namespace: self.config.namespace.clone(),
             metrics: self.metrics.clone(),
             checks,
             frontend,
             token: self.config.admin.token.expose().to_owned(),
         }
-        .serve(listener, self.token.clone(), &self.tracker);
+        .serve(admin, listener, self.token.clone(), &self.tracker);
         println!("shaddock admin server_id={} admin_port={port}", self.me.id);
         Ok(Some(port))
     }

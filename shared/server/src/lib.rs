@@ -17,7 +17,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod auth;
 pub mod backend;
 pub mod forward;
 pub mod frontend;

@@ -21,7 +21,12 @@ fn err(e: impl std::fmt::Display) -> HandlerError {
 }
 
 /// Answers one `chatRemote` call in MessagePack.
-pub async fn dispatch(state: &ChatState, service: &str, method: &str, args: &[u8]) -> Result<Vec<u8>, HandlerError> {
+pub async fn dispatch(
+    state: &ChatState,
+    service: &str,
+    method: &str,
+    args: &[u8],
+) -> Result<Vec<u8>, HandlerError> {
     let answer = match decode_call::<ChatRemote>(service, method, args).map_err(err)? {
         ChatRemote::Add(Add { rid, member }) => encode_reply::<Add>(&add(state, member, &rid).await?),
         ChatRemote::Kick(Kick { rid, member }) => encode_reply::<Kick>(&kick(state, member, &rid).await?),
@@ -119,7 +124,10 @@ async fn channels(state: &ChatState) -> Result<Vec<ChannelMembers>, HandlerError
         let members = store.members(&name).await.map_err(err)?;
         let members = members
             .into_iter()
-            .map(|m| MemberAt { uid: m.uid, sid: m.sid })
+            .map(|m| MemberAt {
+                uid: m.uid,
+                sid: m.sid,
+            })
             .collect();
         out.push(ChannelMembers { name, members });
     }

@@ -5,12 +5,14 @@
 //! logged in anywhere in the cluster gets `{"code":500,"error":true}` and the socket stays open.
 
 use serde_json::{Value, json};
-use shaddock_server::frontend::Frontend;
 use shaddock_remote::RpcClient;
 use shaddock_remote::chat_remote::{Add, Kick, RoomMember};
+use shaddock_server::frontend::Frontend;
 use std::sync::Arc;
 
-use shaddock_server::{HandlerError, Session, SessionService, auth};
+use shaddock_server::{HandlerError, Session, SessionService};
+
+use crate::auth;
 
 pub const ROUTE: &str = "connector.entryHandler.enter";
 
@@ -21,7 +23,7 @@ struct Enter {
     sessions: SessionService,
     incarnation: u64,
     max_chars: usize,
-    /// When not empty, enter needs a login token (see `shaddock_server::auth`).
+    /// When not empty, enter needs a login token (see [`crate::auth`]).
     secret: Arc<str>,
 }
 

@@ -94,14 +94,22 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, ChannelError>> + Send;
     /// Every member, in one round trip.
     fn members(&self, name: &str) -> impl Future<Output = Result<Vec<Member>, ChannelError>> + Send;
-    fn member(&self, name: &str, uid: &str) -> impl Future<Output = Result<Option<Member>, ChannelError>> + Send;
+    fn member(
+        &self,
+        name: &str,
+        uid: &str,
+    ) -> impl Future<Output = Result<Option<Member>, ChannelError>> + Send;
     /// Deletes a channel and its members.
     fn destroy(&self, name: &str) -> impl Future<Output = Result<(), ChannelError>> + Send;
     fn channels(&self) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
     /// The channels in which frontend `sid` has (or had) members.
     fn channels_of_sid(&self, sid: &str) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
     /// Forgets that frontend `sid` had members in `name` (after purging them).
-    fn forget_sid_channel(&self, sid: &str, name: &str) -> impl Future<Output = Result<(), ChannelError>> + Send;
+    fn forget_sid_channel(
+        &self,
+        sid: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send;
     /// Marks the store as holding this cluster's membership. True when the mark was missing:
     /// the store is new, or it lost its data (a Redis restart without persistence), and the
     /// frontends must tell it again who is where.

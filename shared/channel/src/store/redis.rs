@@ -143,7 +143,9 @@ impl Store for RedisStore {
 
     async fn member(&self, name: &str, uid: &str) -> Result<Option<Member>, ChannelError> {
         let value: RedisResult<Option<String>> = self.conn().hget(self.keys.channel(name), uid).await;
-        Ok(self.check(value)?.map(|v| Member::from_stored(uid.to_owned(), &v)))
+        Ok(self
+            .check(value)?
+            .map(|v| Member::from_stored(uid.to_owned(), &v)))
     }
 
     async fn destroy(&self, name: &str) -> Result<(), ChannelError> {

@@ -97,7 +97,9 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             method,
             args,
             ..
-        } => Some(crate::remote::session_remote::dispatch(fe, &service, &method, &args)),
+        } => Some(crate::remote::session_remote::dispatch(
+            fe, &service, &method, &args,
+        )),
         // A frontend keeps no order of keys: nothing to wait for.
         Envelope::Barrier { .. } => Reply::value(&()).ok(),
         Envelope::Forward { route, .. } => Some(Reply::Err {
