@@ -134,27 +134,23 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
     let console = Console::new(app.rpc(&state.registry), app.bus.clone(), &app.config.namespace);
     app.serve_admin(&state.registry, None, vec![store_check], console.routes())
         .await?;
+    // On SIGTERM: say goodbye to the registry first, keep serving for the handoff window
+    // (what connectors sent before they heard the goodbye) and until the rooms are idle, and
+    // only then stop listening: the rooms' new owners wait for this server (see `handoff`).
+    let (leaving, rooms) = (app.clone(), state.rooms.clone());
+    app.on_stop(move || async move {
+        leaving.leave_registry();
+        tokio::time::sleep(leaving.handoff()).await;
+        rooms.wait_idle().await;
+    });
     app.announce_ready(None);
     Ok(state)
 }
 
-/// Runs a chat server until it is stopped. On SIGTERM it says goodbye to the registry first,
-/// keeps serving for the handoff window (what connectors sent before they heard the goodbye)
-/// and until its rooms are idle, and only then stops listening: the rooms' new owners wait
-/// for it (see [`handoff`]).
+/// Runs a chat server until it is stopped (see [`start`] for what it does on SIGTERM).
 pub async fn run(app: App) -> anyhow::Result<()> {
     let store = connect_store(&app).await?;
-    let state = start(&app, store).await?;
-    app.wait_for_stop().await;
-    app.leave_registry();
-    let drain = async {
-        tokio::time::sleep(app.handoff()).await;
-        state.rooms.wait_idle().await;
-    };
-    tokio::select! {
-        _ = tokio::time::timeout(Duration::from_secs(10), drain) => {}
-        _ = app.token.cancelled() => {}
-    }
-    app.stop(Duration::from_secs(10)).await;
+    start(&app, store).await?;
+    app.run().await;
     Ok(())
 }

@@ -9,21 +9,22 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use shaddock_bus::subject;
 use shaddock_console::Console;
+use shaddock_remote::Remote;
 use shaddock_remote::RpcClient;
-use shaddock_remote::chat_remote::{PurgeFrontend, Resync, ResyncMember};
+use shaddock_remote::chat_remote::{ChatRemote, PurgeFrontend, Resync, ResyncMember};
 use shaddock_server::App;
-use shaddock_server::forward::Forwarder;
-use shaddock_server::frontend::{Frontend, push};
+use shaddock_server::frontend::Frontend;
 
 pub mod auth;
 pub mod handler;
 
 /// The server type.
 pub const SERVER_TYPE: &str = "connector";
+
+/// The backend whose routes are forwarded by room (`rid`).
+const CHAT: &str = <ChatRemote as Remote>::SERVER_TYPE;
 
 /// Members an earlier run of this connector left in the channel store are ghosts: nobody holds
 /// their sessions any more. Each chat server this connector sees (again) is asked to drop the
@@ -39,7 +40,7 @@ async fn purge_ghosts(
     loop {
         let chats: Vec<(String, u64)> = rx
             .borrow_and_update()
-            .servers("chat")
+            .servers(CHAT)
             .iter()
             .map(|s| (s.id.clone(), s.incarnation))
             .collect();
@@ -90,7 +91,7 @@ async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shadd
         else {
             continue;
         };
-        if let Some(chat) = list.pick("chat", &rid) {
+        if let Some(chat) = list.pick(CHAT, &rid) {
             by_chat.entry(chat.id.clone()).or_default().push(ResyncMember {
                 uid,
                 rid,
@@ -121,73 +122,39 @@ async fn resync(rpc: RpcClient, my_id: String, incarnation: u64, sessions: shadd
 
 /// Runs a connector on `app` until it is stopped (signal or token).
 pub async fn run(app: App) -> anyhow::Result<()> {
-    let started = start(&app).await?;
-    let sessions = started.sessions.clone();
-    app.run_until_stopped(Duration::from_secs(10), move || {
-        let n = sessions.kick_all("server shutting down");
-        tracing::info!(sessions = n, "kicked sessions for shutdown");
-    })
-    .await;
+    start(&app).await?;
+    app.run().await;
     Ok(())
 }
 
 /// Starts a connector on `app` and returns its frontend (the caller decides when to stop).
 pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
-    let (listener, port, registry, mut fe) = app.start_frontend(SERVER_TYPE).await?;
-    let rpc = app.rpc(&registry);
-    fe.forwarder = Some(Forwarder {
-        bus: app.bus.clone(),
-        registry: registry.clone(),
-        namespace: app.config.namespace.clone(),
-        timeout: app.rpc_timeout(),
-        route_keys: HashMap::from([("chat".to_owned(), "rid".to_owned())]),
-    });
+    let mut fe = app.frontend(SERVER_TYPE).await?;
+    let rpc = app.rpc(fe.registry());
     let incarnation = app.incarnation;
+    fe.forward(CHAT, "rid").deliver_pushes();
     handler::entry_handler::register(&mut fe, rpc.clone(), incarnation, app.config.auth.secret.expose());
-    let tracker = app.tracker.clone();
-    let leave_rpc = rpc.clone();
-    fe.on_close = Some(Arc::new(move |session| {
-        let rpc = leave_rpc.clone();
-        tracker.spawn(handler::entry_handler::on_user_leave(rpc, incarnation, session));
-    }));
-    let resync_rpc = rpc.clone();
-    let resync_tracker = app.tracker.clone();
-    let resync_id = app.me.id.clone();
-    let resync_sessions = fe.sessions.clone();
-    fe.on_resync = Some(Arc::new(move || {
-        resync_tracker.spawn(resync(
-            resync_rpc.clone(),
-            resync_id.clone(),
+
+    let (tracker, leave_rpc) = (app.tracker.clone(), rpc.clone());
+    fe.on_close(move |session| {
+        tracker.spawn(handler::entry_handler::on_user_leave(
+            leave_rpc.clone(),
             incarnation,
-            resync_sessions.clone(),
+            session,
         ));
-    }));
+    });
+    let (tracker, resync_rpc, my_id) = (app.tracker.clone(), rpc.clone(), app.me.id.clone());
+    let sessions = fe.sessions().clone();
+    fe.on_resync(move || {
+        let resync = resync(resync_rpc.clone(), my_id.clone(), incarnation, sessions.clone());
+        tracker.spawn(resync);
+    });
     app.tracker.spawn(purge_ghosts(
-        rpc,
+        rpc.clone(),
         app.me.id.clone(),
         incarnation,
         app.token.clone(),
     ));
-    let fe = Arc::new(fe);
-
-    let own = app
-        .bus
-        .subscribe(subject::server(&app.config.namespace, &app.me.id))
-        .await?;
-    let by_type = app
-        .bus
-        .subscribe(subject::server_type(&app.config.namespace, SERVER_TYPE))
-        .await?;
-    app.tracker.spawn(push::serve(
-        app.bus.clone(),
-        vec![own, by_type],
-        fe.clone(),
-        app.token.clone(),
-    ));
-    let console = Console::new(app.rpc(&registry), app.bus.clone(), &app.config.namespace);
-    app.serve_admin(&registry, Some(fe.clone()), Vec::new(), console.routes())
-        .await?;
-    fe.clone().serve(listener);
-    app.announce_ready(Some(port));
-    Ok(fe)
+    let console = Console::new(rpc, app.bus.clone(), &app.config.namespace);
+    fe.start(console.routes()).await
 }

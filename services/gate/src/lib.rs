@@ -3,7 +3,6 @@
 //! connector at `crc32(uid) % connectors`, the live connectors sorted by id.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use shaddock_console::Console;
 use shaddock_server::App;
@@ -16,20 +15,15 @@ pub const SERVER_TYPE: &str = "gate";
 
 /// Starts a gate on `app`.
 pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
-    let (listener, port, registry, mut fe) = app.start_frontend(SERVER_TYPE).await?;
-    handler::gate_handler::register(&mut fe, registry.clone());
-    let fe = Arc::new(fe);
-    let console = Console::new(app.rpc(&registry), app.bus.clone(), &app.config.namespace);
-    app.serve_admin(&registry, Some(fe.clone()), Vec::new(), console.routes())
-        .await?;
-    fe.clone().serve(listener);
-    app.announce_ready(Some(port));
-    Ok(fe)
+    let mut fe = app.frontend(SERVER_TYPE).await?;
+    handler::gate_handler::register(&mut fe);
+    let console = Console::new(app.rpc(fe.registry()), app.bus.clone(), &app.config.namespace);
+    fe.start(console.routes()).await
 }
 
 /// Runs a gate until it is stopped.
 pub async fn run(app: App) -> anyhow::Result<()> {
     start(&app).await?;
-    app.run_until_stopped(Duration::from_secs(5), || {}).await;
+    app.run().await;
     Ok(())
 }

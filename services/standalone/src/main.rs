@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use shaddock_bus::Bus;
@@ -122,7 +121,6 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
     let store = ChannelStore::memory();
     let token = CancellationToken::new();
     let mut apps = Vec::new();
-    let mut frontends = Vec::new();
     // Chat servers first, then connectors, then the gate: each finds the others at once.
     let mut entries = servers(&config);
     entries.sort_by_key(|e| match e.server_type.as_str() {
@@ -136,7 +134,9 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
             "chat" => {
                 shaddock_chat::start(&app, store.clone()).await?;
             }
-            "connector" => frontends.push(shaddock_connector::start(&app).await?),
+            "connector" => {
+                shaddock_connector::start(&app).await?;
+            }
             "gate" => {
                 shaddock_gate::start(&app).await?;
             }
@@ -161,19 +161,8 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
         _ = shaddock_server::shutdown::signal() => tracing::info!("shutdown signal"),
         _ = token.cancelled() => {}
     }
-    for fe in &frontends {
-        fe.sessions.kick_all("server shutting down");
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The same sequence as each server binary's, for every server at once.
+    futures_util::future::join_all(apps.into_iter().map(App::shutdown)).await;
     token.cancel();
-    for app in apps {
-        app.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), app.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(server.id = %app.me.id, "still running after the grace period");
-        }
-    }
     Ok(())
 }

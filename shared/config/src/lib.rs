@@ -166,6 +166,9 @@ pub struct Limits {
     /// Messages one room may have waiting on its chat server; more are refused with
     /// `{"code":500}` (a room is served one message at a time, in order).
     pub room_queue: usize,
+    /// On SIGTERM a server drains (kicks its sessions, hands its rooms over) for at most this
+    /// long, then its tasks get as long again to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 /// The server registry: how often servers announce themselves and when they drop out.
@@ -321,6 +324,7 @@ impl Default for Limits {
             max_name_chars: 64,
             max_in_flight: 128,
             room_queue: 10_000,
+            shutdown_grace_ms: 10_000,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! line, run until SIGTERM/ctrl-c, then drain within a grace period.
 
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::handler::BoxFuture;
 use crate::metrics::Metrics;
 
 /// How long start-up keeps trying to reach NATS.
@@ -42,6 +45,20 @@ pub struct App {
     /// Cancelled to leave the registry (say `Bye`) before the rest stops: a chat server keeps
     /// serving while the others learn that it is leaving.
     registry_token: CancellationToken,
+    /// What this server does first when asked to stop (see [`App::on_stop`]).
+    stop_hooks: Arc<StopHooks>,
+}
+
+/// One step of a graceful stop: kick the sessions, hand the rooms over.
+type StopHook = Box<dyn FnOnce() -> BoxFuture<()> + Send>;
+
+#[derive(Default)]
+struct StopHooks(Mutex<Vec<StopHook>>);
+
+impl std::fmt::Debug for StopHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StopHooks({})", self.0.lock().len())
+    }
 }
 
 impl App {
@@ -80,27 +97,8 @@ impl App {
             token,
             tracker: TaskTracker::new(),
             incarnation: ServerInfo::new_incarnation(),
+            stop_hooks: Arc::default(),
         }
-    }
-
-    /// What every frontend does first: bind its client port (0 picks a free one), announce
-    /// itself with the port clients use, and build its `Frontend` from the config.
-    pub async fn start_frontend(
-        &self,
-        server_type: &str,
-    ) -> anyhow::Result<(TcpListener, u16, Registry, crate::frontend::Frontend)> {
-        let listener = self.bind_client_port().await?;
-        let port = listener.local_addr()?.port();
-        let registry = self.join_registry(Some(port)).await?;
-        let fe = crate::frontend::Frontend::new(
-            server_type,
-            &self.me.id,
-            &self.config,
-            self.token.clone(),
-            self.tracker.clone(),
-            self.metrics.clone(),
-        );
-        Ok((listener, port, registry, fe))
     }
 
     /// Binds the client port of a frontend (0 picks a free one).
@@ -204,14 +202,24 @@ impl App {
         tracing::info!(server.id = %self.me.id, server.type = %self.me.server_type, client_port = %port, "server ready");
     }
 
-    /// Waits for SIGTERM/ctrl-c (or the token), runs `before_stop`, cancels everything and
-    /// waits at most `grace` for the tasks to finish.
-    pub async fn run_until_stopped<F: FnOnce()>(self, grace: Duration, before_stop: F) {
+    /// Registers what this server does first when asked to stop, before its tasks are
+    /// cancelled: a frontend kicks its sessions and waits for the kicks to be written, a chat
+    /// server hands its rooms over. Hooks run together.
+    pub fn on_stop<F, Fut>(&self, hook: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.stop_hooks
+            .0
+            .lock()
+            .push(Box::new(move || Box::pin(hook()) as BoxFuture<()>));
+    }
+
+    /// Runs until SIGTERM/ctrl-c (or the token), then stops gracefully (see [`App::shutdown`]).
+    pub async fn run(self) {
         self.wait_for_stop().await;
-        before_stop();
-        // Let kicks reach their sockets before the sockets are cancelled.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.stop(grace).await;
+        self.shutdown().await;
     }
 
     /// Returns on SIGTERM/ctrl-c, or when the token is cancelled.
@@ -222,8 +230,16 @@ impl App {
         }
     }
 
-    /// Cancels everything and waits at most `grace` for the tasks to finish.
-    pub async fn stop(self, grace: Duration) {
+    /// The one shutdown sequence, for a server binary and for every server of `shaddock all`:
+    /// the stop hooks (at most the grace period), then everything is cancelled and its tasks
+    /// get the grace period again to finish.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_millis(self.config.limits.shutdown_grace_ms);
+        let hooks: Vec<StopHook> = std::mem::take(&mut *self.stop_hooks.0.lock());
+        let drained = futures_util::future::join_all(hooks.into_iter().map(|hook| hook()));
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(?grace, "draining took longer than the grace period, stopping now");
+        }
         self.token.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {

@@ -26,8 +26,11 @@ use crate::metrics::Metrics;
 use crate::sequencer::Sequencer;
 use crate::session::{Session, SessionService};
 
+pub mod builder;
 pub mod push;
 pub mod socket;
+
+pub use builder::FrontendBuilder;
 
 /// Called once for every session that closes (Pomelo's `session.on('closed')`).
 pub type OnClose = Arc<dyn Fn(Session) + Send + Sync>;
@@ -48,17 +51,21 @@ pub struct Frontend {
     /// Expands compressed routes and compresses push routes; `None` when `useDict` is off.
     pub dict: Option<Arc<Dictionary>>,
     pub limits: Limits,
-    pub handlers: Handlers<Session>,
+    pub(crate) handlers: Handlers<Session>,
     /// Where requests for other server types go; `None` answers them `{"code":500}`.
-    pub forwarder: Option<Forwarder>,
+    pub(crate) forwarder: Option<Forwarder>,
     pub sessions: SessionService,
     pub metrics: Arc<Metrics>,
-    pub on_close: Option<OnClose>,
+    pub(crate) on_close: Option<OnClose>,
     /// Called when a backend asks this frontend to tell the channel store again who is
     /// connected (`sessionRemote.resync`, after the store lost its data).
-    pub on_resync: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(crate) on_resync: Option<Arc<dyn Fn() + Send + Sync>>,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
+    /// Cancelled to stop accepting connections (the first step of a drain).
+    listening: CancellationToken,
+    /// The sockets' writers: a drain waits for them to flush their kicks.
+    pub(crate) sockets: TaskTracker,
     /// Each session's requests, in the order the client sent them (keyed by session id).
     pub(crate) requests: Sequencer<u64>,
     connections: Arc<Semaphore>,
@@ -105,6 +112,8 @@ impl Frontend {
             metrics,
             on_close: None,
             on_resync: None,
+            listening: token.child_token(),
+            sockets: TaskTracker::new(),
             token,
             // Room for every request in flight plus the session's close.
             requests: Sequencer::new(tracker.clone(), config.limits.max_in_flight.max(1) + 2),
@@ -113,10 +122,26 @@ impl Frontend {
         }
     }
 
-    /// Serves WebSocket clients on `listener` until the token is cancelled.
+    /// Stops accepting connections, kicks every session with `reason`, and returns once every
+    /// socket has written its kick and closed (a writer gives up on a stuck client after a
+    /// short grace).
+    pub async fn drain(&self, reason: &str) {
+        self.listening.cancel();
+        let kicked = self.sessions.kick_all(reason);
+        tracing::info!(sessions = kicked, "kicked sessions for shutdown");
+        self.sockets.close();
+        self.sockets.wait().await;
+    }
+
+    /// True once the frontend has started to drain: a socket accepted just before is kicked.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.listening.is_cancelled()
+    }
+
+    /// Serves WebSocket clients on `listener` until the frontend drains or stops.
     pub fn serve(self: Arc<Self>, listener: TcpListener) {
         use axum::serve::ListenerExt;
-        let token = self.token.clone();
+        let token = self.listening.clone();
         let app = Router::new().fallback(upgrade).with_state(self.clone());
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use shaddock_remote::RpcClient;
 use shaddock_remote::chat_remote::{Add, Kick, RoomMember};
-use shaddock_server::frontend::Frontend;
+use shaddock_server::frontend::FrontendBuilder;
 use std::sync::Arc;
 
 use shaddock_server::{HandlerError, Session, SessionService};
@@ -27,15 +27,15 @@ struct Enter {
     secret: Arc<str>,
 }
 
-pub fn register(fe: &mut Frontend, rpc: RpcClient, incarnation: u64, secret: &str) {
+pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, incarnation: u64, secret: &str) {
     let ctx = Enter {
         rpc,
-        sessions: fe.sessions.clone(),
+        sessions: fe.sessions().clone(),
         incarnation,
-        max_chars: fe.limits.max_name_chars,
+        max_chars: fe.limits().max_name_chars,
         secret: Arc::from(secret),
     };
-    fe.handlers.add(ROUTE, move |session: Session, body: Value| {
+    fe.handler(ROUTE, move |session: Session, body: Value| {
         let ctx = ctx.clone();
         async move { ctx.enter(session, body).await }
     });

@@ -4,12 +4,13 @@
 use serde_json::{Value, json};
 use shaddock_bus::Registry;
 use shaddock_server::Session;
-use shaddock_server::frontend::Frontend;
+use shaddock_server::frontend::FrontendBuilder;
 
 pub const ROUTE: &str = "gate.gateHandler.queryEntry";
 
-pub fn register(fe: &mut Frontend, registry: Registry) {
-    fe.handlers.add(ROUTE, move |_session: Session, body: Value| {
+pub fn register(fe: &mut FrontendBuilder) {
+    let registry = fe.registry().clone();
+    fe.handler(ROUTE, move |_session: Session, body: Value| {
         let registry = registry.clone();
         async move { Ok(query_entry(&registry, &body)) }
     });

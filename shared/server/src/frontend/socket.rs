@@ -95,8 +95,11 @@ pub(crate) async fn run(
     let closing = fe.token.child_token();
     let session = fe.sessions.create(tx, closing.clone());
     let span = tracing::debug_span!("connection", peer.addr = %peer, session.id = session.id());
-    fe.tracker
+    fe.sockets
         .spawn(write_loop(sink, rx, closing.clone()).instrument(span.clone()));
+    if fe.is_draining() {
+        session.kick("server shutting down");
+    }
     let metrics = fe.metrics.clone();
     metrics.connections.inc();
     metrics.connections_total.inc();
