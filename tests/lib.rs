@@ -1,5 +1,7 @@
 //! Test harness: start the real Shaddock binaries on port 0 in a private namespace, read
-//! the port each one reports, and kill them when the test ends.
+//! the port each one reports, and kill them when the test ends ([`Server`]); or a whole
+//! cluster inside the test process ([`spawn_cluster`]); and [`eventually`] to wait for a
+//! condition.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -7,6 +9,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+pub mod eventually;
+pub mod in_process;
+
+pub use eventually::{eventually, eventually_true};
+pub use in_process::{Backing, ClusterSpec, TestCluster, TestUser, spawn_cluster};
 
 /// A unique namespace (NATS subject prefix, Redis key prefix) for one test.
 pub fn namespace(tag: &str) -> String {

@@ -3,21 +3,15 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shaddock_e2e::{Server, TestConfig, http};
+use shaddock_e2e::{Server, TestConfig, eventually_true, http};
 
 use crate::support::{SEND, connect, enter};
 
-async fn ready(port: u16) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if http(port, "GET", "/readyz", None, None).await.0 == 200 {
-            return true;
-        }
-        if tokio::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn becomes_ready(id: &str, port: u16) {
+    eventually_true(&format!("{id} is ready"), Duration::from_secs(5), || async {
+        http(port, "GET", "/readyz", None, None).await.0 == 200
+    })
+    .await;
 }
 
 fn chunked_json(body: &str) -> Value {
@@ -36,7 +30,7 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
     for s in [&chat, &conn, &gate] {
         let port = s.admin_port.expect("an admin port");
         assert_eq!(http(port, "GET", "/healthz", None, None).await.0, 200);
-        assert!(ready(port).await, "{} ready", s.id);
+        becomes_ready(&s.id, port).await;
     }
 
     let mut alice = connect(&conn.url()).await;

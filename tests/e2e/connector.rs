@@ -1,4 +1,5 @@
-//! The connector speaks Pomelo's protocol: handshake, heartbeat, enter, and bad input.
+//! The connector speaks Pomelo's protocol: handshake, heartbeat, enter, and bad input. The
+//! servers run in this process ([`spawn_cluster`]).
 
 use std::time::Duration;
 
@@ -7,25 +8,26 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use shaddock_client::tokio_tungstenite::{connect_async, tungstenite::Message};
 use shaddock_client::{Client, ClientError, ClientOptions};
-use shaddock_e2e::{Server, TestConfig};
+use shaddock_e2e::{ClusterSpec, TestCluster, spawn_cluster};
 use shaddock_protocol::handshake::HandshakeRequest;
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 use shaddock_protocol::package::{self, PackageType};
 
 use crate::support::{ENTER, connect, enter, users};
 
-/// One chat server and one connector with a 1 s heartbeat.
-async fn small_cluster(tag: &str) -> (TestConfig, Server, Server) {
-    let config = TestConfig::new(tag, "[connector]\nheartbeat_secs = 1\n");
-    let chat = Server::start("chat", "chat-server-1", &config).await;
-    let connector = Server::start("connector", "connector-server-1", &config).await;
-    (config, chat, connector)
+/// One chat server and one connector with a 1 s heartbeat, in this process.
+async fn small_cluster() -> TestCluster {
+    spawn_cluster(ClusterSpec {
+        extra: "[connector]\nheartbeat_secs = 1\n".into(),
+        ..ClusterSpec::default()
+    })
+    .await
 }
 
 #[tokio::test]
 async fn the_handshake_carries_heartbeat_and_the_route_dictionary() {
-    let (_cfg, _chat, connector) = small_cluster("handshake").await;
-    let client = connect(&connector.url()).await;
+    let cluster = small_cluster().await;
+    let client = connect(&cluster.connector_url(0)).await;
     let hs = client.handshake();
     assert_eq!(hs.code, 200);
     assert_eq!(hs.heartbeat_secs, Some(1));
@@ -38,13 +40,13 @@ async fn the_handshake_carries_heartbeat_and_the_route_dictionary() {
 
 #[tokio::test]
 async fn enter_binds_the_user_and_a_second_enter_of_the_same_uid_is_refused() {
-    let (_cfg, _chat, connector) = small_cluster("enter").await;
-    let alice = connect(&connector.url()).await;
+    let cluster = small_cluster().await;
+    let alice = connect(&cluster.connector_url(0)).await;
     assert_eq!(users(&enter(&alice, "alice", "room1").await), vec!["alice"]);
-    let bob = connect(&connector.url()).await;
+    let bob = connect(&cluster.connector_url(0)).await;
     assert_eq!(users(&enter(&bob, "bob", "room1").await), vec!["alice", "bob"]);
 
-    let again = connect(&connector.url()).await;
+    let again = connect(&cluster.connector_url(0)).await;
     let resp = enter(&again, "alice", "room1").await;
     assert_eq!(resp, json!({"code": 500, "error": true}));
     // The refused socket stays open and usable.
@@ -55,13 +57,13 @@ async fn enter_binds_the_user_and_a_second_enter_of_the_same_uid_is_refused() {
 
 #[tokio::test]
 async fn a_client_that_stops_heartbeating_is_disconnected_without_a_kick() {
-    let (_cfg, _chat, connector) = small_cluster("heartbeat").await;
+    let cluster = small_cluster().await;
     let options = ClientOptions {
         heartbeat: false,
         ..ClientOptions::default()
     };
-    let silent = Client::connect(&connector.url(), options).await.unwrap();
-    let alive = connect(&connector.url()).await;
+    let silent = Client::connect(&cluster.connector_url(0), options).await.unwrap();
+    let alive = connect(&cluster.connector_url(0)).await;
     let started = std::time::Instant::now();
     assert!(
         silent.closed_within(Duration::from_secs(5)).await,
@@ -84,12 +86,12 @@ async fn a_client_that_stops_heartbeating_is_disconnected_without_a_kick() {
 
 #[tokio::test]
 async fn a_malformed_package_closes_only_its_own_socket() {
-    let (_cfg, _chat, connector) = small_cluster("malformed").await;
-    let bad = connect(&connector.url()).await;
-    let good = connect(&connector.url()).await;
+    let cluster = small_cluster().await;
+    let bad = connect(&cluster.connector_url(0)).await;
+    let good = connect(&cluster.connector_url(0)).await;
     bad.send_raw(Bytes::from_static(&[9, 0, 0, 0])).unwrap();
     assert!(bad.closed_within(Duration::from_secs(3)).await);
-    let truncated = connect(&connector.url()).await;
+    let truncated = connect(&cluster.connector_url(0)).await;
     truncated
         .send_raw(Bytes::from_static(&[4, 0, 0, 0x40, 0, 1]))
         .unwrap();
@@ -99,8 +101,8 @@ async fn a_malformed_package_closes_only_its_own_socket() {
 
 #[tokio::test]
 async fn the_constructor_route_is_kicked_as_an_attack() {
-    let (_cfg, _chat, connector) = small_cluster("attack").await;
-    let client = connect(&connector.url()).await;
+    let cluster = small_cluster().await;
+    let client = connect(&cluster.connector_url(0)).await;
     let result = client
         .request("connector.entryHandler.constructor", json!({}))
         .await;
@@ -111,9 +113,9 @@ async fn the_constructor_route_is_kicked_as_an_attack() {
 
 #[tokio::test]
 async fn unknown_and_malformed_routes_answer_code_500_and_dotless_routes_are_dropped() {
-    let (_cfg, _chat, connector) = small_cluster("routes").await;
+    let cluster = small_cluster().await;
     let client = Client::connect(
-        &connector.url(),
+        &cluster.connector_url(0),
         ClientOptions {
             request_timeout: Duration::from_millis(700),
             ..ClientOptions::default()
@@ -137,9 +139,9 @@ async fn unknown_and_malformed_routes_answer_code_500_and_dotless_routes_are_dro
 
 #[tokio::test]
 async fn a_handshake_without_sys_is_answered_500_and_closed() {
-    let (_cfg, _chat, connector) = small_cluster("nosys").await;
+    let cluster = small_cluster().await;
     let result = Client::connect(
-        &connector.url(),
+        &cluster.connector_url(0),
         ClientOptions {
             handshake_body: Some("{\"nosys\":1}".into()),
             ..ClientOptions::default()
@@ -184,8 +186,8 @@ fn request_pkg(id: u32, route: &str, body: &str) -> Bytes {
 
 #[tokio::test]
 async fn data_before_the_ack_is_ignored_and_packages_sharing_a_frame_are_all_handled() {
-    let (_cfg, _chat, connector) = small_cluster("rawframes").await;
-    let mut ws = raw(&connector.url()).await;
+    let cluster = small_cluster().await;
+    let mut ws = raw(&cluster.connector_url(0)).await;
     let hs = HandshakeRequest::js_client_body(None);
     ws.send(Message::Binary(
         package::encoded(PackageType::Handshake, hs.as_bytes()).unwrap(),
@@ -243,11 +245,13 @@ async fn data_before_the_ack_is_ignored_and_packages_sharing_a_frame_are_all_han
 
 #[tokio::test]
 async fn an_oversized_frame_closes_only_that_socket() {
-    let config = TestConfig::new("oversize", "[limits]\nmax_package_bytes = 1024\n");
-    let _chat = Server::start("chat", "chat-server-1", &config).await;
-    let connector = Server::start("connector", "connector-server-1", &config).await;
-    let big = connect(&connector.url()).await;
-    let fine = connect(&connector.url()).await;
+    let cluster = spawn_cluster(ClusterSpec {
+        extra: "[limits]\nmax_package_bytes = 1024\n".into(),
+        ..ClusterSpec::default()
+    })
+    .await;
+    let big = connect(&cluster.connector_url(0)).await;
+    let fine = connect(&cluster.connector_url(0)).await;
     let body = format!("{{\"username\":\"{}\",\"rid\":\"r\"}}", "x".repeat(4000));
     big.send_raw(request_pkg(1, ENTER, &body)).unwrap();
     assert!(big.closed_within(Duration::from_secs(3)).await);

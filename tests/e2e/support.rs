@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shaddock_client::{Client, ClientOptions};
+use shaddock_e2e::eventually;
 
 pub const ENTER: &str = "connector.entryHandler.enter";
 pub const SEND: &str = "chat.chatHandler.send";
@@ -17,18 +18,15 @@ pub async fn connect(url: &str) -> Client {
 
 /// `enter`, retrying while the cluster is still forming (a bare `{"code":500}`).
 pub async fn enter(client: &Client, username: &str, rid: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("the cluster has formed", Duration::from_secs(5), || async {
         let resp = client
             .request(ENTER, json!({"username": username, "rid": rid}))
             .await
             .expect("enter response");
         let forming = resp.get("code") == Some(&json!(500)) && resp.get("error").is_none();
-        if !forming || tokio::time::Instant::now() > deadline {
-            return resp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (!forming).then_some(resp)
+    })
+    .await
 }
 
 /// The sorted user list of an enter response.

@@ -62,6 +62,8 @@ pub struct Frontend {
     pub(crate) on_resync: Option<Arc<dyn Fn() + Send + Sync>>,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
+    /// The client port it listens on (set when it starts).
+    port: u16,
     /// Cancelled to stop accepting connections (the first step of a drain).
     listening: CancellationToken,
     /// The sockets' writers: a drain waits for them to flush their kicks.
@@ -112,6 +114,7 @@ impl Frontend {
             metrics,
             on_close: None,
             on_resync: None,
+            port: 0,
             listening: token.child_token(),
             sockets: TaskTracker::new(),
             token,
@@ -120,6 +123,11 @@ impl Frontend {
             tracker,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         }
+    }
+
+    /// The client port this frontend listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Stops accepting connections, kicks every session with `reason`, and returns once every

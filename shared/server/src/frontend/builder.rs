@@ -135,6 +135,7 @@ impl FrontendBuilder {
                 route_keys,
             });
         }
+        fe.port = port;
         let fe = Arc::new(fe);
         if pushes {
             let ns = &app.config.namespace;
