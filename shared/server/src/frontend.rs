@@ -24,7 +24,7 @@ use crate::forward::Forwarder;
 use crate::handler::Handlers;
 use crate::metrics::Metrics;
 use crate::sequencer::Sequencer;
-use crate::session::{Session, SessionService};
+use crate::service::session_service::{Session, SessionService};
 
 pub mod builder;
 pub mod push;

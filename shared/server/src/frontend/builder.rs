@@ -16,7 +16,7 @@ use super::{Frontend, push};
 use crate::App;
 use crate::forward::Forwarder;
 use crate::handler::HandlerError;
-use crate::session::{Session, SessionService};
+use crate::service::session_service::{Session, SessionService};
 
 /// A frontend being assembled.
 #[derive(Debug)]

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use super::Frontend;
 use crate::handler::{HandlerError, RouteCheck, check_route, response_body};
 use crate::sequencer::Busy;
-use crate::session::Session;
+use crate::service::session_service::Session;
 
 /// How long a closing socket may take to flush what is queued (e.g. a KICK).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);

@@ -1,0 +1,3 @@
+//! The services every frontend has, as in Pomelo's `lib/common/service/`.
+
+pub mod session_service;
