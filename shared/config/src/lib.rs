@@ -177,9 +177,9 @@ pub struct Limits {
 pub struct RegistryOptions {
     pub heartbeat_ms: u64,
     pub lapse_ms: u64,
-    /// When a room changes owner (a chat server joins or leaves), the new owner waits this
-    /// long before it serves the room, and a leaving chat server keeps serving this long
-    /// after its goodbye: what was sent to the old owner is pushed before what comes next.
+    /// A chat server stopped with SIGTERM keeps serving this long after its goodbye (what
+    /// connectors sent it before they heard the goodbye). A room's new owner does not wait a
+    /// fixed time: it asks the old owner for a barrier, bounded by the RPC timeout.
     pub handoff_ms: u64,
 }
 

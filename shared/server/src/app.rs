@@ -139,8 +139,7 @@ impl App {
         self.registry_token.cancel();
     }
 
-    /// How long a room that changed owner waits for the old owner to finish with it, and how
-    /// long a leaving chat server keeps serving after its `Bye`.
+    /// How long a leaving chat server keeps serving after its `Bye` (`registry.handoff_ms`).
     pub fn handoff(&self) -> Duration {
         Duration::from_millis(self.config.registry.handoff_ms)
     }

@@ -39,7 +39,7 @@ pub struct Metrics {
     pub request_seconds: Histogram,
     /// Push envelopes a frontend received (one per sid group).
     pub pushes: Counter,
-    /// Packages queued on sockets for those pushes.
+    /// Sessions a push was handed to (a client whose queue was full is closed instead).
     pub deliveries: Counter,
     pub kicks: Family<KickLabels, Counter>,
     /// Packages dropped because a client's queue was full (that client is closed), and
@@ -94,13 +94,13 @@ impl Metrics {
         );
         m.register(
             "deliveries",
-            "Pushed packages queued on sockets",
+            "Sessions pushes were handed to",
             m.deliveries.clone(),
         );
         m.register("kicks", "Sessions kicked, by reason", m.kicks.clone());
         m.register(
             "queue_drops",
-            "Packages dropped on full client queues",
+            "Packages dropped on full client queues, and messages refused on full room queues",
             m.queue_drops.clone(),
         );
         m.register("rpc_errors", "Failed remote calls", m.rpc_errors.clone());
