@@ -273,10 +273,8 @@ impl LocalBus {
         );
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner.inboxes.lock().insert(inbox.clone(), tx);
-        let forget = Forget::Local {
-            bus: self.clone(),
-            inbox: inbox.clone(),
-        };
+        let (bus, waiting) = (self.clone(), inbox.clone());
+        let forget = Forget::new(move || bus.forget_inbox(&waiting));
         if self.deliver(&subject, Some(inbox), payload) == 0 {
             drop(forget);
             return Err(BusError::NoResponders(subject));

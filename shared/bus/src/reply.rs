@@ -84,7 +84,10 @@ impl ReplyMux {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(n, tx);
-        let guard = Forget::Nats { mux: self.clone(), n };
+        let mux = self.clone();
+        let guard = Forget::new(move || {
+            mux.waiting.lock().remove(&n);
+        });
         client
             .publish_with_reply(subject.clone(), format!("{}.{n}", self.prefix), payload)
             .await
@@ -101,26 +104,26 @@ impl ReplyMux {
     }
 }
 
-/// Removes a request that will not be answered (timed out or dropped) from what waits.
-#[derive(Debug)]
-pub(crate) enum Forget {
-    Nats {
-        mux: Arc<ReplyMux>,
-        n: u64,
-    },
-    Local {
-        bus: crate::bus::LocalBus,
-        inbox: String,
-    },
+/// Removes a request that will not be answered (timed out or dropped) from what waits: runs
+/// its closure when dropped.
+pub(crate) struct Forget(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Forget {
+    pub(crate) fn new(forget: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(forget)))
+    }
+}
+
+impl std::fmt::Debug for Forget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forget")
+    }
 }
 
 impl Drop for Forget {
     fn drop(&mut self) {
-        match self {
-            Forget::Nats { mux, n } => {
-                mux.waiting.lock().remove(n);
-            }
-            Forget::Local { bus, inbox } => bus.forget_inbox(inbox),
+        if let Some(forget) = self.0.take() {
+            forget();
         }
     }
 }

@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::frontend::Frontend;
 use crate::handler::BoxFuture;
 use crate::metrics::Metrics;
+use crate::service::session_service::SessionService;
 
 /// A readiness check: a name and a future that says whether it passes.
 pub type Check = (&'static str, Arc<dyn Fn() -> BoxFuture<bool> + Send + Sync>);
@@ -32,8 +32,8 @@ pub struct AdminPort {
     pub metrics: Arc<Metrics>,
     /// Extra readiness checks (the bus and the registry are always checked).
     pub checks: Vec<Check>,
-    /// The frontend of this server, if it is one (for the sessions gauge).
-    pub frontend: Option<Arc<Frontend>>,
+    /// The sessions of this server, if it is a frontend (for the sessions gauge).
+    pub sessions: Option<SessionService>,
     /// Empty: `/admin` is off.
     pub token: String,
 }
@@ -101,8 +101,8 @@ async fn readyz(State(a): Shared) -> Response {
 }
 
 async fn metrics(State(a): Shared) -> Response {
-    if let Some(fe) = &a.frontend {
-        a.metrics.sessions.set(fe.sessions.bound_count() as i64);
+    if let Some(sessions) = &a.sessions {
+        a.metrics.sessions.set(sessions.bound_count() as i64);
     }
     (
         [(

@@ -150,7 +150,7 @@ impl App {
     pub async fn serve_admin(
         &self,
         registry: &Registry,
-        frontend: Option<Arc<crate::frontend::Frontend>>,
+        sessions: Option<crate::SessionService>,
         checks: Vec<crate::admin::Check>,
         admin: axum::Router,
     ) -> anyhow::Result<Option<u16>> {
@@ -168,7 +168,7 @@ impl App {
             registry: registry.clone(),
             metrics: self.metrics.clone(),
             checks,
-            frontend,
+            sessions,
             token: self.config.admin.token.expose().to_owned(),
         }
         .serve(admin, listener, self.token.clone(), &self.tracker);

@@ -147,7 +147,7 @@ impl FrontendBuilder {
             let serve = push::serve(app.bus.clone(), vec![own, by_type], fe.clone(), app.token.clone());
             app.tracker.spawn(serve);
         }
-        app.serve_admin(&registry, Some(fe.clone()), Vec::new(), admin)
+        app.serve_admin(&registry, Some(fe.sessions.clone()), Vec::new(), admin)
             .await?;
         fe.clone().serve(listener);
         let draining = fe.clone();

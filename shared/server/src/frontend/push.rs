@@ -12,6 +12,7 @@ use shaddock_protocol::message;
 use tokio_util::sync::CancellationToken;
 
 use super::Frontend;
+use crate::remote::session_remote::{self, SessionRemoteTarget};
 
 /// Runs until the token is cancelled or the subscription ends.
 pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, token: CancellationToken) {
@@ -97,9 +98,13 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             method,
             args,
             ..
-        } => Some(crate::remote::session_remote::dispatch(
-            fe, &service, &method, &args,
-        )),
+        } => {
+            let target = SessionRemoteTarget {
+                sessions: &fe.sessions,
+                on_resync: fe.on_resync.as_deref(),
+            };
+            Some(session_remote::dispatch(target, &service, &method, &args))
+        }
         // A frontend keeps no order of keys: nothing to wait for.
         Envelope::Barrier { .. } => Reply::value(&()).ok(),
         Envelope::Forward { route, .. } => Some(Reply::Err {

@@ -5,10 +5,24 @@ use shaddock_bus::Reply;
 use shaddock_remote::session_remote::{KickByUid, Resync, SessionCount, SessionCounts, SessionRemote};
 use shaddock_remote::{RemoteError, decode_call, encode_reply};
 
-use crate::frontend::Frontend;
+use crate::service::session_service::SessionService;
+
+/// What `sessionRemote` acts on: the frontend's sessions, and what it does when asked to
+/// tell the chat servers again who is connected.
+#[derive(Clone, Copy)]
+pub struct SessionRemoteTarget<'a> {
+    pub sessions: &'a SessionService,
+    pub on_resync: Option<&'a (dyn Fn() + Send + Sync)>,
+}
+
+impl std::fmt::Debug for SessionRemoteTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRemoteTarget").finish_non_exhaustive()
+    }
+}
 
 /// Answers one `sessionRemote` call.
-pub fn dispatch(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Reply {
+pub fn dispatch(fe: SessionRemoteTarget<'_>, service: &str, method: &str, args: &[u8]) -> Reply {
     match handle(fe, service, method, args) {
         Ok(body) => Reply::Ok(body),
         Err(e) => {
@@ -21,14 +35,19 @@ pub fn dispatch(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Repl
     }
 }
 
-fn handle(fe: &Frontend, service: &str, method: &str, args: &[u8]) -> Result<Vec<u8>, RemoteError> {
+fn handle(
+    fe: SessionRemoteTarget<'_>,
+    service: &str,
+    method: &str,
+    args: &[u8],
+) -> Result<Vec<u8>, RemoteError> {
     match decode_call::<SessionRemote>(service, method, args)? {
         SessionRemote::KickByUid(KickByUid { uid, reason }) => {
             let kicked = fe.sessions.kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
             encode_reply::<KickByUid>(&kicked)
         }
         SessionRemote::Resync(Resync {}) => {
-            if let Some(resync) = &fe.on_resync {
+            if let Some(resync) = fe.on_resync {
                 resync();
             }
             encode_reply::<Resync>(&())
