@@ -293,12 +293,7 @@ impl Channel {
     /// session): a late leave from an old session never removes a newer one. True when it was.
     pub async fn leave(&self, member: &Member) -> Result<bool, ChannelError> {
         self.service.changing();
-        let removed = self
-            .service
-            .inner
-            .store
-            .leave(&self.name, &member.uid, Some(member))
-            .await;
+        let removed = self.service.inner.store.leave(&self.name, member).await;
         self.service.changing();
         let removed = removed?;
         if removed {

@@ -45,6 +45,7 @@ conformance!(
     channels_are_created_listed_and_destroyed,
     the_store_remembers_which_channels_a_frontend_has_members_in,
     the_epoch_mark_is_claimed_once,
+    nothing_is_left_behind_when_the_last_members_leave,
 );
 
 async fn a_uid_held_by_another_frontend_is_refused_and_one_of_the_same_frontend_replaced(
@@ -65,20 +66,43 @@ async fn a_leave_for_an_older_session_keeps_the_newer_one(store: ChannelStore) {
     let newer = member("a*r", "connector-1", 1, 8);
     store.add("r", &newer).await.unwrap();
     let older = member("a*r", "connector-1", 1, 7);
-    assert!(!store.leave("r", "a*r", Some(&older)).await.unwrap());
+    assert!(!store.leave("r", &older).await.unwrap());
     assert!(store.member("r", "a*r").await.unwrap().is_some());
-    assert!(store.leave("r", "a*r", Some(&newer)).await.unwrap());
+    assert!(store.leave("r", &newer).await.unwrap());
     assert!(
-        !store.leave("r", "a*r", Some(&newer)).await.unwrap(),
+        !store.leave("r", &newer).await.unwrap(),
         "a second leave finds nothing"
     );
-    store.add("r", &newer).await.unwrap();
-    assert!(
-        store.leave("r", "a*r", None).await.unwrap(),
-        "a leave of any session"
-    );
     assert!(store.members("r").await.unwrap().is_empty());
-    assert!(!store.leave("nowhere", "a*r", None).await.unwrap());
+    assert!(!store.leave("nowhere", &newer).await.unwrap());
+}
+
+async fn nothing_is_left_behind_when_the_last_members_leave(store: ChannelStore) {
+    let (a, b) = (
+        member("a*r", "connector-1", 1, 1),
+        member("b*r", "connector-2", 1, 2),
+    );
+    let c = member("c*q", "connector-1", 1, 3);
+    for (room, m) in [("r", &a), ("r", &b), ("q", &c)] {
+        store.add(room, m).await.unwrap();
+    }
+    assert_eq!(store.sids().await.unwrap(), vec!["connector-1", "connector-2"]);
+    store.leave("r", &a).await.unwrap();
+    assert_eq!(store.channels_of_sid("connector-1").await.unwrap(), vec!["q"]);
+    assert_eq!(store.channels().await.unwrap(), vec!["q", "r"]);
+    store.leave("r", &b).await.unwrap();
+    assert_eq!(
+        store.channels().await.unwrap(),
+        vec!["q"],
+        "an empty room is not listed"
+    );
+    assert!(!store.exists("r").await.unwrap());
+    assert_eq!(store.sids().await.unwrap(), vec!["connector-1"]);
+    store.forget_sid_channel("connector-1", "q").await.unwrap();
+    assert!(
+        store.sids().await.unwrap().is_empty(),
+        "a frontend with no room is forgotten"
+    );
 }
 
 async fn members_are_grouped_by_frontend_and_names_keep_odd_characters(store: ChannelStore) {
@@ -109,6 +133,13 @@ async fn channels_are_created_listed_and_destroyed(store: ChannelStore) {
     assert_eq!(store.channels().await.unwrap(), vec!["a", "b"]);
     store.destroy("a").await.unwrap();
     assert!(!store.exists("a").await.unwrap());
+    store.add("a", &Member::new("u*a", "connector-1")).await.unwrap();
+    assert!(
+        store
+            .leave("a", &Member::new("u*a", "connector-1"))
+            .await
+            .unwrap()
+    );
     assert!(store.members("a").await.unwrap().is_empty());
     assert_eq!(store.channels().await.unwrap(), vec!["b"]);
 }

@@ -4,6 +4,7 @@
 //! - `<ns>:channel:<name>`: a hash `uid -> "<sid>#<incarnation>#<session>"` (Pomelo keeps
 //!   `sid:uid` strings, which break on a `:` in a uid; a hash does not);
 //! - `<ns>:sid:<sid>`: the channels frontend `sid` has members in, to purge it when it dies;
+//! - `<ns>:sids`: the frontends that have members anywhere (a dead one is found here);
 //! - `<ns>:epoch`: set once the store holds this cluster's membership (missing after a Redis
 //!   restart without persistence).
 
@@ -33,6 +34,11 @@ impl Keys {
         format!("{}:sid:{sid}", self.ns)
     }
 
+    /// The frontends that have members.
+    pub fn sids(&self) -> String {
+        format!("{}:sids", self.ns)
+    }
+
     pub fn epoch(&self) -> String {
         format!("{}:epoch", self.ns)
     }
@@ -48,6 +54,7 @@ mod tests {
         assert_eq!(k.channels(), "ns:channels");
         assert_eq!(k.channel("a:b*c"), "ns:channel:a:b*c");
         assert_eq!(k.sid("connector-1"), "ns:sid:connector-1");
+        assert_eq!(k.sids(), "ns:sids");
         assert_eq!(k.epoch(), "ns:epoch");
     }
 }

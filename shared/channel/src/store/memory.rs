@@ -23,6 +23,18 @@ struct Inner {
     by_sid: HashMap<String, HashSet<String>>,
 }
 
+impl Inner {
+    /// `sid` has no member left in `name`; a frontend with no channel left is forgotten.
+    fn forget(&mut self, sid: &str, name: &str) {
+        if let Some(names) = self.by_sid.get_mut(sid) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_sid.remove(sid);
+            }
+        }
+    }
+}
+
 impl Store for MemoryStore {
     async fn create(&self, name: &str) -> Result<(), ChannelError> {
         self.inner.lock().channels.entry(name.to_owned()).or_default();
@@ -50,16 +62,24 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
-    async fn leave(&self, name: &str, uid: &str, only: Option<&Member>) -> Result<bool, ChannelError> {
+    async fn leave(&self, name: &str, member: &Member) -> Result<bool, ChannelError> {
         let mut inner = self.inner.lock();
         let Some(members) = inner.channels.get_mut(name) else {
             return Ok(false);
         };
-        match (members.get(uid), only.map(Member::stored)) {
-            (Some(have), Some(want)) if *have != want => Ok(false),
-            (Some(_), _) => Ok(members.remove(uid).is_some()),
-            (None, _) => Ok(false),
+        if members.get(&member.uid) != Some(&member.stored()) {
+            return Ok(false);
         }
+        members.remove(&member.uid);
+        let prefix = member.sid_prefix();
+        let sid_stays = members.values().any(|v| v.starts_with(&prefix));
+        if members.is_empty() {
+            inner.channels.remove(name);
+        }
+        if !sid_stays {
+            inner.forget(&member.sid, name);
+        }
+        Ok(true)
     }
 
     async fn members(&self, name: &str) -> Result<Vec<Member>, ChannelError> {
@@ -97,10 +117,12 @@ impl Store for MemoryStore {
     }
 
     async fn forget_sid_channel(&self, sid: &str, name: &str) -> Result<(), ChannelError> {
-        if let Some(s) = self.inner.lock().by_sid.get_mut(sid) {
-            s.remove(name);
-        }
+        self.inner.lock().forget(sid, name);
         Ok(())
+    }
+
+    async fn sids(&self) -> Result<Vec<String>, ChannelError> {
+        Ok(self.inner.lock().by_sid.keys().cloned().collect())
     }
 
     async fn claim_epoch(&self) -> Result<bool, ChannelError> {

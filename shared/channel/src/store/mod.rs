@@ -84,14 +84,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Adds `member`: refused when another frontend holds the uid, replaced when the same
     /// frontend left it (it holds no live session for it any more, else it would not ask).
     fn add(&self, name: &str, member: &Member) -> impl Future<Output = Result<Added, ChannelError>> + Send;
-    /// Removes `uid` when it is exactly `only` (same frontend, incarnation and session; any
-    /// when `None`). True if removed.
-    fn leave(
-        &self,
-        name: &str,
-        uid: &str,
-        only: Option<&Member>,
-    ) -> impl Future<Output = Result<bool, ChannelError>> + Send;
+    /// Removes `member` when it is stored exactly so (same frontend, incarnation and
+    /// session): a late leave never removes a newer session. True if removed. Nothing is left
+    /// behind: a channel without members leaves the channel list, a frontend without members
+    /// in it forgets the channel, and a frontend without members anywhere leaves `sids`.
+    fn leave(&self, name: &str, member: &Member) -> impl Future<Output = Result<bool, ChannelError>> + Send;
     /// Every member, in one round trip.
     fn members(&self, name: &str) -> impl Future<Output = Result<Vec<Member>, ChannelError>> + Send;
     fn member(
@@ -104,12 +101,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn channels(&self) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
     /// The channels in which frontend `sid` has (or had) members.
     fn channels_of_sid(&self, sid: &str) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
-    /// Forgets that frontend `sid` had members in `name` (after purging them).
+    /// Forgets that frontend `sid` had members in `name` (after purging them), and `sid`
+    /// itself when it has members nowhere.
     fn forget_sid_channel(
         &self,
         sid: &str,
         name: &str,
     ) -> impl Future<Output = Result<(), ChannelError>> + Send;
+    /// The frontends that have (or had, until purged) members.
+    fn sids(&self) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
     /// Marks the store as holding this cluster's membership. True when the mark was missing:
     /// the store is new, or it lost its data (a Redis restart without persistence), and the
     /// frontends must tell it again who is where.
@@ -167,8 +167,8 @@ impl ChannelStore {
     }
 
     /// See [`Store::leave`].
-    pub async fn leave(&self, name: &str, uid: &str, only: Option<&Member>) -> Result<bool, ChannelError> {
-        on_store!(self, s => s.leave(name, uid, only).await)
+    pub async fn leave(&self, name: &str, member: &Member) -> Result<bool, ChannelError> {
+        on_store!(self, s => s.leave(name, member).await)
     }
 
     /// Every member, grouped by sid as Pomelo's `getMembers` is (then by uid).
@@ -200,6 +200,13 @@ impl ChannelStore {
 
     pub async fn forget_sid_channel(&self, sid: &str, name: &str) -> Result<(), ChannelError> {
         on_store!(self, s => s.forget_sid_channel(sid, name).await)
+    }
+
+    /// See [`Store::sids`] (sorted).
+    pub async fn sids(&self) -> Result<Vec<String>, ChannelError> {
+        let mut sids = on_store!(self, s => s.sids().await)?;
+        sids.sort();
+        Ok(sids)
     }
 
     /// See [`Store::claim_epoch`].

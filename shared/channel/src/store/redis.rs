@@ -13,8 +13,9 @@ use super::keys::Keys;
 use super::{Added, Member, Store};
 use crate::ChannelError;
 
-/// Adds a member unless another frontend holds the uid; records the channel and the frontend's
-/// channel. Answers 1 (new), 2 (replaced) or 0 (taken).
+/// Adds a member unless another frontend holds the uid; records the channel, the frontend's
+/// channel and the frontend. Answers 1 (new), 2 (replaced) or 0 (taken).
+/// KEYS: channel hash, channels, sid's channels, sids. ARGV: uid, value, "sid#", name, sid.
 static ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
@@ -22,15 +23,35 @@ static ADD: LazyLock<Script> = LazyLock::new(|| {
          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
          redis.call('SADD', KEYS[2], ARGV[4]) \
          redis.call('SADD', KEYS[3], ARGV[4]) \
+         redis.call('SADD', KEYS[4], ARGV[5]) \
          if v then return 2 else return 1 end",
     )
 });
 
-/// Removes a member only if it is stored exactly as given (compare-and-delete).
-static LEAVE_EXACT: LazyLock<Script> = LazyLock::new(|| {
+/// Removes a member only if it is stored exactly as given (compare-and-delete), then forgets
+/// what became empty: the channel, the frontend's channel, the frontend.
+/// KEYS and ARGV as for [`ADD`].
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
-         return redis.call('HDEL', KEYS[1], ARGV[1]) else return 0 end",
+        "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end \
+         redis.call('HDEL', KEYS[1], ARGV[1]) \
+         if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[4]) end \
+         for _, v in ipairs(redis.call('HVALS', KEYS[1])) do \
+           if string.sub(v, 1, string.len(ARGV[3])) == ARGV[3] then return 1 end \
+         end \
+         redis.call('SREM', KEYS[3], ARGV[4]) \
+         if redis.call('SCARD', KEYS[3]) == 0 then redis.call('SREM', KEYS[4], ARGV[5]) end \
+         return 1",
+    )
+});
+
+/// Forgets a frontend's channel, and the frontend when it has no channel left.
+/// KEYS: sid's channels, sids. ARGV: name, sid.
+static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('SREM', KEYS[1], ARGV[1]) \
+         if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end \
+         return 1",
     )
 });
 
@@ -75,6 +96,27 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// A script over one member of one channel, with [`ADD`]'s keys and arguments.
+    fn member_script<'s>(
+        &self,
+        script: &'s Script,
+        name: &str,
+        member: &Member,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.keys.channel(name))
+            .key(self.keys.channels())
+            .key(self.keys.sid(&member.sid))
+            .key(self.keys.sids())
+            .arg(&member.uid)
+            .arg(member.stored())
+            .arg(member.sid_prefix())
+            .arg(name)
+            .arg(&member.sid);
+        invocation
+    }
+
     /// Counts a failed command.
     fn check<T>(&self, result: RedisResult<T>) -> Result<T, ChannelError> {
         result.map_err(|e| {
@@ -99,14 +141,8 @@ impl Store for RedisStore {
     /// cluster); one left by the same frontend is replaced: that frontend has no live session
     /// for it any more, else it would not have asked.
     async fn add(&self, name: &str, member: &Member) -> Result<Added, ChannelError> {
-        let outcome: RedisResult<i64> = ADD
-            .key(self.keys.channel(name))
-            .key(self.keys.channels())
-            .key(self.keys.sid(&member.sid))
-            .arg(&member.uid)
-            .arg(member.stored())
-            .arg(member.sid_prefix())
-            .arg(name)
+        let outcome: RedisResult<i64> = self
+            .member_script(&ADD, name, member)
             .invoke_async(&mut self.conn())
             .await;
         Ok(match self.check(outcome)? {
@@ -116,19 +152,11 @@ impl Store for RedisStore {
         })
     }
 
-    async fn leave(&self, name: &str, uid: &str, only: Option<&Member>) -> Result<bool, ChannelError> {
-        let hash = self.keys.channel(name);
-        let removed: RedisResult<i64> = match only {
-            Some(member) => {
-                LEAVE_EXACT
-                    .key(hash)
-                    .arg(uid)
-                    .arg(member.stored())
-                    .invoke_async(&mut self.conn())
-                    .await
-            }
-            None => self.conn().hdel(hash, uid).await,
-        };
+    async fn leave(&self, name: &str, member: &Member) -> Result<bool, ChannelError> {
+        let removed: RedisResult<i64> = self
+            .member_script(&LEAVE, name, member)
+            .invoke_async(&mut self.conn())
+            .await;
         Ok(self.check(removed)? > 0)
     }
 
@@ -171,8 +199,19 @@ impl Store for RedisStore {
     }
 
     async fn forget_sid_channel(&self, sid: &str, name: &str) -> Result<(), ChannelError> {
-        let removed: RedisResult<i64> = self.conn().srem(self.keys.sid(sid), name).await;
-        self.check(removed).map(drop)
+        let forgot: RedisResult<i64> = FORGET
+            .key(self.keys.sid(sid))
+            .key(self.keys.sids())
+            .arg(name)
+            .arg(sid)
+            .invoke_async(&mut self.conn())
+            .await;
+        self.check(forgot).map(drop)
+    }
+
+    async fn sids(&self) -> Result<Vec<String>, ChannelError> {
+        let sids = self.conn().smembers(self.keys.sids()).await;
+        self.check(sids)
     }
 
     async fn claim_epoch(&self) -> Result<bool, ChannelError> {
