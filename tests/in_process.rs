@@ -69,7 +69,7 @@ pub async fn spawn_cluster(spec: ClusterSpec) -> TestCluster {
     let namespace = crate::namespace("inproc");
     let text = format!(
         "namespace = \"{namespace}\"\n\
-         [registry]\nheartbeat_ms = 200\nlapse_ms = 1200\nhandoff_ms = 500\n\
+         [registry]\nheartbeat_ms = 200\nlapse_ms = 1200\nhandoff_ms = 500\nsync_ms = 500\n\
          [rpc]\ntimeout_ms = 2000\n{}\n",
         spec.extra
     );

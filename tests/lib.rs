@@ -65,7 +65,7 @@ impl TestConfig {
         let path = dir.join("cluster.toml");
         let text = format!(
             "namespace = \"{namespace}\"\nnats_url = \"{nats_url}\"\nredis_url = \"{redis_url}\"\n\
-             [registry]\nheartbeat_ms = 200\nlapse_ms = 1200\nhandoff_ms = 500\n\
+             [registry]\nheartbeat_ms = 200\nlapse_ms = 1200\nhandoff_ms = 500\nsync_ms = 500\n\
              [rpc]\ntimeout_ms = 2000\n{extra}\n"
         );
         std::fs::write(&path, text).expect("write config");

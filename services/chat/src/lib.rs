@@ -6,8 +6,8 @@
 //! - [`handler::chat_handler`]: `chat.chatHandler.send` (reached by forwarding).
 //! - [`remote::chat_remote`]: `chatRemote` (add, kick, resync, purgeFrontend, channels).
 //! - [`room`]: `onAdd` and `onLeave` to the members of a room.
-//! - [`purge`]: when a connector's heartbeat lapses, its members leave the rooms this server
-//!   owns, with `onLeave`.
+//! - [`membership`]: how the store's members are kept equal to the live sessions (rounds,
+//!   purges of dead connectors, a store that lost its data): the whole state machine.
 //! - [`handoff`]: a room that has just moved here waits for its old owner to finish with it.
 //!
 //! # Order
@@ -28,7 +28,7 @@ use shaddock_server::{App, Handlers};
 
 pub mod handler;
 pub mod handoff;
-pub mod purge;
+pub mod membership;
 pub mod remote;
 pub mod room;
 
@@ -46,6 +46,8 @@ pub struct ChatState {
     /// The rooms' order: the messages of one room run one at a time (keyed by rid).
     pub rooms: Sequencer<String>,
     pub handoff: Arc<handoff::Handoff>,
+    /// The connectors' membership rounds in progress.
+    pub rounds: Arc<membership::Rounds>,
 }
 
 impl ChatState {
@@ -96,6 +98,7 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         server_id: app.me.id.clone(),
         rooms: rooms.clone(),
         handoff,
+        rounds: Arc::default(),
     };
     let mut handlers = Handlers::new();
     handler::chat_handler::register(&mut handlers, state.clone());
@@ -115,10 +118,15 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .await?;
     app.tracker
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
-    app.tracker.spawn(purge::watch(state.clone(), app.token.clone()));
-    app.tracker.spawn(purge::watch_store(
+    let heartbeat = Duration::from_millis(app.config.registry.heartbeat_ms);
+    let rounds = Duration::from_millis(app.config.registry.sync_ms);
+    app.tracker
+        .spawn(membership::watch(state.clone(), app.token.clone()));
+    app.tracker
+        .spawn(membership::sweep(state.clone(), rounds, app.token.clone()));
+    app.tracker.spawn(membership::watch_store(
         state.clone(),
-        Duration::from_millis(app.config.registry.heartbeat_ms),
+        heartbeat,
         app.token.clone(),
     ));
     app.metrics

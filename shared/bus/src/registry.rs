@@ -162,6 +162,11 @@ impl Registry {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// True once this server's list is complete (see [`Registry::wait_until_complete`]).
+    pub fn is_complete(&self) -> bool {
+        *self.complete.borrow()
+    }
+
     /// The current list.
     pub fn list(&self) -> Arc<ServerList> {
         self.list.borrow().clone()

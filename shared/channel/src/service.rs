@@ -4,7 +4,9 @@
 //! - Membership lives in the store; a chat server caches each channel's grouping by sid and
 //!   keeps the cache current on its own `add`/`leave`. The cache is only right while this
 //!   server owns the channel, so the owner calls [`ChannelService::invalidate_cache`] whenever
-//!   the server list changes (a rebalance), and the next push reads the store again.
+//!   the server list changes (a rebalance), and the next push reads the store again. An entry
+//!   is trusted for 2 s at most (a lagging connector may still change the room through its old
+//!   owner), and the cache holds a bounded number of rooms.
 //! - `push_message` sends ONE envelope per sid group to `<ns>.srv.<sid>`, the body encoded
 //!   once by the caller. With [`Delivery::Confirm`] it waits for each frontend's failIds
 //!   (uids without a session there), as Pomelo's callback does; with [`Delivery::Publish`] it
@@ -13,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use shaddock_bus::envelope::{decode_value, encode_push};
@@ -73,6 +75,19 @@ impl Groups {
     }
 }
 
+/// How long a cached grouping is trusted: it bounds how long a change the store saw from
+/// elsewhere (another chat server during a handoff) can be missed here.
+const CACHE_TTL: Duration = Duration::from_secs(2);
+/// Rooms cached at most; past it, expired entries go (and all, if none had expired).
+const CACHE_MAX: usize = 50_000;
+
+/// A grouping read from the store, and when.
+#[derive(Debug, Clone)]
+struct Cached {
+    groups: Arc<Groups>,
+    loaded: Instant,
+}
+
 /// Whether a push waits for the frontends' answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -103,7 +118,7 @@ struct Inner {
     bus: Bus,
     namespace: String,
     timeout: Duration,
-    cache: Mutex<HashMap<String, Arc<Groups>>>,
+    cache: Mutex<HashMap<String, Cached>>,
     /// Bumped before every membership change: a grouping read from the store while one was
     /// under way may be stale, so it is used once and not cached.
     generation: AtomicU64,
@@ -148,6 +163,12 @@ impl ChannelService {
     pub async fn destroy_channel(&self, name: &str) -> Result<(), ChannelError> {
         self.inner.cache.lock().remove(name);
         self.inner.store.destroy(name).await
+    }
+
+    /// Forgets one room's cached grouping (its members changed elsewhere).
+    pub fn invalidate_room(&self, name: &str) {
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.cache.lock().remove(name);
     }
 
     /// Forgets every cached grouping: call it when the server list changes.
@@ -237,8 +258,10 @@ impl ChannelService {
     }
 
     async fn groups(&self, name: &str) -> Result<Arc<Groups>, ChannelError> {
-        if let Some(g) = self.inner.cache.lock().get(name) {
-            return Ok(g.clone());
+        if let Some(c) = self.inner.cache.lock().get(name)
+            && c.loaded.elapsed() < CACHE_TTL
+        {
+            return Ok(c.groups.clone());
         }
         let generation = self.inner.generation.load(Ordering::Acquire);
         let mut groups = Groups::default();
@@ -248,7 +271,20 @@ impl ChannelService {
         let groups = Arc::new(groups);
         let mut cache = self.inner.cache.lock();
         if self.inner.generation.load(Ordering::Acquire) == generation {
-            cache.insert(name.to_owned(), groups.clone());
+            if cache.len() >= CACHE_MAX {
+                cache.retain(|_, c| c.loaded.elapsed() < CACHE_TTL);
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+            }
+            let loaded = Instant::now();
+            cache.insert(
+                name.to_owned(),
+                Cached {
+                    groups: groups.clone(),
+                    loaded,
+                },
+            );
         }
         Ok(groups)
     }
@@ -258,8 +294,8 @@ impl ChannelService {
     }
 
     fn update_cache(&self, name: &str, f: impl FnOnce(&mut Groups)) {
-        if let Some(g) = self.inner.cache.lock().get_mut(name) {
-            f(Arc::make_mut(g));
+        if let Some(c) = self.inner.cache.lock().get_mut(name) {
+            f(Arc::make_mut(&mut c.groups));
         }
     }
 }

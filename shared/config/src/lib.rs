@@ -181,6 +181,9 @@ pub struct RegistryOptions {
     /// connectors sent it before they heard the goodbye). A room's new owner does not wait a
     /// fixed time: it asks the old owner for a barrier, bounded by the RPC timeout.
     pub handoff_ms: u64,
+    /// How often each connector tells each chat server who it really holds, so the store's
+    /// membership heals from lost leaves and dead servers (a membership round).
+    pub sync_ms: u64,
 }
 
 /// Remote calls between servers.
@@ -335,6 +338,7 @@ impl Default for RegistryOptions {
             heartbeat_ms: 1000,
             lapse_ms: 3000,
             handoff_ms: 1000,
+            sync_ms: 2000,
         }
     }
 }

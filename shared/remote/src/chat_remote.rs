@@ -16,14 +16,11 @@ remote_service! {
         Add = "add" -> Option<Vec<String>>,
         /// A session leaves room `rid`: answers whether it was there (exactly so).
         Kick = "kick" -> bool,
-        /// A connector tells again who it holds (the store lost its data): answers how many
-        /// were missing.
-        Resync = "resync" -> usize,
+        /// One part of a connector's membership round: who it really holds in the rooms this
+        /// server owns. The store is made to agree (see the chat server's `membership`).
+        Sync = "sync" -> SyncReport,
         /// Every channel and its members, for the admin console.
         Channels = "channels" -> Vec<ChannelMembers>,
-        /// The members of connector `sid` from any incarnation but `keep` leave the rooms this
-        /// server owns: answers how many left.
-        PurgeFrontend = "purgeFrontend" -> usize,
     }
 }
 
@@ -35,7 +32,8 @@ pub struct RoomMember {
     /// The connector holding the session.
     pub sid: String,
     pub incarnation: u64,
-    /// The session's id on that connector.
+    /// The number of the session's bind on that connector (its `entry`): a late kick of an
+    /// earlier session never removes a newer one.
     pub session: u64,
 }
 
@@ -63,19 +61,57 @@ impl Routed for Kick {
     }
 }
 
+/// One part of a connector's membership round (see the chat server's `membership` module).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resync {
+pub struct Sync {
+    /// The connector.
     pub sid: String,
     pub incarnation: u64,
-    pub members: Vec<ResyncMember>,
+    /// The connector's newest bind when it took the list: a stored member with a later bind
+    /// entered after, and is left alone.
+    pub newest_entry: u64,
+    /// The chat servers the connector routed rooms over (sorted): a receiver that sees
+    /// another list skips the part (ownership is moving; the next round agrees).
+    pub chats: Vec<String>,
+    /// Rounds of one incarnation are numbered; a round is `parts` calls to each chat server.
+    pub round: u64,
+    pub part: u32,
+    pub parts: u32,
+    /// The rooms of this part, each with every live member of the connector in it.
+    pub rooms: Vec<SyncRoom>,
+    /// Whether members put back are announced (`onAdd`): not after the store lost its data
+    /// (nobody joined, the store forgot).
+    pub announce: bool,
 }
 
-/// One session of a [`Resync`].
+/// One room of a [`Sync`]: the connector's live members in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResyncMember {
-    pub uid: String,
+pub struct SyncRoom {
     pub rid: String,
-    pub session: u64,
+    pub members: Vec<SyncMember>,
+}
+
+/// A live member: its uid and its bind's number on the connector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMember {
+    pub uid: String,
+    pub entry: u64,
+}
+
+/// What a [`Sync`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Live members the store was missing, put back.
+    pub added: usize,
+    /// Stored members with no live session, removed (with `onLeave`).
+    pub removed: usize,
+}
+
+impl std::ops::AddAssign for SyncReport {
+    fn add_assign(&mut self, other: Self) {
+        self.added += other.added;
+        self.removed += other.removed;
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,13 +129,6 @@ pub struct ChannelMembers {
 pub struct MemberAt {
     pub uid: String,
     pub sid: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PurgeFrontend {
-    pub sid: String,
-    /// The live incarnation, whose members stay; `None`: all leave.
-    pub keep: Option<u64>,
 }
 
 #[cfg(test)]
@@ -151,29 +180,26 @@ mod tests {
 
     #[test]
     fn a_newer_peers_extra_field_is_ignored() {
-        // A later version adds a field to `purgeFrontend`: this one still reads the call.
+        // A later version adds a field to `kick`: this one still reads the call.
         #[derive(Serialize)]
         enum Newer {
-            #[serde(rename = "purgeFrontend")]
-            PurgeFrontend {
-                sid: String,
-                keep: Option<u64>,
+            #[serde(rename = "kick")]
+            Kick {
+                rid: String,
+                member: RoomMember,
                 reason: String,
             },
         }
-        let bytes = rmp_serde::to_vec_named(&Newer::PurgeFrontend {
-            sid: "connector-1".into(),
-            keep: Some(2),
-            reason: "restart".into(),
-        })
-        .unwrap();
-        let call = decode_call::<ChatRemote>("chatRemote", "purgeFrontend", &bytes).unwrap();
-        assert_eq!(
-            call,
-            ChatRemote::PurgeFrontend(PurgeFrontend {
-                sid: "connector-1".into(),
-                keep: Some(2)
-            })
-        );
+        let ChatRemote::Add(Add { rid, member }) = add() else {
+            unreachable!()
+        };
+        let newer = Newer::Kick {
+            rid: rid.clone(),
+            member: member.clone(),
+            reason: "closed".into(),
+        };
+        let bytes = rmp_serde::to_vec_named(&newer).unwrap();
+        let call = decode_call::<ChatRemote>("chatRemote", "kick", &bytes).unwrap();
+        assert_eq!(call, ChatRemote::Kick(Kick { rid, member }));
     }
 }

@@ -11,7 +11,7 @@ remote_service! {
     pub enum SessionRemote ("sessionRemote", served by "connector") {
         /// Kicks every session bound to `uid`: answers how many.
         KickByUid = "kickByUid" -> usize,
-        /// Tell the chat servers again who is connected here (the channel store lost its data).
+        /// Tell the chat servers again, now, who is connected here (a membership round).
         Resync = "resync" -> (),
         /// Open connections and bound sessions.
         SessionCount = "sessionCount" -> SessionCounts,
@@ -26,7 +26,12 @@ pub struct KickByUid {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Resync {}
+pub struct Resync {
+    /// Announce the members put back (`onAdd`): true when they were purged with `onLeave`,
+    /// false when the store lost its data.
+    #[serde(default)]
+    pub announce: bool,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionCount {}

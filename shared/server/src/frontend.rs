@@ -59,7 +59,7 @@ pub struct Frontend {
     pub(crate) on_close: Option<OnClose>,
     /// Called when a backend asks this frontend to tell the channel store again who is
     /// connected (`sessionRemote.resync`, after the store lost its data).
-    pub(crate) on_resync: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(crate) on_resync: Option<Arc<dyn Fn(bool) + Send + Sync>>,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
     /// The client port it listens on (set when it starts).

@@ -1,5 +1,6 @@
-//! `chatRemote` on a chat server (chatRemote.js): add, kick, and what keeps membership true
-//! in a cluster (resync, purgeFrontend), plus the channel list for the admin console. The
+//! `chatRemote` on a chat server (chatRemote.js): add, kick, and the membership rounds that
+//! keep the store true (`sync`, see [`crate::membership`]), plus the channel list for the
+//! admin console. The
 //! calls themselves are declared in `shaddock_remote::chat_remote`.
 //!
 //! Where Shaddock differs from the demo, on purpose: the joiner does not get its own `onAdd`
@@ -8,7 +9,7 @@
 
 use shaddock_channel::{Added, Member};
 use shaddock_remote::chat_remote::{
-    Add, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, PurgeFrontend, Resync, RoomMember,
+    Add, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, RoomMember, Sync,
 };
 use shaddock_remote::{decode_call, encode_reply};
 use shaddock_server::HandlerError;
@@ -30,11 +31,8 @@ pub async fn dispatch(
     let answer = match decode_call::<ChatRemote>(service, method, args).map_err(err)? {
         ChatRemote::Add(Add { rid, member }) => encode_reply::<Add>(&add(state, member, &rid).await?),
         ChatRemote::Kick(Kick { rid, member }) => encode_reply::<Kick>(&kick(state, member, &rid).await?),
-        ChatRemote::Resync(resync_call) => encode_reply::<Resync>(&resync(state, resync_call).await?),
+        ChatRemote::Sync(part) => encode_reply::<Sync>(&crate::membership::sync(state, part).await?),
         ChatRemote::Channels(Channels {}) => encode_reply::<Channels>(&channels(state).await?),
-        ChatRemote::PurgeFrontend(PurgeFrontend { sid, keep }) => {
-            encode_reply::<PurgeFrontend>(&crate::purge::purge_frontend(state, &sid, keep).await)
-        }
     };
     answer.map_err(err)
 }
@@ -86,34 +84,6 @@ async fn kick(state: &ChatState, leaver: RoomMember, rid: &str) -> Result<bool, 
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)
-}
-
-/// Puts back members a frontend still holds (after the store lost its data), without `onAdd`:
-/// nobody joined, the store forgot. Returns how many were missing.
-async fn resync(state: &ChatState, call: Resync) -> Result<usize, HandlerError> {
-    let mut added = 0;
-    for m in call.members {
-        let member = Member {
-            uid: m.uid,
-            sid: call.sid.clone(),
-            incarnation: call.incarnation,
-            session: m.session,
-        };
-        // In the room's order, like every other change of the room.
-        let channels = state.channels.clone();
-        let room = m.rid.clone();
-        let put_back = async move { channels.channel(&room).add(&member).await };
-        match state.rooms.run(m.rid, put_back).await {
-            Some(Ok(Added::New)) => added += 1,
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(err(e)),
-            None => return Err(err("the room is busy")),
-        }
-    }
-    if added > 0 {
-        state.channels.invalidate_cache();
-    }
-    Ok(added)
 }
 
 /// Every channel and its members, for the admin console.

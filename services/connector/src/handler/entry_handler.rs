@@ -42,8 +42,8 @@ pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, incarnation: u64, secr
 }
 
 /// A user or room name: a string of 1 to `max_chars` characters, no control characters.
-/// Anything else (`.`, `*`, `>`, `:`, spaces) is fine: names never become part of a NATS
-/// subject, and only the last part of a Redis key.
+/// Anything else (`.`, `>`, `:`, spaces; `*` in a room) is fine: names never become part of a
+/// NATS subject, and only the last part of a Redis key.
 fn name(body: &Value, key: &str, max_chars: usize) -> Option<String> {
     let v = body.get(key)?.as_str()?;
     let n = v.chars().count();
@@ -62,6 +62,10 @@ impl Enter {
         let (Some(username), Some(rid)) = (username, rid) else {
             return Ok(refused());
         };
+        if username.contains('*') {
+            // The uid is `username*rid`, and Pomelo splits it at the first `*`.
+            return Ok(json!({"code": 500, "error": true, "reason": "a user name may not contain '*'"}));
+        }
         if !self.secret.is_empty() {
             let token = body.get("token").and_then(Value::as_str);
             if let Err(e) = auth::verify(self.secret.as_bytes(), &username, token, auth::now()) {
@@ -72,13 +76,16 @@ impl Enter {
         let (rpc, sessions, incarnation) = (&self.rpc, &self.sessions, self.incarnation);
 
         let uid = format!("{username}*{rid}");
-        if !sessions.get_by_uid(&uid).is_empty() || session.uid().is_some() {
+        if session.uid().is_some() {
             return Ok(refused());
         }
-        if session.bind(&uid).is_err() {
-            return Ok(refused());
-        }
+        // The room first, then the bind: a membership round lists every bound session with
+        // its room (see `crate::membership`).
         session.set("rid", Value::from(rid.clone()));
+        // One step: of two sockets entering the same uid at once, one is refused.
+        if session.bind_exclusive(&uid).is_err() {
+            return Ok(refused());
+        }
         let add = Add {
             rid: rid.clone(),
             member: room_member(&session, uid, incarnation),
@@ -114,7 +121,7 @@ fn room_member(session: &Session, uid: String, incarnation: u64) -> RoomMember {
         uid,
         sid: session.frontend_id().to_owned(),
         incarnation,
-        session: session.id(),
+        session: session.entry(),
     }
 }
 

@@ -99,8 +99,8 @@ impl FrontendBuilder {
     }
 
     /// Called when a backend asks this frontend to tell again who is connected
-    /// (`sessionRemote.resync`).
-    pub fn on_resync(&mut self, f: impl Fn() + Send + Sync + 'static) -> &mut Self {
+    /// (`sessionRemote.resync`), with whether the members put back are announced.
+    pub fn on_resync(&mut self, f: impl Fn(bool) + Send + Sync + 'static) -> &mut Self {
         self.fe.on_resync = Some(Arc::new(f));
         self
     }

@@ -12,7 +12,7 @@ use crate::service::session_service::SessionService;
 #[derive(Clone, Copy)]
 pub struct SessionRemoteTarget<'a> {
     pub sessions: &'a SessionService,
-    pub on_resync: Option<&'a (dyn Fn() + Send + Sync)>,
+    pub on_resync: Option<&'a (dyn Fn(bool) + Send + Sync)>,
 }
 
 impl std::fmt::Debug for SessionRemoteTarget<'_> {
@@ -46,9 +46,9 @@ fn handle(
             let kicked = fe.sessions.kick_by_uid(&uid, reason.as_deref().unwrap_or("kick"));
             encode_reply::<KickByUid>(&kicked)
         }
-        SessionRemote::Resync(Resync {}) => {
+        SessionRemote::Resync(Resync { announce }) => {
             if let Some(resync) = fe.on_resync {
-                resync();
+                resync(announce);
             }
             encode_reply::<Resync>(&())
         }

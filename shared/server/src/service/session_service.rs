@@ -24,6 +24,8 @@ pub enum BindError {
     AlreadyBound,
     #[error("session is closed")]
     Closed,
+    #[error("another session of this frontend is bound to that uid")]
+    Taken,
 }
 
 /// All sessions of this frontend.
@@ -39,6 +41,8 @@ struct ServiceInner {
     sessions: RwLock<HashMap<u64, Session>>,
     by_uid: RwLock<HashMap<String, Vec<Session>>>,
     next_id: AtomicU64,
+    /// Numbers binds, in order (see [`Session::entry`]).
+    next_entry: AtomicU64,
     /// Slow clients closed because their queue was full.
     slow_kicks: AtomicU64,
 }
@@ -63,6 +67,8 @@ struct SessionInner {
 #[derive(Debug, Default)]
 struct SessionState {
     uid: Option<String>,
+    /// The number of its bind (0 while unbound).
+    entry: u64,
     settings: Map<String, Value>,
 }
 
@@ -75,6 +81,7 @@ impl SessionService {
                 sessions: RwLock::new(HashMap::new()),
                 by_uid: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                next_entry: AtomicU64::new(1),
                 slow_kicks: AtomicU64::new(0),
             }),
         }
@@ -100,7 +107,12 @@ impl SessionService {
 
     /// Undoes a bind (e.g. when the backend refused the login).
     pub fn unbind(&self, session: &Session) {
-        let Some(uid) = session.inner.state.lock().uid.take() else {
+        let uid = {
+            let mut state = session.inner.state.lock();
+            state.entry = 0;
+            state.uid.take()
+        };
+        let Some(uid) = uid else {
             return;
         };
         let mut by_uid = self.inner.by_uid.write();
@@ -196,6 +208,12 @@ impl SessionService {
         self.inner.sessions.read().len()
     }
 
+    /// The number of the latest bind. A session bound later has a greater [`Session::entry`];
+    /// one bound before and missing from a later [`SessionService::bound`] has closed.
+    pub fn newest_entry(&self) -> u64 {
+        self.inner.next_entry.load(Ordering::SeqCst).saturating_sub(1)
+    }
+
     pub fn bound_count(&self) -> usize {
         self.inner.by_uid.read().len()
     }
@@ -223,22 +241,49 @@ impl Session {
         self.inner.state.lock().uid.clone()
     }
 
+    /// The number of this session's bind on its frontend: binds are numbered in order, so a
+    /// list of sessions taken after [`SessionService::newest_entry`] tells a closed session
+    /// from one bound later. 0 while unbound.
+    pub fn entry(&self) -> u64 {
+        self.inner.state.lock().entry
+    }
+
     /// Binds this session to `uid` (Pomelo's `session.bind`). Binding again to the same uid
     /// is fine; to another uid is refused.
     pub fn bind(&self, uid: &str) -> Result<(), BindError> {
+        self.bind_checked(uid, false)
+    }
+
+    /// Binds this session to `uid` unless another session of this frontend holds it, in one
+    /// step: two sockets entering the same uid at once cannot both succeed.
+    pub fn bind_exclusive(&self, uid: &str) -> Result<(), BindError> {
+        self.bind_checked(uid, true)
+    }
+
+    fn bind_checked(&self, uid: &str, exclusive: bool) -> Result<(), BindError> {
         if self.is_closed() {
             return Err(BindError::Closed);
         }
+        let Some(service) = self.inner.service.upgrade() else {
+            return Err(BindError::Closed);
+        };
+        let mut by_uid = service.by_uid.write();
         {
             let mut state = self.inner.state.lock();
             match &state.uid {
                 Some(u) if u == uid => return Ok(()),
                 Some(_) => return Err(BindError::AlreadyBound),
-                None => state.uid = Some(uid.to_owned()),
+                None if exclusive && by_uid.get(uid).is_some_and(|l| !l.is_empty()) => {
+                    return Err(BindError::Taken);
+                }
+                None => {
+                    state.uid = Some(uid.to_owned());
+                    // Numbered under the lock `bound` reads with: see `newest_entry`.
+                    state.entry = service.next_entry.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }
-        if let Some(service) = self.inner.service.upgrade() {
-            let mut by_uid = service.by_uid.write();
+        {
             by_uid.entry(uid.to_owned()).or_default().push(self.clone());
             // The socket may have closed since the check above, and its removal would then
             // have missed this entry: undo it here instead.

@@ -1,0 +1,369 @@
+//! Membership that heals itself: the store's members of every room converge to the sessions
+//! that really exist, whatever failed on the way. This module is the one place that knows the
+//! whole state machine; the connector's side is `shaddock_connector::membership`.
+//!
+//! # Who knows what
+//! - The truth is the connectors' sessions. A session bound to `username*rid` on connector
+//!   `sid` is a member of room `rid`. Each bind on a connector gets a number, its *entry*
+//!   (increasing; 0 means unbound); a connector's runs are told apart by its *incarnation*.
+//! - The store holds, per room, `uid -> sid#incarnation#entry`. It is a cache of the truth
+//!   that every chat server can read, so a room can move between chat servers.
+//! - The owner of a room (crc32(rid) over the live chat servers) is the only server that
+//!   changes it, one message at a time in the room's order (`ChatState::rooms`).
+//!
+//! # How the store is kept true
+//! 1. **Enter and leave.** `chatRemote.add` when a session enters, `chatRemote.kick` when it
+//!    closes: the fast path. Either may be lost (a chat server dies, NATS drops out, a timeout).
+//! 2. **Rounds (anti-entropy).** Every `registry.sync_ms` each connector sends each chat
+//!    server a [`Sync`]: its newest entry, taken *before* the list, and every live member of
+//!    the rooms that server owns (in parts, so no message outgrows NATS' max_payload). For each
+//!    room listed, and, once every part of the round has arrived, for each room where the store
+//!    still has members of that connector but no part listed it, the owner compares:
+//!    - a stored member of another incarnation of the connector: a ghost of an earlier run,
+//!      removed (`onLeave`);
+//!    - a stored member with no live session and an entry at most the newest one: its
+//!      session closed and its leave was lost, removed (`onLeave`);
+//!    - a stored member with a later entry: it entered after the list was taken, kept;
+//!    - a live member the store lacks: put back (`onAdd`, unless the round is a resync after
+//!      the store lost its data: the others never heard it leave);
+//!    - a live member stored with another entry of the same connector: replaced, silently.
+//!
+//!    A part computed over another list of chat servers than the receiver's is skipped: room
+//!    ownership is moving, and the next round agrees.
+//! 3. **Dead connectors.** A connector whose heartbeat lapses, or that comes back as another
+//!    incarnation, has lost its sessions: each chat server removes its members from the rooms
+//!    it owns at once ([`watch`]), and again on every round tick for connectors the store still
+//!    names but the registry does not ([`sweep`]): rooms that move later (a chat server died
+//!    too) are cleaned by their new owner. A purged connector that comes back (its NATS was
+//!    late) is asked for a round at once, which puts its members back with `onAdd`.
+//! 4. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
+//!    gone): every connector is asked for a silent round ([`watch_store`]).
+//!
+//! The store forgets what becomes empty (a room with no member, a connector with no room), so
+//! nothing grows without bound; the chat server's per-room cache expires (see
+//! `shaddock_channel::ChannelService`).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shaddock_channel::{Added, ChannelError, Member};
+use shaddock_remote::chat_remote::{Sync, SyncMember, SyncReport};
+use shaddock_remote::session_remote::Resync;
+use shaddock_server::HandlerError;
+use tokio_util::sync::CancellationToken;
+
+use crate::room::{announce_add, announce_leave};
+use crate::{ChatState, SERVER_TYPE};
+
+/// The parts of the current round of each connector that have arrived.
+#[derive(Debug, Default)]
+pub struct Rounds {
+    by_sid: Mutex<HashMap<String, RoundSeen>>,
+}
+
+#[derive(Debug)]
+struct RoundSeen {
+    incarnation: u64,
+    round: u64,
+    parts: HashSet<u32>,
+    rooms: HashSet<String>,
+}
+
+impl Rounds {
+    /// Notes a part; once every part of its round is in, returns every room the round listed.
+    fn record(&self, call: &Sync) -> Option<HashSet<String>> {
+        let mut by_sid = self.by_sid.lock();
+        let seen = by_sid.entry(call.sid.clone()).or_insert_with(|| RoundSeen {
+            incarnation: call.incarnation,
+            round: call.round,
+            parts: HashSet::new(),
+            rooms: HashSet::new(),
+        });
+        if (seen.incarnation, seen.round) != (call.incarnation, call.round) {
+            *seen = RoundSeen {
+                incarnation: call.incarnation,
+                round: call.round,
+                parts: HashSet::new(),
+                rooms: HashSet::new(),
+            };
+        }
+        seen.parts.insert(call.part);
+        seen.rooms.extend(call.rooms.iter().map(|r| r.rid.clone()));
+        (seen.parts.len() as u32 >= call.parts).then(|| std::mem::take(&mut seen.rooms))
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::new(e.to_string())
+}
+
+/// `chatRemote.sync`: one part of a connector's round.
+pub async fn sync(state: &ChatState, call: Sync) -> Result<SyncReport, HandlerError> {
+    let mut report = SyncReport::default();
+    let list = state.registry.list();
+    let mine: Vec<&str> = list.servers(SERVER_TYPE).iter().map(|s| s.id.as_str()).collect();
+    if mine != call.chats.iter().map(String::as_str).collect::<Vec<_>>() {
+        tracing::debug!(sid = %call.sid, "a membership round over another server list: skipped");
+        return Ok(report);
+    }
+    let complete = state.rounds.record(&call);
+    let view = View::of(&call);
+    for room in &call.rooms {
+        if state.owns(&room.rid) {
+            report += reconcile(state, &view, &room.rid, &room.members).await?;
+        }
+    }
+    if let Some(listed) = complete {
+        let rooms = state
+            .channels
+            .store()
+            .channels_of_sid(&call.sid)
+            .await
+            .map_err(err)?;
+        for rid in rooms.into_iter().filter(|r| !listed.contains(r) && state.owns(r)) {
+            report += reconcile(state, &view, &rid, &[]).await?;
+        }
+    }
+    if report != SyncReport::default() {
+        tracing::info!(sid = %call.sid, added = report.added, removed = report.removed, "membership repaired");
+    }
+    Ok(report)
+}
+
+/// What a round says about one connector.
+#[derive(Debug, Clone)]
+struct View {
+    sid: String,
+    incarnation: u64,
+    newest_entry: u64,
+    announce: bool,
+}
+
+impl View {
+    fn of(call: &Sync) -> Self {
+        Self {
+            sid: call.sid.clone(),
+            incarnation: call.incarnation,
+            newest_entry: call.newest_entry,
+            announce: call.announce,
+        }
+    }
+
+    /// A view that keeps none of `sid`'s members except those of incarnation `keep` (all of
+    /// whose entries count as newer than the view).
+    fn purge(sid: &str, keep: Option<u64>) -> Self {
+        Self {
+            sid: sid.to_owned(),
+            incarnation: keep.unwrap_or(u64::MAX),
+            newest_entry: 0,
+            announce: false,
+        }
+    }
+}
+
+/// Makes room `rid`'s members of `view.sid` agree with `live`, in the room's order.
+async fn reconcile(
+    state: &ChatState,
+    view: &View,
+    rid: &str,
+    live: &[SyncMember],
+) -> Result<SyncReport, HandlerError> {
+    let job = reconcile_room(state.clone(), view.clone(), rid.to_owned(), live.to_vec());
+    match state.rooms.run(rid.to_owned(), job).await {
+        Some(result) => result.map_err(err),
+        None => Err(err("the room is busy")),
+    }
+}
+
+async fn reconcile_room(
+    state: ChatState,
+    view: View,
+    rid: String,
+    live: Vec<SyncMember>,
+) -> Result<SyncReport, ChannelError> {
+    let channel = state.channels.channel(&rid);
+    let stored: Vec<Member> = channel
+        .members()
+        .await?
+        .into_iter()
+        .filter(|m| m.sid == view.sid)
+        .collect();
+    let live_entry: HashMap<&str, u64> = live.iter().map(|m| (m.uid.as_str(), m.entry)).collect();
+    let mut report = SyncReport::default();
+    let mut kept = 0usize;
+    for m in &stored {
+        let current = m.incarnation == view.incarnation;
+        let as_live = |entry: u64| Member {
+            session: entry,
+            incarnation: view.incarnation,
+            ..m.clone()
+        };
+        match live_entry.get(m.uid.as_str()) {
+            Some(&entry) if current && m.session == entry => kept += 1,
+            _ if current && m.session > view.newest_entry => kept += 1,
+            // The same user on another bind of this connector: replaced, nobody is told.
+            Some(&entry) => {
+                channel.add(&as_live(entry)).await?;
+                kept += 1;
+            }
+            None => {
+                if channel.leave(m).await? {
+                    report.removed += 1;
+                    announce_leave(&state, &channel, &m.uid).await;
+                }
+            }
+        }
+    }
+    for m in live.iter().filter(|l| !stored.iter().any(|s| s.uid == l.uid)) {
+        let member = Member {
+            uid: m.uid.clone(),
+            sid: view.sid.clone(),
+            incarnation: view.incarnation,
+            session: m.entry,
+        };
+        if channel.add(&member).await? == Added::New {
+            report.added += 1;
+            if view.announce {
+                let others: Vec<Member> = channel
+                    .members()
+                    .await?
+                    .into_iter()
+                    .filter(|o| o.uid != member.uid)
+                    .collect();
+                announce_add(&state, &others, &member.uid, &rid).await;
+            }
+        }
+    }
+    if live.is_empty() && kept == 0 {
+        // Nothing of this connector is left here (a leave forgets it too; this covers a
+        // room that was already empty of it).
+        let _ = state.channels.store().forget_sid_channel(&view.sid, &rid).await;
+    }
+    if report.added > 0 {
+        state.channels.invalidate_room(&rid);
+    }
+    Ok(report)
+}
+
+/// Removes the members of connector `sid`, except those of incarnation `keep` (its live one),
+/// from the rooms this server owns. Returns how many left.
+pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> usize {
+    let rooms = match state.channels.store().channels_of_sid(sid).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%sid, error = %e, "cannot list the rooms of a departed connector");
+            return 0;
+        }
+    };
+    let view = View::purge(sid, keep);
+    let mut removed = 0usize;
+    for rid in rooms.into_iter().filter(|r| state.owns(r)) {
+        let keep_live = reconcile(state, &view, &rid, &[]).await;
+        removed += keep_live.map(|r| r.removed).unwrap_or(0);
+    }
+    if removed > 0 {
+        tracing::info!(%sid, removed, "purged members of a departed connector");
+    }
+    removed
+}
+
+/// Follows the registry: a connector that departs (or comes back as a new incarnation) is
+/// purged from the rooms this server owns; one that comes back as the same incarnation after a
+/// purge is asked for a round. Any change of the server list also drops the room cache: room
+/// ownership may have moved.
+pub async fn watch(state: ChatState, token: CancellationToken) {
+    let mut rx = state.registry.watch();
+    let mut last = rx.borrow_and_update().clone();
+    let mut purged: HashSet<(String, u64)> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let now = rx.borrow_and_update().clone();
+        state.handoff.observe();
+        state.channels.invalidate_cache();
+        for gone in last.departed(&now, "connector") {
+            // Back under a new incarnation: keep what the new one already added.
+            let keep = now
+                .servers("connector")
+                .iter()
+                .find(|s| s.id == gone.id)
+                .map(|s| s.incarnation);
+            purge_frontend(&state, &gone.id, keep).await;
+            if keep.is_none() {
+                purged.insert((gone.id.clone(), gone.incarnation));
+            }
+        }
+        for back in now.servers("connector") {
+            if purged.remove(&(back.id.clone(), back.incarnation)) {
+                tracing::warn!(server.id = %back.id, "a purged connector is back: asking for a round");
+                let resync = Resync { announce: true };
+                if let Err(e) = state.rpc.notify_server(&back.id, resync).await {
+                    tracing::warn!(error = %e, "cannot ask for a round");
+                }
+            }
+        }
+        last = now;
+    }
+}
+
+/// Every `every`: purges, from the rooms this server owns, the members of connectors the
+/// store still names but the registry does not know.
+pub async fn sweep(state: ChatState, every: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Purged only when absent on two ticks in a row: a connector that has just joined may
+    // have its first members stored before this server heard its hello.
+    let mut absent_before: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !state.registry.is_complete() {
+            continue;
+        }
+        let Ok(sids) = state.channels.store().sids().await else {
+            continue;
+        };
+        let list = state.registry.list();
+        let absent: HashSet<String> = sids.into_iter().filter(|s| !list.contains(s)).collect();
+        for sid in absent.intersection(&absent_before) {
+            purge_frontend(&state, sid, None).await;
+        }
+        absent_before = absent;
+    }
+}
+
+/// Watches the channel store for lost data: when its epoch mark is missing (a Redis restart
+/// without persistence), asks every connector for a silent round.
+pub async fn watch_store(state: ChatState, every: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match state.channels.store().claim_epoch().await {
+            Ok(true) => {
+                tracing::warn!(
+                    "the channel store has no epoch mark (new, or it lost its data): asking connectors for a round"
+                );
+                // Asked three times: a connector whose NATS is still reconnecting misses one.
+                for wait in [0, 2, 5] {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                    }
+                    if let Err(e) = state.rpc.notify_all(Resync { announce: false }).await {
+                        tracing::warn!(error = %e, "cannot ask for a round");
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "channel store unreachable"),
+        }
+    }
+}
