@@ -5,30 +5,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shaddock_bus::Bus;
-use shaddock_channel::{ChannelService, ChannelStore};
 use shaddock_client::Client;
 use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually, eventually_true};
 
-use crate::support::{SEND, connect, enter, users};
-
-/// The uids the channel store holds for `room`.
-async fn stored_members(config: &TestConfig, redis_url: &str, room: &str) -> Vec<String> {
-    let store = ChannelStore::redis(redis_url, &config.namespace)
-        .await
-        .expect("redis");
-    let svc = ChannelService::new(store, Bus::local(), &config.namespace, Duration::from_secs(1));
-    let mut uids: Vec<String> = svc
-        .channel(room)
-        .members()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.uid)
-        .collect();
-    uids.sort();
-    uids
-}
+use crate::support::{SEND, connect, enter, stored_members, users};
 
 /// Sends `text` to the room until the cluster answers `{}` (it may be recovering).
 async fn send_until_ok(client: &Client, room: &str, text: &str, within: Duration) -> Vec<Value> {

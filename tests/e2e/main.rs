@@ -7,5 +7,6 @@ mod browser;
 mod cluster;
 mod connector;
 mod faults;
+mod membership;
 mod order;
 mod support;

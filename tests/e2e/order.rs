@@ -11,9 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 use shaddock_client::Client;
 use shaddock_e2e::{Server, TestConfig};
-use shaddock_protocol::crc::pick_index;
 
-use crate::support::{SEND, connect, enter};
+use crate::support::{SEND, connect, enter, room_owned};
 
 const SENDERS: usize = 4;
 const LISTENERS: usize = 6;
@@ -124,20 +123,6 @@ async fn assert_one_order(members: &mut [Member], senders: usize, per_sender: us
             }
         }
     }
-}
-
-/// A room that `owner` serves among `servers` (sorted ids) and, if given, `then` serves among
-/// `after`.
-fn room_owned(prefix: &str, servers: &[&str], owner: &str, after: Option<(&[&str], &str)>) -> String {
-    (0..10_000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|r| {
-            let now = pick_index(r, servers.len()).map(|i| servers[i]) == Some(owner);
-            let later =
-                after.is_none_or(|(list, then)| pick_index(r, list.len()).map(|i| list[i]) == Some(then));
-            now && later
-        })
-        .expect("some room routes so")
 }
 
 /// `chats` chat servers (`chat-server-1`...) and two connectors, on a fresh namespace.

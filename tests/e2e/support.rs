@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shaddock_bus::Bus;
+use shaddock_channel::{ChannelService, ChannelStore};
 use shaddock_client::{Client, ClientOptions};
-use shaddock_e2e::eventually;
+use shaddock_e2e::{TestConfig, eventually};
+use shaddock_protocol::crc::pick_index;
 
 pub const ENTER: &str = "connector.entryHandler.enter";
 pub const SEND: &str = "chat.chatHandler.send";
@@ -49,4 +52,36 @@ pub fn corpus() -> Vec<Vec<u8>> {
         .unwrap_or_default();
     files.sort();
     files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}
+
+/// The uids the channel store holds for `room`.
+pub async fn stored_members(config: &TestConfig, redis_url: &str, room: &str) -> Vec<String> {
+    let store = ChannelStore::redis(redis_url, &config.namespace)
+        .await
+        .expect("redis");
+    let svc = ChannelService::new(store, Bus::local(), &config.namespace, Duration::from_secs(1));
+    let mut uids: Vec<String> = svc
+        .channel(room)
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.uid)
+        .collect();
+    uids.sort();
+    uids
+}
+
+/// A room that `owner` serves among `servers` (sorted ids) and, if given, `then` serves among
+/// `after`.
+pub fn room_owned(prefix: &str, servers: &[&str], owner: &str, after: Option<(&[&str], &str)>) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|r| {
+            let now = pick_index(r, servers.len()).map(|i| servers[i]) == Some(owner);
+            let later =
+                after.is_none_or(|(list, then)| pick_index(r, list.len()).map(|i| list[i]) == Some(then));
+            now && later
+        })
+        .expect("some room routes so")
 }
