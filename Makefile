@@ -4,11 +4,12 @@
 #   make down    stop what `make up` started
 #   make test    every test: unit, NATS/Redis integration, end-to-end
 #   make bench   the benchmark suite
+#   make chaos   faults while users chat, then checks (DURATION=15m; default 5m)
 #   make lint    rustfmt and clippy
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down test test-pomelo build lint fmt bench services browser-deps clean
+.PHONY: up down test test-pomelo build lint fmt bench chaos services browser-deps clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -43,6 +44,13 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Kill -9, SIGSTOP, NATS and Redis restarts, network pauses, one at a time, while simulated
+# users chat on private NATS and Redis; after each, membership, views and messages are checked.
+DURATION ?= 5m
+chaos: build
+	$(CARGO) build -p shaddock-e2e --bin shaddock-chaos
+	./target/debug/shaddock-chaos --duration $(DURATION)
 
 # Shaddock and the Node.js Pomelo chat under the same load generator; writes BENCHMARKS.md.
 bench:

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod chaos;
 pub mod eventually;
 pub mod in_process;
 
@@ -28,11 +29,13 @@ pub fn namespace(tag: &str) -> String {
 /// The directory holding the workspace's binaries (target/debug or target/release).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/e2e-xxxx -> target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
+    // target/<profile>/deps/e2e-xxxx (a test) or target/<profile>/shaddock-chaos -> target/<profile>
+    let dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A config file for a test cluster, in a temporary directory.
@@ -94,6 +97,15 @@ impl Server {
         Self::start_bin(&format!("shaddock-{kind}"), id, &["--config", &path, "--id", id]).await
     }
 
+    /// [`Server::start`], with its log (stderr) appended to `log`.
+    pub async fn start_logged(kind: &str, id: &str, config: &TestConfig, log: &Path) -> Self {
+        let path = config.path.display().to_string();
+        let args = ["--config", path.as_str(), "--id", id];
+        Self::start_bin_logged(&format!("shaddock-{kind}"), id, &args, 1, Some(log))
+            .await
+            .0
+    }
+
     /// Starts binary `bin` of the workspace with `args` and waits for its ready line.
     pub async fn start_bin(bin: &str, id: &str, args: &[&str]) -> Self {
         Self::start_bin_ready(bin, id, args, 1).await.0
@@ -124,6 +136,16 @@ impl Server {
     }
 
     async fn start_bin_ready(bin: &str, id: &str, args: &[&str], ready_lines: usize) -> (Self, Vec<String>) {
+        Self::start_bin_logged(bin, id, args, ready_lines, None).await
+    }
+
+    async fn start_bin_logged(
+        bin: &str,
+        id: &str,
+        args: &[&str],
+        ready_lines: usize,
+        log: Option<&Path>,
+    ) -> (Self, Vec<String>) {
         let bin = bin_dir().join(bin);
         assert!(
             bin.exists(),
@@ -136,10 +158,15 @@ impl Server {
             .env("SHADDOCK_ADMIN_PORT", "0")
             .env("SHADDOCK_BIND", "127.0.0.1")
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
+            .stderr(match log {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None if std::env::var_os("TEST_LOG").is_some() => Stdio::inherit(),
+                None => Stdio::null(),
             })
             .kill_on_drop(true);
         if std::env::var_os("RUST_LOG").is_none() {
@@ -320,6 +347,25 @@ impl PrivateServer {
                 .unwrap_or_else(|e| panic!("{} cannot start: {e}", self.program)),
         );
         wait_port(self.port).await;
+    }
+
+    /// Deletes what it keeps on disk (stop it first): a restart then begins empty.
+    pub fn wipe(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+            }
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`): a network pause, seen from everyone else.
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
+        }
     }
 
     /// Stops it: SIGTERM (Redis writes its data), then waits for the exit.

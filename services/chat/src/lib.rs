@@ -120,10 +120,11 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         .spawn(backend.serve(app.bus.clone(), sub, app.token.clone(), app.tracker.clone()));
     let heartbeat = Duration::from_millis(app.config.registry.heartbeat_ms);
     let rounds = Duration::from_millis(app.config.registry.sync_ms);
+    let grace = Duration::from_millis(app.config.registry.lapse_ms);
     app.tracker
-        .spawn(membership::watch(state.clone(), app.token.clone()));
+        .spawn(membership::watch(state.clone(), grace, app.token.clone()));
     app.tracker
-        .spawn(membership::sweep(state.clone(), rounds, app.token.clone()));
+        .spawn(membership::sweep(state.clone(), rounds, grace, app.token.clone()));
     app.tracker.spawn(membership::watch_store(
         state.clone(),
         heartbeat,

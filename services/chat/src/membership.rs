@@ -30,12 +30,14 @@
 //!
 //!    A part computed over another list of chat servers than the receiver's is skipped: room
 //!    ownership is moving, and the next round agrees.
-//! 3. **Dead connectors.** A connector whose heartbeat lapses, or that comes back as another
-//!    incarnation, has lost its sessions: each chat server removes its members from the rooms
-//!    it owns at once ([`watch`]), and again on every round tick for connectors the store still
-//!    names but the registry does not ([`sweep`]): rooms that move later (a chat server died
-//!    too) are cleaned by their new owner. A purged connector that comes back (its NATS was
-//!    late) is asked for a round at once, which puts its members back with `onAdd`.
+//! 3. **Dead connectors.** A connector that comes back as another incarnation has lost its
+//!    sessions: its old members leave at once. One whose heartbeat lapses may only be paused:
+//!    its members leave the rooms this server owns if it is still gone a grace (one more lapse)
+//!    later ([`watch`]), and on round ticks for connectors the store still names but the
+//!    registry has not known for the grace ([`sweep`]): rooms that move later (a chat server
+//!    died too) are cleaned by their new owner. A purged connector that comes back is asked
+//!    for a round at once: its members are put back with `onAdd`, and each is told (`onAdd`,
+//!    `onLeave`) who came and went while it was purged.
 //! 4. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
 //!    gone): every connector is asked for a silent round ([`watch_store`]).
 //!
@@ -43,7 +45,8 @@
 //! nothing grows without bound; the chat server's per-room cache expires (see
 //! `shaddock_channel::ChannelService`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -53,13 +56,17 @@ use shaddock_remote::session_remote::Resync;
 use shaddock_server::HandlerError;
 use tokio_util::sync::CancellationToken;
 
-use crate::room::{announce_add, announce_leave};
+use crate::room::{announce_add, announce_leave, tell};
 use crate::{ChatState, SERVER_TYPE};
 
-/// The parts of the current round of each connector that have arrived.
+/// The parts of the current round of each connector that have arrived, and what the members
+/// of a purged connector last saw of each room.
 #[derive(Debug, Default)]
 pub struct Rounds {
     by_sid: Mutex<HashMap<String, RoundSeen>>,
+    /// (sid, rid) -> the room's uids when that connector's members were purged from it: what
+    /// they still believe, if their sessions were alive after all (a paused connector).
+    purged_views: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
 #[derive(Debug)]
@@ -138,6 +145,8 @@ struct View {
     incarnation: u64,
     newest_entry: u64,
     announce: bool,
+    /// A purge of a departed connector (not a round it sent).
+    purging: bool,
 }
 
 impl View {
@@ -147,6 +156,7 @@ impl View {
             incarnation: call.incarnation,
             newest_entry: call.newest_entry,
             announce: call.announce,
+            purging: false,
         }
     }
 
@@ -158,6 +168,7 @@ impl View {
             incarnation: keep.unwrap_or(u64::MAX),
             newest_entry: 0,
             announce: false,
+            purging: true,
         }
     }
 }
@@ -183,15 +194,13 @@ async fn reconcile_room(
     live: Vec<SyncMember>,
 ) -> Result<SyncReport, ChannelError> {
     let channel = state.channels.channel(&rid);
-    let stored: Vec<Member> = channel
-        .members()
-        .await?
-        .into_iter()
-        .filter(|m| m.sid == view.sid)
-        .collect();
+    let before = channel.members().await?;
+    let stored: Vec<Member> = before.iter().filter(|m| m.sid == view.sid).cloned().collect();
     let live_entry: HashMap<&str, u64> = live.iter().map(|m| (m.uid.as_str(), m.entry)).collect();
     let mut report = SyncReport::default();
     let mut kept = 0usize;
+    let mut put_back: Vec<Member> = Vec::new();
+    let mut left: Vec<&str> = Vec::new();
     for m in &stored {
         let current = m.incarnation == view.incarnation;
         let as_live = |entry: u64| Member {
@@ -210,10 +219,14 @@ async fn reconcile_room(
             None => {
                 if channel.leave(m).await? {
                     report.removed += 1;
-                    announce_leave(&state, &channel, &m.uid).await;
+                    left.push(&m.uid);
                 }
             }
         }
+    }
+    // Told once all have gone: one who leaves with the others is not told of them.
+    for uid in left {
+        announce_leave(&state, &channel, uid).await;
     }
     for m in live.iter().filter(|l| !stored.iter().any(|s| s.uid == l.uid)) {
         let member = Member {
@@ -224,6 +237,7 @@ async fn reconcile_room(
         };
         if channel.add(&member).await? == Added::New {
             report.added += 1;
+            put_back.push(member.clone());
             if view.announce {
                 let others: Vec<Member> = channel
                     .members()
@@ -232,6 +246,25 @@ async fn reconcile_room(
                     .filter(|o| o.uid != member.uid)
                     .collect();
                 announce_add(&state, &others, &member.uid, &rid).await;
+            }
+        }
+    }
+    let key = (view.sid.clone(), rid.clone());
+    if view.purging && report.removed > 0 {
+        let seen = before.iter().map(|m| m.uid.clone()).collect();
+        state.rounds.purged_views.lock().insert(key, seen);
+    } else if !view.purging {
+        let missed = state.rounds.purged_views.lock().remove(&key);
+        if let Some(seen) = missed.filter(|_| view.announce && !put_back.is_empty()) {
+            // Members put back whose sessions lived on: tell them what changed meanwhile.
+            let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
+            for member in &put_back {
+                for uid in now.difference(&seen).filter(|u| **u != member.uid) {
+                    tell(&state, member, "onAdd", uid, &rid).await;
+                }
+                for uid in seen.difference(&now).filter(|u| **u != member.uid) {
+                    tell(&state, member, "onLeave", uid, &rid).await;
+                }
             }
         }
     }
@@ -272,10 +305,10 @@ pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> 
 /// purged from the rooms this server owns; one that comes back as the same incarnation after a
 /// purge is asked for a round. Any change of the server list also drops the room cache: room
 /// ownership may have moved.
-pub async fn watch(state: ChatState, token: CancellationToken) {
+pub async fn watch(state: ChatState, grace: Duration, token: CancellationToken) {
     let mut rx = state.registry.watch();
     let mut last = rx.borrow_and_update().clone();
-    let mut purged: HashSet<(String, u64)> = HashSet::new();
+    let purged: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -285,19 +318,32 @@ pub async fn watch(state: ChatState, token: CancellationToken) {
         state.handoff.observe();
         state.channels.invalidate_cache();
         for gone in last.departed(&now, "connector") {
-            // Back under a new incarnation: keep what the new one already added.
-            let keep = now
+            // Back under a new incarnation: the old one's sessions are gone for sure; keep what
+            // the new one already added.
+            let reborn = now
                 .servers("connector")
                 .iter()
                 .find(|s| s.id == gone.id)
                 .map(|s| s.incarnation);
-            purge_frontend(&state, &gone.id, keep).await;
-            if keep.is_none() {
-                purged.insert((gone.id.clone(), gone.incarnation));
+            if reborn.is_some() {
+                purge_frontend(&state, &gone.id, reborn).await;
+                continue;
             }
+            // Lapsed: it may only be paused. Purged if it is still gone after the grace.
+            let (state, purged, gone) = (state.clone(), purged.clone(), gone.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let list = state.registry.list();
+                let back = list.servers("connector").iter().any(|s| s.id == gone.id);
+                if !back {
+                    purge_frontend(&state, &gone.id, None).await;
+                    purged.lock().insert((gone.id.clone(), gone.incarnation));
+                }
+            });
         }
         for back in now.servers("connector") {
-            if purged.remove(&(back.id.clone(), back.incarnation)) {
+            let was_purged = purged.lock().remove(&(back.id.clone(), back.incarnation));
+            if was_purged {
                 tracing::warn!(server.id = %back.id, "a purged connector is back: asking for a round");
                 let resync = Resync { announce: true };
                 if let Err(e) = state.rpc.notify_server(&back.id, resync).await {
@@ -311,12 +357,12 @@ pub async fn watch(state: ChatState, token: CancellationToken) {
 
 /// Every `every`: purges, from the rooms this server owns, the members of connectors the
 /// store still names but the registry does not know.
-pub async fn sweep(state: ChatState, every: Duration, token: CancellationToken) {
+pub async fn sweep(state: ChatState, every: Duration, grace: Duration, token: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Purged only when absent on two ticks in a row: a connector that has just joined may
-    // have its first members stored before this server heard its hello.
-    let mut absent_before: HashSet<String> = HashSet::new();
+    // Purged only when absent for the grace (a connector may be paused, or have just joined
+    // with its first members stored before this server heard its hello).
+    let mut absent_since: HashMap<String, tokio::time::Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -329,11 +375,14 @@ pub async fn sweep(state: ChatState, every: Duration, token: CancellationToken) 
             continue;
         };
         let list = state.registry.list();
-        let absent: HashSet<String> = sids.into_iter().filter(|s| !list.contains(s)).collect();
-        for sid in absent.intersection(&absent_before) {
-            purge_frontend(&state, sid, None).await;
+        let now = tokio::time::Instant::now();
+        absent_since.retain(|sid, _| sids.contains(sid) && !list.contains(sid));
+        for sid in sids.iter().filter(|s| !list.contains(s)) {
+            let since = *absent_since.entry(sid.clone()).or_insert(now);
+            if now.duration_since(since) >= grace {
+                purge_frontend(&state, sid, None).await;
+            }
         }
-        absent_before = absent;
     }
 }
 

@@ -24,6 +24,12 @@ pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: 
     push_event(state, others, "onAdd", user_name(uid, rid)).await;
 }
 
+/// Tells `to` alone that `uid` is in the room (`onAdd`) or not (`onLeave`): what it missed
+/// while it was purged.
+pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &str) {
+    push_event(state, std::slice::from_ref(to), route, user_name(uid, rid)).await;
+}
+
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.
 pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
     match channel.members().await {

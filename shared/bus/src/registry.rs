@@ -212,12 +212,20 @@ impl RegistryTask {
         let mut tick = tokio::time::interval(self.timing.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_connected = true;
+        // When this server last heard its own heartbeat come back: if it has not for a lapse,
+        // it is the one cut off (NATS paused, or this process was stopped), and nobody else
+        // is expired until it hears itself again, then everyone gets a fresh lapse.
+        let mut heard_self = Instant::now();
+        let mut cut_off = false;
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
                 msg = sub.next() => {
                     let Some(msg) = msg else { break };
                     match rmp_serde::from_slice::<Announce>(&msg.payload) {
+                        Ok(Announce::Alive(info) | Announce::Hello(info)) if info.id == self.me.id => {
+                            heard_self = Instant::now();
+                        }
                         Ok(a) => self.on_announce(a).await,
                         Err(e) => tracing::debug!(error = %e, "ignoring a bad registry message"),
                     }
@@ -228,8 +236,11 @@ impl RegistryTask {
                         self.complete_tx.send_if_modified(|c| !std::mem::replace(c, true));
                     }
                     let connected = self.bus.is_connected();
-                    if connected && !was_connected {
-                        // Back from a NATS outage: give everyone a fresh lapse.
+                    // A healthy server hears itself within a heartbeat; three missed mean it is
+                    // cut off, well before anyone else's lapse could be trusted.
+                    let hearing = heard_self.elapsed() < self.timing.heartbeat * 3;
+                    if (connected && !was_connected) || (hearing && cut_off) {
+                        // Back from a NATS outage or a pause: give everyone a fresh lapse.
                         let now = Instant::now();
                         for (_, at) in self.seen.values_mut() {
                             *at = now;
@@ -238,8 +249,12 @@ impl RegistryTask {
                         // while cut off may be stale.
                         self.publish_list();
                     }
+                    if !hearing && !cut_off {
+                        tracing::warn!("this server does not hear its own heartbeat: expiring nobody");
+                    }
                     was_connected = connected;
-                    if connected {
+                    cut_off = !hearing;
+                    if connected && hearing {
                         self.expire();
                     }
                     self.announce(Announce::Alive(self.me.clone())).await;
