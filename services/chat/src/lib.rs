@@ -28,6 +28,7 @@ use shaddock_server::{App, Handlers};
 
 pub mod handler;
 pub mod handoff;
+pub mod limits;
 pub mod membership;
 pub mod remote;
 pub mod room;
@@ -48,6 +49,9 @@ pub struct ChatState {
     pub handoff: Arc<handoff::Handoff>,
     /// The connectors' membership rounds in progress.
     pub rounds: Arc<membership::Rounds>,
+    /// Most members a room may have (0: no limit).
+    pub max_room_size: usize,
+    pub room_rates: Arc<limits::RoomRates>,
 }
 
 impl ChatState {
@@ -99,6 +103,11 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
         rooms: rooms.clone(),
         handoff,
         rounds: Arc::default(),
+        max_room_size: app.config.limits.max_room_size,
+        room_rates: Arc::new(limits::RoomRates::new(
+            app.config.limits.room_messages_per_second,
+            app.config.limits.room_burst,
+        )),
     };
     let mut handlers = Handlers::new();
     handler::chat_handler::register(&mut handlers, state.clone());

@@ -39,7 +39,9 @@
 //!    for a round at once: its members are put back with `onAdd`, and each is told (`onAdd`,
 //!    `onLeave`) who came and went while it was purged.
 //! 4. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
-//!    gone): every connector is asked for a silent round ([`watch_store`]).
+//!    gone): every connector is asked for a silent round ([`watch_store`]). For a while after,
+//!    a leave that finds nobody is still announced: the store may have forgotten a member the
+//!    others still believe in.
 //!
 //! The store forgets what becomes empty (a room with no member, a connector with no room), so
 //! nothing grows without bound; the chat server's per-room cache expires (see
@@ -59,11 +61,16 @@ use tokio_util::sync::CancellationToken;
 use crate::room::{announce_add, announce_leave, tell};
 use crate::{ChatState, SERVER_TYPE};
 
+/// How long after the store lost its data a leave that finds nobody is still announced.
+const STORE_LOSS_WINDOW: Duration = Duration::from_secs(30);
+
 /// The parts of the current round of each connector that have arrived, and what the members
 /// of a purged connector last saw of each room.
 #[derive(Debug, Default)]
 pub struct Rounds {
     by_sid: Mutex<HashMap<String, RoundSeen>>,
+    /// When the store was last found without its data.
+    store_lost_at: Mutex<Option<tokio::time::Instant>>,
     /// (sid, rid) -> the room's uids when that connector's members were purged from it: what
     /// they still believe, if their sessions were alive after all (a paused connector).
     purged_views: Mutex<HashMap<(String, String), BTreeSet<String>>>,
@@ -78,6 +85,14 @@ struct RoundSeen {
 }
 
 impl Rounds {
+    /// True for a while after the store lost its data: a leave that finds nobody may be of a
+    /// member the store forgot, whom the others still believe in.
+    pub fn store_recently_lost(&self) -> bool {
+        self.store_lost_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < STORE_LOSS_WINDOW)
+    }
+
     /// Notes a part; once every part of its round is in, returns every room the round listed.
     fn record(&self, call: &Sync) -> Option<HashSet<String>> {
         let mut by_sid = self.by_sid.lock();
@@ -397,6 +412,7 @@ pub async fn watch_store(state: ChatState, every: Duration, token: CancellationT
         }
         match state.channels.store().claim_epoch().await {
             Ok(true) => {
+                *state.rounds.store_lost_at.lock() = Some(tokio::time::Instant::now());
                 tracing::warn!(
                     "the channel store has no epoch mark (new, or it lost its data): asking connectors for a round"
                 );

@@ -37,6 +37,11 @@ pub enum Envelope {
         /// messages of one key in the order they arrive.
         #[serde(default)]
         key: Option<String>,
+        /// How long the sender waits for the answer, from when it sent it: a request still
+        /// queued when that has passed is dropped, not run (the client has been told it
+        /// failed, and may send it again).
+        #[serde(default)]
+        deadline_ms: Option<u64>,
     },
     /// A remote call, Pomelo's `app.rpc.<type>.<service>.<method>(args)`. `args` is the
     /// call in MessagePack, as the typed remotes of `shaddock-remote` write and read it.
@@ -214,6 +219,7 @@ mod tests {
             route: "chat.chatHandler.send".into(),
             body: b"{}".to_vec(),
             key: Some("room1".into()),
+            deadline_ms: Some(2000),
         };
         assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);
         assert_eq!(e.key(), Some("room1"));

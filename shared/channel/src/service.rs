@@ -78,6 +78,9 @@ impl Groups {
 /// How long a cached grouping is trusted: it bounds how long a change the store saw from
 /// elsewhere (another chat server during a handoff) can be missed here.
 const CACHE_TTL: Duration = Duration::from_secs(2);
+/// Uids in one push envelope at most: with uids of up to 128 bytes, well under NATS' default
+/// max_payload of 1 MB.
+const PUSH_UIDS: usize = 4_000;
 /// Rooms cached at most; past it, expired entries go (and all, if none had expired).
 const CACHE_MAX: usize = 50_000;
 
@@ -215,13 +218,26 @@ impl ChannelService {
     ) -> Result<PushReport, ChannelError> {
         let mut report = PushReport::default();
         let mut confirms = Vec::new();
-        for (sid, uids) in groups.iter().filter(|(_, u)| !u.is_empty()) {
-            // One buffer per sid group; the uids are borrowed from the cached grouping.
+        let mut failed = None;
+        // One envelope per sid group, split only when a group would outgrow NATS' max_payload.
+        let mut chunks: Vec<(&String, &[String])> = Vec::with_capacity(groups.len());
+        for (sid, uids) in groups {
+            for chunk in uids.chunks(PUSH_UIDS) {
+                chunks.push((sid, chunk));
+            }
+        }
+        for (sid, uids) in chunks {
+            // One buffer per envelope; the uids are borrowed from the cached grouping.
             let payload = encode_push(route, body, uids)?;
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
-                Delivery::Publish => self.inner.bus.publish(subject, payload).await?,
+                Delivery::Publish => {
+                    // One frontend that cannot be reached does not cost the others their push.
+                    if let Err(e) = self.inner.bus.publish(subject, payload).await {
+                        failed.get_or_insert(e);
+                    }
+                }
                 Delivery::Confirm => {
                     let bus = self.inner.bus.clone();
                     let timeout = self.inner.timeout;
@@ -254,7 +270,10 @@ impl ChannelService {
                 return Err(ChannelError::AllFailed);
             }
         }
-        Ok(report)
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
     }
 
     async fn groups(&self, name: &str) -> Result<Arc<Groups>, ChannelError> {
@@ -378,6 +397,31 @@ mod tests {
 
     async fn frontend(bus: &Bus, ns: &str, sid: &str) -> shaddock_bus::Subscription {
         bus.subscribe(subject::server(ns, sid)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sid_group_too_big_for_one_nats_message_is_split() {
+        let bus = Bus::local();
+        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
+        let mut c1 = frontend(&bus, "t", "connector-1").await;
+        let members: Vec<Member> = (0..PUSH_UIDS * 2 + 1)
+            .map(|i| Member::new(format!("u{i}"), "connector-1"))
+            .collect();
+        let report = svc
+            .push_message_by_uids("onChat", b"{}", &members, Delivery::Publish)
+            .await
+            .unwrap();
+        assert_eq!(report.groups, 3);
+        let mut seen = 0;
+        for _ in 0..3 {
+            let Envelope::Push { uids, .. } = Envelope::decode(&c1.next().await.unwrap().payload).unwrap()
+            else {
+                panic!("not a push")
+            };
+            assert!(uids.len() <= PUSH_UIDS);
+            seen += uids.len();
+        }
+        assert_eq!(seen, members.len());
     }
 
     #[tokio::test]

@@ -166,6 +166,17 @@ pub struct Limits {
     /// Messages one room may have waiting on its chat server; more are refused with
     /// `{"code":500}` (a room is served one message at a time, in order).
     pub room_queue: usize,
+    /// Most members one room may have; an enter past it answers
+    /// `{"code":500,"error":true,"reason":"the room is full"}` (0: no limit).
+    pub max_room_size: usize,
+    /// Messages one room takes per second on average, and at once; past it a send answers
+    /// `{"code":500,"error":"room rate limit"}` (0: no limit). One sender cannot fill every
+    /// member's queue.
+    pub room_messages_per_second: u32,
+    pub room_burst: u32,
+    /// A socket of a frontend without heartbeats (the gate) that sends nothing this long is
+    /// closed; 0 keeps it open.
+    pub idle_timeout_ms: u64,
     /// On SIGTERM a server drains (kicks its sessions, hands its rooms over) for at most this
     /// long, then its tasks get as long again to finish.
     pub shutdown_grace_ms: u64,
@@ -328,6 +339,10 @@ impl Default for Limits {
             max_in_flight: 128,
             room_queue: 10_000,
             shutdown_grace_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_room_size: 5_000,
+            room_messages_per_second: 2_000,
+            room_burst: 4_000,
         }
     }
 }

@@ -11,9 +11,8 @@ use crate::{Routed, remote_service};
 remote_service! {
     /// The calls a chat server answers.
     pub enum ChatRemote ("chatRemote", served by "chat") {
-        /// A session enters room `rid`: answers the names in the room, the joiner included,
-        /// or `None` when the uid is already in it.
-        Add = "add" -> Option<Vec<String>>,
+        /// A session enters room `rid`.
+        Add = "add" -> AddOutcome,
         /// A session leaves room `rid`: answers whether it was there (exactly so).
         Kick = "kick" -> bool,
         /// One part of a connector's membership round: who it really holds in the rooms this
@@ -41,6 +40,17 @@ pub struct RoomMember {
 pub struct Add {
     pub rid: String,
     pub member: RoomMember,
+}
+
+/// What an [`Add`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddOutcome {
+    /// In: the names in the room, the joiner included.
+    Entered(Vec<String>),
+    /// The uid is in the room through another connector.
+    Taken,
+    /// The room already has `limits.max_room_size` members.
+    Full,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -78,9 +78,17 @@ impl Backend {
             let barrier = matches!(env, Ok(Envelope::Barrier { .. }));
             let reply_to = msg.reply.clone();
             let this = self.clone();
+            // The sender's deadline, counted from now: a job that starts after it is dropped.
+            let expires = match &env {
+                Ok(Envelope::Forward {
+                    deadline_ms: Some(ms),
+                    ..
+                }) => Some(tokio::time::Instant::now() + std::time::Duration::from_millis(*ms)),
+                _ => None,
+            };
             let job = {
                 let bus = bus.clone();
-                async move { this.handle(bus, msg, env).await }.in_current_span()
+                async move { this.handle(bus, msg, env, expires).await }.in_current_span()
             };
             match key {
                 Some(key) => {
@@ -110,8 +118,25 @@ impl Backend {
         }
     }
 
-    async fn handle(&self, bus: Bus, msg: Incoming, env: Result<Envelope, shaddock_bus::BusError>) {
+    async fn handle(
+        &self,
+        bus: Bus,
+        msg: Incoming,
+        env: Result<Envelope, shaddock_bus::BusError>,
+        expires: Option<tokio::time::Instant>,
+    ) {
+        let late = expires.is_some_and(|at| tokio::time::Instant::now() >= at);
         let reply = match env {
+            Ok(Envelope::Forward { route, .. }) if late => {
+                // The client was already told it failed: running it now would make its retry a
+                // second copy.
+                tracing::debug!(%route, "a forwarded request's deadline passed in the queue: dropped");
+                self.metrics.queue_drops.inc();
+                Reply::Err {
+                    code: 500,
+                    message: "deadline passed".into(),
+                }
+            }
             Err(e) => Reply::Err {
                 code: 500,
                 message: e.to_string(),
@@ -158,5 +183,81 @@ impl Backend {
                 Err(e) => tracing::warn!(error = %e, "cannot encode reply"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    fn forward(body: &str, deadline_ms: u64) -> bytes::Bytes {
+        Envelope::Forward {
+            session: SessionExport::default(),
+            route: "chat.chatHandler.send".into(),
+            body: body.as_bytes().to_vec(),
+            key: Some("room".into()),
+            deadline_ms: Some(deadline_ms),
+        }
+        .encode()
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_deadline_passed_in_its_rooms_queue_is_dropped_not_run() {
+        let (bus, tracker, token) = (Bus::local(), TaskTracker::new(), CancellationToken::new());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let mut handlers = Handlers::new();
+        let count = ran.clone();
+        handlers.add("chat.chatHandler.send", move |_s: SessionExport, body: Value| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                if body["slow"] == json!(true) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(json!({}))
+            }
+        });
+        let order = Sequencer::new(tracker.clone(), 100);
+        let backend = Arc::new(Backend::new(
+            handlers,
+            |_, _, _| async { Ok(Vec::new()) },
+            order,
+            Arc::new(Metrics::new()),
+        ));
+        let sub = bus.subscribe("t.srv.chat-1".into()).await.unwrap();
+        tracker.spawn(backend.serve(bus.clone(), sub, token.clone(), tracker.clone()));
+
+        let timeout = Duration::from_secs(5);
+        let slow = bus.send_request("t.srv.chat-1".into(), forward(r#"{"slow":true}"#, 5_000), timeout);
+        let slow = slow.await;
+        // Queued behind the slow one, with a deadline shorter than its wait.
+        let late = bus
+            .send_request("t.srv.chat-1".into(), forward("{}", 100), timeout)
+            .await;
+        let on_time = bus
+            .send_request("t.srv.chat-1".into(), forward("{}", 5_000), timeout)
+            .await;
+        assert_eq!(
+            Reply::decode(&slow.answer().await.unwrap()).unwrap(),
+            Reply::Ok(b"{}".to_vec())
+        );
+        assert_eq!(
+            Reply::decode(&late.answer().await.unwrap()).unwrap(),
+            Reply::Err {
+                code: 500,
+                message: "deadline passed".into()
+            }
+        );
+        assert!(matches!(
+            Reply::decode(&on_time.answer().await.unwrap()).unwrap(),
+            Reply::Ok(_)
+        ));
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "the late one never ran");
+        token.cancel();
     }
 }

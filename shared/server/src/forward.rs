@@ -53,6 +53,7 @@ impl Forwarder {
             route: route.to_owned(),
             body,
             key: Some(key),
+            deadline_ms: (!notify).then_some(self.timeout.as_millis() as u64),
         };
         let payload = env.encode().map_err(|e| HandlerError::new(e.to_string()))?;
         if notify {

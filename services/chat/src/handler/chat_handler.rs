@@ -44,6 +44,12 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
         .get("target")
         .and_then(Value::as_str)
         .ok_or_else(|| HandlerError::new("send needs a target"))?;
+    if !state.room_rates.admit(rid) {
+        return Err(HandlerError::with_response(
+            "room rate limit",
+            json!({"code": 500, "error": "room rate limit"}),
+        ));
+    }
     let msg = body.get("content").unwrap_or(&Value::Null);
     let payload =
         serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;

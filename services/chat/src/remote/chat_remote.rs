@@ -9,7 +9,7 @@
 
 use shaddock_channel::{Added, Member};
 use shaddock_remote::chat_remote::{
-    Add, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, RoomMember, Sync,
+    Add, AddOutcome, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, RoomMember, Sync,
 };
 use shaddock_remote::{decode_call, encode_reply};
 use shaddock_server::HandlerError;
@@ -47,8 +47,8 @@ fn member(m: RoomMember) -> Member {
 }
 
 /// Adds `member` to room `rid`; tells the members already there; answers the names in the
-/// room, the joiner included, or `None` when the uid is already in.
-async fn add(state: &ChatState, joiner: RoomMember, rid: &str) -> Result<Option<Vec<String>>, HandlerError> {
+/// room, the joiner included, or why not.
+async fn add(state: &ChatState, joiner: RoomMember, rid: &str) -> Result<AddOutcome, HandlerError> {
     let joiner = member(joiner);
     let channel = state
         .channels
@@ -56,9 +56,15 @@ async fn add(state: &ChatState, joiner: RoomMember, rid: &str) -> Result<Option<
         .await
         .map_err(err)?
         .ok_or_else(|| err("no channel"))?;
+    if state.max_room_size > 0
+        && channel.user_amount().await.map_err(err)? >= state.max_room_size
+        && channel.member(&joiner.uid).await.map_err(err)?.is_none()
+    {
+        return Ok(AddOutcome::Full);
+    }
     let added = channel.add(&joiner).await.map_err(err)?;
     if added == Added::Taken {
-        return Ok(None);
+        return Ok(AddOutcome::Taken);
     }
     let members = channel.members().await.map_err(err)?;
     // Replaced: the same user came back through the same connector before its old session's
@@ -67,7 +73,7 @@ async fn add(state: &ChatState, joiner: RoomMember, rid: &str) -> Result<Option<
         let others: Vec<Member> = members.iter().filter(|m| m.uid != joiner.uid).cloned().collect();
         announce_add(state, &others, &joiner.uid, rid).await;
     }
-    Ok(Some(
+    Ok(AddOutcome::Entered(
         members
             .iter()
             .map(|m| user_name(&m.uid, rid).to_owned())
@@ -80,7 +86,7 @@ async fn kick(state: &ChatState, leaver: RoomMember, rid: &str) -> Result<bool, 
     let leaver = member(leaver);
     let channel = state.channels.channel(rid);
     let left = channel.leave(&leaver).await.map_err(err)?;
-    if left {
+    if left || state.rounds.store_recently_lost() {
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)

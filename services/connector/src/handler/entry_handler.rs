@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use shaddock_remote::RpcClient;
-use shaddock_remote::chat_remote::{Add, Kick, RoomMember};
+use shaddock_remote::chat_remote::{Add, AddOutcome, Kick, RoomMember};
 use shaddock_server::frontend::FrontendBuilder;
 use std::sync::Arc;
 
@@ -91,7 +91,7 @@ impl Enter {
             member: room_member(&session, uid, incarnation),
         };
         match rpc.call(add).await {
-            Ok(Some(users)) => {
+            Ok(AddOutcome::Entered(users)) => {
                 // The socket may have closed while `add` was in flight: its leave could then
                 // have reached the chat server first and found nothing. Leave again (it is
                 // idempotent) so that no member outlives its session.
@@ -100,10 +100,14 @@ impl Enter {
                 }
                 Ok(json!({ "users": users }))
             }
-            Ok(None) => {
+            Ok(AddOutcome::Taken) => {
                 // Logged in elsewhere in the cluster.
                 sessions.unbind(&session);
                 Ok(refused())
+            }
+            Ok(AddOutcome::Full) => {
+                sessions.unbind(&session);
+                Ok(json!({"code": 500, "error": true, "reason": "the room is full"}))
             }
             Err(e) => {
                 // The add may have happened and only its answer been lost (a timeout): take

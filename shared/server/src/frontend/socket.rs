@@ -239,6 +239,15 @@ impl Connection {
         }
     }
 
+    /// Without heartbeats (the gate), a socket silent for `limits.idle_timeout_ms` is closed:
+    /// idle sockets must not hold every connection slot.
+    fn idle_deadline(&self) -> Instant {
+        match self.fe.limits.idle_timeout_ms {
+            0 => Instant::now() + NEVER,
+            ms => Instant::now() + Duration::from_millis(ms),
+        }
+    }
+
     fn on_package(&mut self, kind: PackageType, body: &[u8]) -> Next {
         match (self.state, kind) {
             (State::Inited, PackageType::Handshake) => self.on_handshake(body),
@@ -250,7 +259,7 @@ impl Connection {
                         self.session.send(Bytes::from_static(&package::HEARTBEAT));
                         self.deadline = Instant::now() + timeout;
                     }
-                    None => self.deadline = Instant::now() + NEVER,
+                    None => self.deadline = self.idle_deadline(),
                 }
                 Next::Continue
             }
@@ -261,7 +270,12 @@ impl Connection {
                 }
                 Next::Continue
             }
-            (State::Working, PackageType::Data) => self.on_data(body),
+            (State::Working, PackageType::Data) => {
+                if self.fe.heartbeat_timeout.is_none() {
+                    self.deadline = self.idle_deadline();
+                }
+                self.on_data(body)
+            }
             // A client never sends KICK: Pomelo disconnects on it.
             (_, PackageType::Kick) => Next::Close,
             // Anything out of its state (DATA before the ack, a second handshake): ignored.
