@@ -73,3 +73,21 @@ async fn an_idle_socket_on_the_gate_is_closed_and_a_heartbeating_one_stays() {
         "a connector socket with heartbeats stays"
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_never_sends_its_upgrade_request_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let cluster = spawn_cluster(with("handshake_timeout_ms = 300\n")).await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", cluster.connectors[0]))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the server closes it: {read:?}"
+    );
+    // A real client still gets in.
+    let client = connect(&cluster.connector_url(0)).await;
+    assert_eq!(users(&enter(&client, "late", "r").await), vec!["late"]);
+}

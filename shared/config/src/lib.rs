@@ -149,7 +149,8 @@ pub struct Limits {
     pub max_package_bytes: usize,
     /// Most connections one frontend holds; more are closed at once.
     pub max_connections: usize,
-    /// A socket that has not finished its handshake by then is closed.
+    /// A connection that has not sent its WebSocket upgrade request, or not finished its
+    /// Pomelo handshake, by then is closed.
     pub handshake_timeout_ms: u64,
     /// Packages queued for one socket before the client is kicked as too slow.
     pub send_queue: usize,

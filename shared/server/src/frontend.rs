@@ -27,6 +27,7 @@ use crate::sequencer::Sequencer;
 use crate::service::session_service::{Session, SessionService};
 
 pub mod builder;
+pub mod listener;
 pub mod push;
 pub mod socket;
 
@@ -148,20 +149,12 @@ impl Frontend {
 
     /// Serves WebSocket clients on `listener` until the frontend drains or stops.
     pub fn serve(self: Arc<Self>, listener: TcpListener) {
-        use axum::serve::ListenerExt;
         let token = self.listening.clone();
         let app = Router::new().fallback(upgrade).with_state(self.clone());
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        self.tracker.spawn(async move {
-            let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "frontend listener failed");
-            }
-        });
+        // The handshake's deadline covers the HTTP upgrade before it too.
+        let deadline = Duration::from_millis(self.limits.handshake_timeout_ms);
+        self.tracker
+            .spawn(listener::serve(listener, app, token, deadline));
     }
 }
 
