@@ -87,6 +87,8 @@ impl std::fmt::Display for ChaosReport {
 struct UserState {
     /// Entered and connected.
     present: bool,
+    /// The connector it is connected through.
+    connector: String,
     /// Who it believes is in its room.
     view: BTreeSet<String>,
     /// The check messages received, in order.
@@ -334,9 +336,13 @@ async fn check(
         let present = present_by_room(users);
         let mut diff = String::new();
         if let Ok(store) = &store {
-            for (room, names) in &present {
+            // Exactly: each member through the connector its session is on.
+            for (room, names) in &placed_by_room(users) {
                 let stored: BTreeSet<String> = match store.members(room).await {
-                    Ok(m) => m.into_iter().map(|m| name_of(&m.uid)).collect(),
+                    Ok(m) => m
+                        .into_iter()
+                        .map(|m| format!("{}@{}", name_of(&m.uid), m.sid))
+                        .collect(),
                     Err(e) => {
                         diff.push_str(&format!("{room}: store unreadable ({e}); "));
                         continue;
@@ -472,6 +478,19 @@ fn name_of(uid: &str) -> String {
     uid.split('*').next().unwrap_or(uid).to_owned()
 }
 
+/// Who is present in each room, as `name@connector`.
+fn placed_by_room(users: &[Arc<User>]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut rooms: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for u in users {
+        let entry = rooms.entry(u.room.clone()).or_default();
+        let state = u.state.lock();
+        if state.present {
+            entry.insert(format!("{}@{}", u.name, state.connector));
+        }
+    }
+    rooms
+}
+
 fn present_by_room(users: &[Arc<User>]) -> BTreeMap<String, BTreeSet<String>> {
     let mut rooms: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for u in users {
@@ -499,8 +518,13 @@ async fn user_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let live: Vec<u16> = ports.lock().iter().flatten().copied().collect();
-        let Some(&port) = live.get((rng.next_u64() as usize) % live.len().max(1)) else {
+        let live: Vec<(usize, u16)> = ports
+            .lock()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i, p)))
+            .collect();
+        let Some(&(index, port)) = live.get((rng.next_u64() as usize) % live.len().max(1)) else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -534,6 +558,7 @@ async fn user_loop(
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect();
             state.present = true;
+            state.connector = Cluster::id("connector", index);
             *user.say.lock() = Some(say_tx);
         }
         let mut next_chat = Instant::now() + Duration::from_millis(500 + rng.next_u64() % 2000);
