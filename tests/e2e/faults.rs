@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shaddock_client::Client;
 use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually, eventually_true};
 
-use crate::support::{SEND, connect, enter, stored_members, users};
+use crate::support::{SEND, connect, enter, receives_push, stored_members, users};
 
 /// Sends `text` to the room until the cluster answers `{}` (it may be recovering).
 async fn send_until_ok(client: &Client, room: &str, text: &str, within: Duration) -> Vec<Value> {
@@ -31,16 +31,8 @@ async fn send_until_ok(client: &Client, room: &str, text: &str, within: Duration
 
 /// Waits for an onChat with `text`.
 async fn receives(client: &mut Client, text: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Some(p) = client
-        .next_push(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-    {
-        if p.route == "onChat" && p.body["msg"] == json!(text) {
-            return true;
-        }
-    }
-    false
+    let wanted = |p: &shaddock_client::Push| p.route == "onChat" && p.body["msg"] == json!(text);
+    receives_push(client, Duration::from_secs(5), wanted).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

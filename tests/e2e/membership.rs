@@ -8,7 +8,7 @@ use serde_json::json;
 use shaddock_client::Client;
 use shaddock_e2e::{ClusterSpec, Server, TestConfig, eventually_true, spawn_cluster};
 
-use crate::support::{connect, enter, room_owned, stored_members, users};
+use crate::support::{connect, enter, receives_push, room_owned, stored_members, users};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 /// Registry lapse (1.2 s in tests) plus a few membership rounds (0.5 s each), with room to spare.
@@ -16,16 +16,8 @@ const HEALS_WITHIN: Duration = Duration::from_secs(10);
 
 /// Waits until `client` is told that `user` left.
 async fn hears_leave(client: &mut Client, user: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + HEALS_WITHIN;
-    while let Some(p) = client
-        .next_push(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-    {
-        if p.route == "onLeave" && p.body["user"] == json!(user) {
-            return true;
-        }
-    }
-    false
+    let wanted = |p: &shaddock_client::Push| p.route == "onLeave" && p.body["user"] == json!(user);
+    receives_push(client, HEALS_WITHIN, wanted).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

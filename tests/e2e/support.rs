@@ -32,6 +32,24 @@ pub async fn enter(client: &Client, username: &str, rid: &str) -> Value {
     .await
 }
 
+/// Waits (at most `within`) for a push `wanted` accepts, skipping the others.
+pub async fn receives_push(
+    client: &mut Client,
+    within: Duration,
+    wanted: impl Fn(&shaddock_client::Push) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Some(p) = client
+        .next_push(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if wanted(&p) {
+            return true;
+        }
+    }
+    false
+}
+
 /// The sorted user list of an enter response.
 pub fn users(resp: &Value) -> Vec<String> {
     let mut u: Vec<String> = resp["users"]
