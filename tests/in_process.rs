@@ -79,6 +79,7 @@ pub async fn spawn_cluster(spec: ClusterSpec) -> TestCluster {
         config.transport = "local".into();
     }
     let (bus, store) = (Bus::local(), ChannelStore::memory());
+    let history = shaddock_history::History::memory(shaddock_history::Retention::default());
     let token = CancellationToken::new();
     let mut cluster = TestCluster {
         namespace,
@@ -115,12 +116,16 @@ pub async fn spawn_cluster(spec: ClusterSpec) -> TestCluster {
         };
         match me.server_type.as_str() {
             "chat" => {
-                let store = if embedded {
-                    store.clone()
+                let (store, history) = if embedded {
+                    (store.clone(), history.clone())
                 } else {
-                    shaddock_chat::connect_store(&app).await.expect("redis")
+                    let store = shaddock_chat::connect_store(&app).await.expect("redis");
+                    let history = shaddock_chat::connect_history(&app.config).await.expect("redis");
+                    (store, history)
                 };
-                shaddock_chat::start(&app, store).await.expect("chat server");
+                shaddock_chat::start(&app, store, history)
+                    .await
+                    .expect("chat server");
             }
             "connector" => {
                 let fe = shaddock_connector::start(&app).await.expect("connector");

@@ -11,4 +11,6 @@ mod faults;
 mod limits;
 mod membership;
 mod order;
+mod recovery;
+mod rolling;
 mod support;

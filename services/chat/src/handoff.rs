@@ -106,6 +106,17 @@ impl Handoff {
         }
     }
 
+    /// This server was cut off (a pause, a NATS outage) and is back: the others may have
+    /// routed its rooms elsewhere meanwhile, though its own list never changed. Each room
+    /// then waits, as after a start, for the server it routes to without this one.
+    pub fn rejoined(&self) {
+        self.seen.lock().changes.push(Change {
+            at: Instant::now(),
+            before: Before::Started,
+            settled: HashSet::new(),
+        });
+    }
+
     /// The server that owned `rid` before `change`, if not this one.
     fn old_owner(&self, before: &Before, rid: &str) -> Option<String> {
         let owner = match before {
@@ -205,6 +216,7 @@ mod tests {
             host: "127.0.0.1".into(),
             client_port: None,
             incarnation: 1,
+            draining: false,
         }
     }
 

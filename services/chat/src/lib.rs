@@ -22,6 +22,7 @@ use std::time::Duration;
 use shaddock_bus::{Registry, subject};
 use shaddock_channel::{ChannelService, ChannelStore};
 use shaddock_console::Console;
+use shaddock_history::{History, Retention};
 use shaddock_server::backend::Backend;
 use shaddock_server::sequencer::Sequencer;
 use shaddock_server::{App, Handlers};
@@ -52,6 +53,8 @@ pub struct ChatState {
     /// Most members a room may have (0: no limit).
     pub max_room_size: usize,
     pub room_rates: Arc<limits::RoomRates>,
+    /// The rooms' history: every push into a room gets its offset here (see [`room`]).
+    pub history: History,
 }
 
 impl ChatState {
@@ -82,18 +85,54 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
     }
 }
 
-/// Starts a chat server on `app` with `store`.
-pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> {
+/// The history the config asks for: off, in memory (`transport = "local"`), or in Redis.
+pub async fn connect_history(config: &shaddock_config::ClusterConfig) -> anyhow::Result<History> {
+    let h = &config.history;
+    if !h.enabled {
+        return Ok(History::Off);
+    }
+    let retention = Retention {
+        size: h.size,
+        age: Duration::from_millis(h.age_ms),
+        meta_ttl: Duration::from_millis(h.meta_ttl_ms),
+    };
+    if config.transport == "local" {
+        return Ok(History::memory(retention));
+    }
+    let started = std::time::Instant::now();
+    loop {
+        match History::redis(&config.redis_url, &config.namespace, retention).await {
+            Ok(history) => return Ok(history),
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::warn!(error = %e, "redis not reachable yet for history, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("connecting to redis for history: {e}")),
+        }
+    }
+}
+
+/// Starts a chat server on `app` with `store` and `history`.
+pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::Result<ChatState> {
     let store_errors = store.errors();
     let registry = app.join_registry(None).await?;
     let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
     let rpc = app.rpc(&registry);
     let handoff = Arc::new(handoff::Handoff::new(&app.me.id, rpc.clone()));
     let hold = handoff.clone();
+    let channels_after_hold = channels.clone();
     let rooms = Sequencer::with_hold(
         app.tracker.clone(),
         app.config.limits.room_queue,
-        Arc::new(move |rid: &String| hold.hold(rid)),
+        Arc::new(move |rid: &String| {
+            let job = hold.hold(rid)?;
+            let (channels, rid) = (channels_after_hold.clone(), rid.clone());
+            // The old owner's last changes are in the store now: read the room afresh.
+            Some(Box::pin(async move {
+                job.await;
+                channels.invalidate_room(&rid);
+            }) as shaddock_server::sequencer::Job)
+        }),
     );
     let state = ChatState {
         channels,
@@ -108,6 +147,7 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
             app.config.limits.room_messages_per_second,
             app.config.limits.room_burst,
         )),
+        history: history.clone(),
     };
     let mut handlers = Handlers::new();
     handler::chat_handler::register(&mut handlers, state.clone());
@@ -141,6 +181,10 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
     ));
     app.metrics
         .register("store_errors", "Channel store (Redis) errors", store_errors);
+    if let Some(errors) = history.errors() {
+        app.metrics
+            .register("history_errors", "Room history (Redis) errors", errors);
+    }
     let store = state.channels.store().clone();
     let store_check: shaddock_server::admin::Check = (
         "channel store",
@@ -168,7 +212,8 @@ pub async fn start(app: &App, store: ChannelStore) -> anyhow::Result<ChatState> 
 /// Runs a chat server until it is stopped (see [`start`] for what it does on SIGTERM).
 pub async fn run(app: App) -> anyhow::Result<()> {
     let store = connect_store(&app).await?;
-    start(&app, store).await?;
+    let history = connect_history(&app.config).await?;
+    start(&app, store, history).await?;
     app.run().await;
     Ok(())
 }

@@ -13,7 +13,9 @@
 //!
 //! # How the store is kept true
 //! 1. **Enter and leave.** `chatRemote.add` when a session enters, `chatRemote.kick` when it
-//!    closes: the fast path. Either may be lost (a chat server dies, NATS drops out, a timeout).
+//!    closes: the fast path. Either may be lost (a chat server dies, NATS drops out, a timeout);
+//!    a failed leave is retried by its connector for 30 s, and one that then finds nobody
+//!    (the store lost its data meanwhile) is still announced (see 5.).
 //! 2. **Rounds (anti-entropy).** Every `registry.sync_ms` each connector sends each chat
 //!    server a [`Sync`]: its newest entry, taken *before* the list, and every live member of
 //!    the rooms that server owns (in parts, so no message outgrows NATS' max_payload). For each
@@ -29,7 +31,8 @@
 //!    - a live member stored with another entry of the same connector: replaced, silently.
 //!
 //!    A part computed over another list of chat servers than the receiver's is skipped: room
-//!    ownership is moving, and the next round agrees.
+//!    ownership is moving, and the next round agrees. The list is checked again when each
+//!    room's turn comes (a room may wait behind a handoff barrier while the list changes).
 //! 3. **Dead connectors.** A connector that comes back as another incarnation has lost its
 //!    sessions: its old members leave at once. One whose heartbeat lapses may only be paused:
 //!    its members leave the rooms this server owns if it is still gone a grace (one more lapse)
@@ -38,10 +41,20 @@
 //!    died too) are cleaned by their new owner. A purged connector that comes back is asked
 //!    for a round at once: its members are put back with `onAdd`, and each is told (`onAdd`,
 //!    `onLeave`) who came and went while it was purged.
-//! 4. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
-//!    gone): every connector is asked for a silent round ([`watch_store`]). For a while after,
-//!    a leave that finds nobody is still announced: the store may have forgotten a member the
-//!    others still believe in.
+//! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
+//!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
+//!    is told, and nothing is pushed to it. Entering again, through any connector, takes it
+//!    back (`Added::Resumed`, no `onAdd`). `HELD_SID` is in the store's `sids` like a
+//!    connector that is never in the registry, so [`sweep`] visits its rooms on every tick
+//!    and removes the places past their deadline, with `onLeave`.
+//! 5. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
+//!    gone, found by [`watch_store`] or by a leave that finds nobody): every connector is asked
+//!    for a silent round. For a while after, a leave that finds nobody is still announced: the
+//!    store may have forgotten a member the others still believe in.
+//! 6. **A chat server cut off and back** (paused, or its NATS gone) may hear no change of the
+//!    server list although the others routed its rooms elsewhere meanwhile: on its return
+//!    ([`shaddock_bus::Registry::rejoins`]) each room first waits for the server it routes to
+//!    without this one (a barrier, `crate::handoff`) and is then read afresh from the store.
 //!
 //! The store forgets what becomes empty (a room with no member, a connector with no room), so
 //! nothing grows without bound; the chat server's per-room cache expires (see
@@ -52,7 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shaddock_channel::{Added, ChannelError, Member};
+use shaddock_channel::{Added, ChannelError, HELD_SID, Member};
 use shaddock_remote::chat_remote::{Sync, SyncMember, SyncReport};
 use shaddock_remote::session_remote::Resync;
 use shaddock_server::HandlerError;
@@ -60,6 +73,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::room::{announce_add, announce_leave, tell};
 use crate::{ChatState, SERVER_TYPE};
+
+/// Now, in ms since the Unix epoch: the clock of held places' deadlines.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
 
 /// How long after the store lost its data a leave that finds nobody is still announced.
 const STORE_LOSS_WINDOW: Duration = Duration::from_secs(30);
@@ -162,6 +183,10 @@ struct View {
     announce: bool,
     /// A purge of a departed connector (not a round it sent).
     purging: bool,
+    /// The chat servers the round was computed over (`None` for a purge): when the list has
+    /// changed by the time a room's turn comes, the room is skipped (ownership moved under
+    /// it; the next round agrees).
+    chats: Option<Vec<String>>,
 }
 
 impl View {
@@ -172,6 +197,7 @@ impl View {
             newest_entry: call.newest_entry,
             announce: call.announce,
             purging: false,
+            chats: Some(call.chats.clone()),
         }
     }
 
@@ -184,6 +210,7 @@ impl View {
             newest_entry: 0,
             announce: false,
             purging: true,
+            chats: None,
         }
     }
 }
@@ -208,6 +235,13 @@ async fn reconcile_room(
     rid: String,
     live: Vec<SyncMember>,
 ) -> Result<SyncReport, ChannelError> {
+    if let Some(chats) = &view.chats {
+        let list = state.registry.list();
+        let now: Vec<&str> = list.servers(SERVER_TYPE).iter().map(|s| s.id.as_str()).collect();
+        if now != chats.iter().map(String::as_str).collect::<Vec<_>>() || !state.owns(&rid) {
+            return Ok(SyncReport::default());
+        }
+    }
     let channel = state.channels.channel(&rid);
     let before = channel.members().await?;
     let stored: Vec<Member> = before.iter().filter(|m| m.sid == view.sid).cloned().collect();
@@ -216,6 +250,7 @@ async fn reconcile_room(
     let mut kept = 0usize;
     let mut put_back: Vec<Member> = Vec::new();
     let mut left: Vec<&str> = Vec::new();
+    let now = now_ms();
     for m in &stored {
         let current = m.incarnation == view.incarnation;
         let as_live = |entry: u64| Member {
@@ -224,6 +259,8 @@ async fn reconcile_room(
             ..m.clone()
         };
         match live_entry.get(m.uid.as_str()) {
+            // A held place lapses at its deadline (its `session`), not before.
+            _ if m.is_held() && m.session > now => kept += 1,
             Some(&entry) if current && m.session == entry => kept += 1,
             _ if current && m.session > view.newest_entry => kept += 1,
             // The same user on another bind of this connector: replaced, nobody is told.
@@ -265,7 +302,7 @@ async fn reconcile_room(
         }
     }
     let key = (view.sid.clone(), rid.clone());
-    if view.purging && report.removed > 0 {
+    if view.purging && report.removed > 0 && view.sid != HELD_SID {
         let seen = before.iter().map(|m| m.uid.clone()).collect();
         state.rounds.purged_views.lock().insert(key, seen);
     } else if !view.purging {
@@ -322,12 +359,20 @@ pub async fn purge_frontend(state: &ChatState, sid: &str, keep: Option<u64>) -> 
 /// ownership may have moved.
 pub async fn watch(state: ChatState, grace: Duration, token: CancellationToken) {
     let mut rx = state.registry.watch();
+    let mut rejoins = state.registry.rejoins();
     let mut last = rx.borrow_and_update().clone();
     let purged: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
             changed = rx.changed() => if changed.is_err() { return },
+            rejoined = rejoins.changed() => {
+                if rejoined.is_err() { return }
+                // Back from being cut off: rooms wait for whoever served them meanwhile.
+                state.handoff.rejoined();
+                state.channels.invalidate_cache();
+                continue;
+            }
         }
         let now = rx.borrow_and_update().clone();
         state.handoff.observe();
@@ -401,6 +446,35 @@ pub async fn sweep(state: ChatState, every: Duration, grace: Duration, token: Ca
     }
 }
 
+/// The store was found without its epoch mark (a Redis restart without persistence, or a new
+/// store): remember when, and ask every connector for a silent round, three times (a
+/// connector whose NATS is still reconnecting misses one).
+pub fn store_lost(state: &ChatState) {
+    *state.rounds.store_lost_at.lock() = Some(tokio::time::Instant::now());
+    tracing::warn!(
+        "the channel store has no epoch mark (new, or it lost its data): asking connectors for a round"
+    );
+    let rpc = state.rpc.clone();
+    tokio::spawn(async move {
+        for wait in [0, 2, 5] {
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            if let Err(e) = rpc.notify_all(Resync { announce: false }).await {
+                tracing::warn!(error = %e, "cannot ask for a round");
+            }
+        }
+    });
+}
+
+/// A leave found nobody: if that is because the store has just lost its data (before
+/// [`watch_store`] noticed), say so now, so that the leave is still announced.
+pub async fn check_store_on_missed_leave(state: &ChatState) {
+    if !state.rounds.store_recently_lost()
+        && let Ok(true) = state.channels.store().claim_epoch().await
+    {
+        store_lost(state);
+    }
+}
+
 /// Watches the channel store for lost data: when its epoch mark is missing (a Redis restart
 /// without persistence), asks every connector for a silent round.
 pub async fn watch_store(state: ChatState, every: Duration, token: CancellationToken) {
@@ -411,22 +485,7 @@ pub async fn watch_store(state: ChatState, every: Duration, token: CancellationT
             _ = tick.tick() => {}
         }
         match state.channels.store().claim_epoch().await {
-            Ok(true) => {
-                *state.rounds.store_lost_at.lock() = Some(tokio::time::Instant::now());
-                tracing::warn!(
-                    "the channel store has no epoch mark (new, or it lost its data): asking connectors for a round"
-                );
-                // Asked three times: a connector whose NATS is still reconnecting misses one.
-                for wait in [0, 2, 5] {
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                    }
-                    if let Err(e) = state.rpc.notify_all(Resync { announce: false }).await {
-                        tracing::warn!(error = %e, "cannot ask for a round");
-                    }
-                }
-            }
+            Ok(true) => store_lost(&state),
             Ok(false) => {}
             Err(e) => tracing::debug!(error = %e, "channel store unreachable"),
         }

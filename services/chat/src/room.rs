@@ -1,9 +1,69 @@
-//! What the members of a room hear about each other: `onAdd` and `onLeave`.
+//! What the members of a room hear: every push into a room goes through [`publish`], which
+//! first gives it its offset in the room's history (when history is on), then pushes it with
+//! that offset (one envelope per connector). `onAdd` and `onLeave` are here too.
 
 use serde::Serialize;
-use shaddock_channel::{Channel, Delivery, Member};
+use shaddock_channel::{Channel, ChannelError, Delivery, Member};
+use shaddock_history::{Audience, HistoryError};
 
 use crate::ChatState;
+
+/// Why a push into a room failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("room history: {0}")]
+    History(#[from] HistoryError),
+    #[error("{0}")]
+    Channel(#[from] ChannelError),
+}
+
+/// Who a push goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum To<'a> {
+    /// Every member of the channel.
+    Room(&'a Channel),
+    /// These members; the history keeps the message for `audience`.
+    Members(&'a [Member], &'a Audience),
+}
+
+/// Pushes `body` on `route` into room `rid`, after recording it in the room's history. A
+/// chat message whose history write fails is not sent (`Err`: the sender is told); a member
+/// event (`best_effort`) is then sent without an offset.
+pub async fn publish(
+    state: &ChatState,
+    rid: &str,
+    route: &str,
+    body: &[u8],
+    to: To<'_>,
+    best_effort: bool,
+) -> Result<(), PublishError> {
+    let audience = match to {
+        To::Room(_) => Audience::All,
+        To::Members(_, audience) => audience.clone(),
+    };
+    let offset = match state.history.append(rid, route, body, audience).await {
+        Ok(position) => position.map(|p| p.offset),
+        Err(e) if best_effort => {
+            tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match to {
+        To::Room(channel) => {
+            channel
+                .push_message(route, body, offset, Delivery::Publish)
+                .await?
+        }
+        To::Members(members, _) => {
+            state
+                .channels
+                .push_message_by_uids(route, body, members, offset, Delivery::Publish)
+                .await?
+        }
+    };
+    Ok(())
+}
 
 /// `onAdd` / `onLeave` bodies: the whole object, `route` included, as Pomelo sends it.
 #[derive(Debug, Serialize)]
@@ -19,37 +79,60 @@ pub fn user_name<'a>(uid: &'a str, rid: &str) -> &'a str {
         .unwrap_or(uid)
 }
 
-/// Pushes `onAdd` for `uid` to `others`.
+/// Pushes `onAdd` for `uid` to `others` (the joiner never hears its own).
 pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: &str) {
-    push_event(state, others, "onAdd", user_name(uid, rid)).await;
+    let audience = Audience::Except(uid.to_owned());
+    push_event(state, rid, others, &audience, "onAdd", user_name(uid, rid)).await;
 }
 
 /// Tells `to` alone that `uid` is in the room (`onAdd`) or not (`onLeave`): what it missed
 /// while it was purged.
 pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &str) {
-    push_event(state, std::slice::from_ref(to), route, user_name(uid, rid)).await;
+    let audience = Audience::Only(vec![to.uid.clone()]);
+    push_event(
+        state,
+        rid,
+        std::slice::from_ref(to),
+        &audience,
+        route,
+        user_name(uid, rid),
+    )
+    .await;
 }
 
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.
 pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
     match channel.members().await {
-        Ok(members) => push_event(state, &members, "onLeave", user_name(uid, channel.name())).await,
+        Ok(members) => {
+            let audience = Audience::Except(uid.to_owned());
+            let user = user_name(uid, channel.name());
+            push_event(state, channel.name(), &members, &audience, "onLeave", user).await;
+        }
         Err(e) => tracing::warn!(error = %e, "cannot read members for onLeave"),
     }
 }
 
-async fn push_event(state: &ChatState, to: &[Member], route: &str, user: &str) {
-    if to.is_empty() {
-        return;
-    }
+async fn push_event(
+    state: &ChatState,
+    rid: &str,
+    to: &[Member],
+    audience: &Audience,
+    route: &str,
+    user: &str,
+) {
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
         return;
     };
-    if let Err(e) = state
-        .channels
-        .push_message_by_uids(route, &body, to, Delivery::Publish)
-        .await
-    {
+    if to.is_empty() {
+        // Nobody to tell now; a member who recovers later still hears of it.
+        if state.history.is_on()
+            && let Err(e) = state.history.append(rid, route, &body, audience.clone()).await
+        {
+            tracing::warn!(%rid, %route, error = %e, "history write failed");
+        }
+        return;
+    }
+    if let Err(e) = publish(state, rid, route, &body, To::Members(to, audience), true).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
 }

@@ -16,6 +16,7 @@ use shaddock_remote::Remote;
 use shaddock_remote::chat_remote::ChatRemote;
 use shaddock_server::App;
 use shaddock_server::frontend::Frontend;
+use shaddock_server::frontend::builder::DRAIN_REASON;
 
 pub mod auth;
 pub mod handler;
@@ -42,12 +43,21 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     fe.forward(CHAT, "rid").deliver_pushes();
     handler::entry_handler::register(&mut fe, rpc.clone(), incarnation, app.config.auth.secret.expose());
 
-    let (tracker, leave_rpc) = (app.tracker.clone(), rpc.clone());
+    let (tracker, leave_rpc) = (fe.leaves(), rpc.clone());
+    let resume = app.config.resume.clone();
     fe.on_close(move |session| {
+        // Handed back by a drain: the user comes back through another connector, and keeps
+        // its place meanwhile.
+        let resume_ms = if session.kick_reason().as_deref() == Some(DRAIN_REASON) {
+            resume.grace_ms
+        } else {
+            resume.abrupt_grace_ms
+        };
         tracker.spawn(handler::entry_handler::on_user_leave(
             leave_rpc.clone(),
             incarnation,
             session,
+            resume_ms,
         ));
     });
     // Membership rounds: on a timer, and at once when a chat server asks.

@@ -41,6 +41,11 @@ pub async fn run(
             _ = tick.tick() => true,
             Some(announce) = asked.recv() => announce,
         };
+        // A draining connector hands its sessions back one by one (each kick holds the
+        // member's place): a round would race those kicks and announce them as leaves.
+        if rpc.registry().is_draining() {
+            continue;
+        }
         round += 1;
         send_round(&rpc, &me, round, announce).await;
     }

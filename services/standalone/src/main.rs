@@ -119,6 +119,8 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
     config.transport = "local".into();
     let bus = Bus::local();
     let store = ChannelStore::memory();
+    // One history for every chat server of the process, as one Redis would be.
+    let history = shaddock_chat::connect_history(&config).await?;
     let token = CancellationToken::new();
     let mut apps = Vec::new();
     // Chat servers first, then connectors, then the gate: each finds the others at once.
@@ -132,7 +134,7 @@ async fn all(mut config: ClusterConfig, web_port: Option<u16>) -> anyhow::Result
         let app = App::with_bus(config.clone(), me.clone(), bus.clone(), token.child_token());
         match me.server_type.as_str() {
             "chat" => {
-                shaddock_chat::start(&app, store.clone()).await?;
+                shaddock_chat::start(&app, store.clone(), history.clone()).await?;
             }
             "connector" => {
                 shaddock_connector::start(&app).await?;

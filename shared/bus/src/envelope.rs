@@ -62,6 +62,10 @@ pub enum Envelope {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
         uids: Vec<String>,
+        /// The message's offset in its room's history: sessions that entered with `recover`
+        /// get it inside the body (framed once more, for them all).
+        #[serde(default)]
+        offset: Option<u64>,
     },
     /// A push to every session on this frontend (`channelService.broadcast`).
     Broadcast {
@@ -76,7 +80,12 @@ pub enum Envelope {
 
 /// A push envelope encoded from borrowed parts: the same bytes as [`Envelope::Push`], without
 /// cloning the uids of a cached channel group on every push.
-pub fn encode_push(route: &str, body: &[u8], uids: &[String]) -> Result<Bytes, BusError> {
+pub fn encode_push(
+    route: &str,
+    body: &[u8],
+    uids: &[String],
+    offset: Option<u64>,
+) -> Result<Bytes, BusError> {
     /// Mirrors [`Envelope`]: same variant names and order, so the encoding is identical.
     #[derive(Serialize)]
     #[allow(dead_code)]
@@ -88,9 +97,15 @@ pub fn encode_push(route: &str, body: &[u8], uids: &[String]) -> Result<Bytes, B
             #[serde(with = "serde_bytes")]
             body: &'a [u8],
             uids: &'a [String],
+            offset: Option<u64>,
         },
     }
-    let env = EnvelopeRef::Push { route, body, uids };
+    let env = EnvelopeRef::Push {
+        route,
+        body,
+        uids,
+        offset,
+    };
     Ok(Bytes::from(rmp_serde::to_vec(&env)?))
 }
 
@@ -101,6 +116,7 @@ pub struct PushView<'a> {
     pub route: &'a str,
     pub body: &'a [u8],
     pub uids: Vec<&'a str>,
+    pub offset: Option<u64>,
 }
 
 /// Decodes `bytes` as a push without copying; `None` when it is another kind of envelope.
@@ -118,12 +134,24 @@ pub fn decode_push(bytes: &[u8]) -> Result<Option<PushView<'_>>, BusError> {
             body: &'a [u8],
             #[serde(borrow)]
             uids: Vec<&'a str>,
+            #[serde(default)]
+            offset: Option<u64>,
         },
         Broadcast(IgnoredAny),
         Barrier(IgnoredAny),
     }
     Ok(match rmp_serde::from_slice::<EnvelopeView<'_>>(bytes)? {
-        EnvelopeView::Push { route, body, uids } => Some(PushView { route, body, uids }),
+        EnvelopeView::Push {
+            route,
+            body,
+            uids,
+            offset,
+        } => Some(PushView {
+            route,
+            body,
+            uids,
+            offset,
+        }),
         EnvelopeView::Forward(_)
         | EnvelopeView::Rpc(_)
         | EnvelopeView::Broadcast(_)
@@ -232,11 +260,12 @@ mod tests {
     #[test]
     fn a_borrowed_push_encodes_like_the_owned_one() {
         let uids = vec!["a".to_owned(), "b".to_owned()];
-        let borrowed = encode_push("onChat", b"{}", &uids).unwrap();
+        let borrowed = encode_push("onChat", b"{}", &uids, Some(7)).unwrap();
         let owned = Envelope::Push {
             route: "onChat".into(),
             body: b"{}".to_vec(),
             uids,
+            offset: Some(7),
         };
         assert_eq!(borrowed, owned.encode().unwrap());
     }
@@ -244,14 +273,15 @@ mod tests {
     #[test]
     fn a_push_is_read_without_copying_and_other_envelopes_are_not_pushes() {
         let uids = vec!["a*r".to_owned(), "b*r".to_owned()];
-        let bytes = encode_push("onChat", b"{\"msg\":1}", &uids).unwrap();
+        let bytes = encode_push("onChat", b"{\"msg\":1}", &uids, None).unwrap();
         let view = decode_push(&bytes).unwrap().unwrap();
         assert_eq!(
             view,
             PushView {
                 route: "onChat",
                 body: b"{\"msg\":1}",
-                uids: vec!["a*r", "b*r"]
+                uids: vec!["a*r", "b*r"],
+                offset: None,
             }
         );
         assert_eq!(decode_push(&rpc().encode().unwrap()).unwrap(), None);

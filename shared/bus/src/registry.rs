@@ -36,6 +36,10 @@ pub struct ServerInfo {
     /// and what the old one held (sessions, channel members) is gone.
     #[serde(default)]
     pub incarnation: u64,
+    /// Shutting down: it keeps its sessions (and its place in rooms) while it hands them
+    /// back, but takes no new ones (the gate routes nobody to it).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl ServerInfo {
@@ -86,6 +90,18 @@ impl ServerList {
         crate::route::pick(key, self.servers(server_type))
     }
 
+    /// As [`ServerList::pick`], among the servers that are not draining: where a new client
+    /// goes.
+    pub fn pick_serving(&self, server_type: &str, key: &str) -> Option<ServerInfo> {
+        let serving: Vec<ServerInfo> = self
+            .servers(server_type)
+            .iter()
+            .filter(|s| !s.draining)
+            .cloned()
+            .collect();
+        crate::route::pick(key, &serving).cloned()
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.all().any(|s| s.id == id)
     }
@@ -119,6 +135,10 @@ pub struct RegistryTiming {
 #[derive(Debug, Clone)]
 pub struct Registry {
     list: watch::Receiver<Arc<ServerList>>,
+    /// Set once this server drains (see [`Registry::set_draining`]).
+    draining: Arc<watch::Sender<bool>>,
+    /// Counts this server's returns from being cut off (see [`Registry::rejoins`]).
+    rejoins: watch::Receiver<u64>,
     /// True once the list is known to be complete: another server's roster has been heard,
     /// or one heartbeat has passed since this server said `Hello` (nobody was there).
     complete: watch::Receiver<bool>,
@@ -140,6 +160,8 @@ impl Registry {
         let initial = Arc::new(ServerList::from_servers(std::iter::once(&me)));
         let (tx, rx) = watch::channel(initial);
         let (complete_tx, complete) = watch::channel(false);
+        let (draining, draining_rx) = watch::channel(false);
+        let (rejoins_tx, rejoins) = watch::channel(0u64);
         let task = RegistryTask {
             bus,
             subject,
@@ -148,9 +170,31 @@ impl Registry {
             seen: HashMap::new(),
             tx,
             complete_tx,
+            rejoins: rejoins_tx,
         };
-        tracker.spawn(task.run(sub, token));
-        Ok(Self { list: rx, complete })
+        tracker.spawn(task.run(sub, draining_rx, token));
+        Ok(Self {
+            list: rx,
+            draining: Arc::new(draining),
+            rejoins,
+            complete,
+        })
+    }
+
+    /// Tells everyone at once that this server is draining (see [`ServerInfo::draining`]).
+    pub fn set_draining(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Wakes each time this server comes back from being cut off (a NATS outage, a pause):
+    /// the others may have routed around it meanwhile even though its own list never changed.
+    pub fn rejoins(&self) -> watch::Receiver<u64> {
+        self.rejoins.clone()
+    }
+
+    /// True once [`Registry::set_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
     }
 
     /// Waits (at most `timeout`) until this server's list is complete: another server told it
@@ -203,10 +247,16 @@ struct RegistryTask {
     seen: HashMap<String, (ServerInfo, Instant)>,
     tx: watch::Sender<Arc<ServerList>>,
     complete_tx: watch::Sender<bool>,
+    rejoins: watch::Sender<u64>,
 }
 
 impl RegistryTask {
-    async fn run(mut self, mut sub: crate::Subscription, token: CancellationToken) {
+    async fn run(
+        mut self,
+        mut sub: crate::Subscription,
+        mut draining: watch::Receiver<bool>,
+        token: CancellationToken,
+    ) {
         self.announce(Announce::Hello(self.me.clone())).await;
         let said_hello = Instant::now();
         let mut tick = tokio::time::interval(self.timing.heartbeat);
@@ -220,6 +270,13 @@ impl RegistryTask {
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
+                changed = draining.changed(), if !self.me.draining => {
+                    if changed.is_ok() && *draining.borrow() {
+                        self.me.draining = true;
+                        self.publish_list();
+                        self.announce(Announce::Alive(self.me.clone())).await;
+                    }
+                }
                 msg = sub.next() => {
                     let Some(msg) = msg else { break };
                     match rmp_serde::from_slice::<Announce>(&msg.payload) {
@@ -247,6 +304,7 @@ impl RegistryTask {
                         }
                         // Tell the watchers even if the list is the same: what they cached
                         // while cut off may be stale.
+                        self.rejoins.send_modify(|n| *n += 1);
                         self.publish_list();
                     }
                     if !hearing && !cut_off {
@@ -369,6 +427,7 @@ mod tests {
             host: "127.0.0.1".into(),
             client_port: None,
             incarnation: 1,
+            draining: false,
         }
     }
 

@@ -25,6 +25,7 @@ fn info(id: &str) -> ServerInfo {
         host: "127.0.0.1".into(),
         client_port: Some(1),
         incarnation: 0,
+        draining: false,
     }
 }
 

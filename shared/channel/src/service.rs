@@ -22,7 +22,7 @@ use shaddock_bus::envelope::{decode_value, encode_push};
 use shaddock_bus::{Bus, Envelope, Reply, subject};
 
 use crate::ChannelError;
-use crate::store::{Added, ChannelStore, Member};
+use crate::store::{Added, ChannelStore, HELD_SID, Member};
 
 /// A channel's members grouped by the frontend (sid) that holds their sessions.
 #[derive(Debug, Clone, Default)]
@@ -180,12 +180,14 @@ impl ChannelService {
         self.inner.cache.lock().clear();
     }
 
-    /// `pushMessageByUids(route, msg, uids)`: `body` is the encoded push body.
+    /// `pushMessageByUids(route, msg, uids)`: `body` is the encoded push body; `offset`, the
+    /// message's place in its room's history (see [`shaddock_bus::Envelope::Push`]).
     pub async fn push_message_by_uids(
         &self,
         route: &str,
         body: &[u8],
         members: &[Member],
+        offset: Option<u64>,
         delivery: Delivery,
     ) -> Result<PushReport, ChannelError> {
         if members.is_empty() {
@@ -195,7 +197,7 @@ impl ChannelService {
         for m in members {
             by_sid.entry(m.sid.clone()).or_default().push(m.uid.clone());
         }
-        self.send_by_group(route, body, &by_sid, delivery).await
+        self.send_by_group(route, body, &by_sid, offset, delivery).await
     }
 
     /// `broadcast(serverType, route, msg)`: to every session on every server of a type.
@@ -214,6 +216,7 @@ impl ChannelService {
         route: &str,
         body: &[u8],
         groups: &BTreeMap<String, Vec<String>>,
+        offset: Option<u64>,
         delivery: Delivery,
     ) -> Result<PushReport, ChannelError> {
         let mut report = PushReport::default();
@@ -221,14 +224,15 @@ impl ChannelService {
         let mut failed = None;
         // One envelope per sid group, split only when a group would outgrow NATS' max_payload.
         let mut chunks: Vec<(&String, &[String])> = Vec::with_capacity(groups.len());
-        for (sid, uids) in groups {
+        // Held places (`HELD_SID`) have no session anywhere: nothing to send them.
+        for (sid, uids) in groups.iter().filter(|(sid, _)| sid.as_str() != HELD_SID) {
             for chunk in uids.chunks(PUSH_UIDS) {
                 chunks.push((sid, chunk));
             }
         }
         for (sid, uids) in chunks {
             // One buffer per envelope; the uids are borrowed from the cached grouping.
-            let payload = encode_push(route, body, uids)?;
+            let payload = encode_push(route, body, uids, offset)?;
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
@@ -378,11 +382,12 @@ impl Channel {
         &self,
         route: &str,
         body: &[u8],
+        offset: Option<u64>,
         delivery: Delivery,
     ) -> Result<PushReport, ChannelError> {
         let groups = self.service.groups(&self.name).await?;
         self.service
-            .send_by_group(route, body, &groups.by_sid, delivery)
+            .send_by_group(route, body, &groups.by_sid, offset, delivery)
             .await
     }
 
@@ -408,7 +413,7 @@ mod tests {
             .map(|i| Member::new(format!("u{i}"), "connector-1"))
             .collect();
         let report = svc
-            .push_message_by_uids("onChat", b"{}", &members, Delivery::Publish)
+            .push_message_by_uids("onChat", b"{}", &members, None, Delivery::Publish)
             .await
             .unwrap();
         assert_eq!(report.groups, 3);
@@ -450,7 +455,7 @@ mod tests {
         );
 
         let report = room
-            .push_message("onChat", b"{}", Delivery::Publish)
+            .push_message("onChat", b"{}", None, Delivery::Publish)
             .await
             .unwrap();
         assert_eq!(report.groups, 2);
@@ -522,7 +527,7 @@ mod tests {
             Member::new("lost", "connector-9"),
         ];
         let report = svc
-            .push_message_by_uids("onChat", b"{}", &members, Delivery::Confirm)
+            .push_message_by_uids("onChat", b"{}", &members, None, Delivery::Confirm)
             .await
             .unwrap();
         let mut fails = report.fail_ids;
@@ -531,12 +536,12 @@ mod tests {
 
         let only_dead = vec![Member::new("lost", "connector-9")];
         assert!(matches!(
-            svc.push_message_by_uids("onChat", b"{}", &only_dead, Delivery::Confirm)
+            svc.push_message_by_uids("onChat", b"{}", &only_dead, None, Delivery::Confirm)
                 .await,
             Err(ChannelError::AllFailed)
         ));
         assert!(matches!(
-            svc.push_message_by_uids("onChat", b"{}", &[], Delivery::Confirm)
+            svc.push_message_by_uids("onChat", b"{}", &[], None, Delivery::Confirm)
                 .await,
             Err(ChannelError::NoUids)
         ));

@@ -46,7 +46,25 @@ conformance!(
     the_store_remembers_which_channels_a_frontend_has_members_in,
     the_epoch_mark_is_claimed_once,
     nothing_is_left_behind_when_the_last_members_leave,
+    a_held_place_is_taken_back_from_any_frontend,
 );
+
+async fn a_held_place_is_taken_back_from_any_frontend(store: ChannelStore) {
+    let first = member("a*r", "connector-1", 1, 7);
+    store.add("r", &first).await.unwrap();
+    assert!(store.leave("r", &first).await.unwrap());
+    let held = Member::held("a*r", 99);
+    assert_eq!(store.add("r", &held).await.unwrap(), Added::New);
+    assert!(store.member("r", "a*r").await.unwrap().unwrap().is_held());
+    let back = member("a*r", "connector-2", 5, 1);
+    assert_eq!(store.add("r", &back).await.unwrap(), Added::Resumed);
+    assert_eq!(store.member("r", "a*r").await.unwrap(), Some(back.clone()));
+    assert_eq!(
+        store.add("r", &member("a*r", "connector-1", 1, 8)).await.unwrap(),
+        Added::Taken,
+        "taken back, it is no longer anyone's"
+    );
+}
 
 async fn a_uid_held_by_another_frontend_is_refused_and_one_of_the_same_frontend_replaced(
     store: ChannelStore,

@@ -104,7 +104,7 @@ async fn a_push_groups_members_read_from_redis_in_one_round_trip() {
     }
     svc.invalidate_cache();
     let report = room
-        .push_message("onChat", b"{}", Delivery::Publish)
+        .push_message("onChat", b"{}", None, Delivery::Publish)
         .await
         .unwrap();
     assert_eq!(report.groups, 1);

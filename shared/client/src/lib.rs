@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use tokio_tungstenite;
 
+pub mod recovering;
+pub use recovering::{Event, RecoveringClient, RecoveringOptions};
+
 /// How the client behaves.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -244,6 +247,13 @@ impl Client {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Takes the stream of pushes (to read them elsewhere); [`Client::next_push`] then sees
+    /// none.
+    pub fn take_pushes(&mut self) -> mpsc::UnboundedReceiver<Push> {
+        let (_, empty) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.pushes, empty)
     }
 
     /// Every push that arrives within `timeout`.

@@ -125,6 +125,8 @@ pub struct ClusterConfig {
     pub dictionary: DictionaryOptions,
     pub auth: AuthOptions,
     pub admin: AdminOptions,
+    pub history: HistoryOptions,
+    pub resume: ResumeOptions,
     /// The servers, like Pomelo's `servers.json`.
     pub servers: Vec<ServerEntry>,
 }
@@ -181,6 +183,10 @@ pub struct Limits {
     /// On SIGTERM a server drains (kicks its sessions, hands its rooms over) for at most this
     /// long, then its tasks get as long again to finish.
     pub shutdown_grace_ms: u64,
+    /// On shutdown a frontend kicks its sessions in batches of this many ...
+    pub drain_batch: usize,
+    /// ... this far apart, so that their reconnects do not all land at once.
+    pub drain_pause_ms: u64,
 }
 
 /// The server registry: how often servers announce themselves and when they drop out.
@@ -196,6 +202,52 @@ pub struct RegistryOptions {
     /// How often each connector tells each chat server who it really holds, so the store's
     /// membership heals from lost leaves and dead servers (a membership round).
     pub sync_ms: u64,
+}
+
+/// Room history, for clients that enter with `recover: true` (see docs/recovery.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryOptions {
+    /// Off: no offsets and no history kept (a push costs no Redis write); recovery fails.
+    pub enabled: bool,
+    /// Messages kept per room at most.
+    pub size: usize,
+    /// A message older than this is no longer recovered.
+    pub age_ms: u64,
+    /// A room's epoch and offset are forgotten after this long without a message.
+    pub meta_ttl_ms: u64,
+}
+
+impl Default for HistoryOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            size: 300,
+            age_ms: 600_000,
+            meta_ttl_ms: 86_400_000,
+        }
+    }
+}
+
+/// Resumable sessions: how long a member whose session closed keeps its place in the room
+/// (no `onLeave`; entering again within it, through any connector, takes the place back
+/// with no `onAdd`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResumeOptions {
+    /// For sessions closed by a draining connector (kicked with `{"reason":"reconnect"}`).
+    pub grace_ms: u64,
+    /// For any other close (a dropped socket). 0, the default, is Pomelo's: `onLeave` at once.
+    pub abrupt_grace_ms: u64,
+}
+
+impl Default for ResumeOptions {
+    fn default() -> Self {
+        Self {
+            grace_ms: 30_000,
+            abrupt_grace_ms: 0,
+        }
+    }
 }
 
 /// Remote calls between servers.
@@ -312,6 +364,8 @@ impl Default for ClusterConfig {
             dictionary: DictionaryOptions::default(),
             auth: AuthOptions::default(),
             admin: AdminOptions::default(),
+            history: HistoryOptions::default(),
+            resume: ResumeOptions::default(),
             servers: Vec::new(),
         }
     }
@@ -344,6 +398,8 @@ impl Default for Limits {
             max_room_size: 5_000,
             room_messages_per_second: 2_000,
             room_burst: 4_000,
+            drain_batch: 500,
+            drain_pause_ms: 50,
         }
     }
 }

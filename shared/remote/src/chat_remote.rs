@@ -40,13 +40,55 @@ pub struct RoomMember {
 pub struct Add {
     pub rid: String,
     pub member: RoomMember,
+    /// The client entered with `recover: true`: answer the room's position and, when it gives
+    /// one, what it missed since (see docs/recovery.md).
+    #[serde(default)]
+    pub recover: Option<Recover>,
+}
+
+/// What a recovering client saw last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recover {
+    /// The epoch and offset of the last room message it saw, when it has seen one.
+    pub since: Option<RoomPosition>,
+}
+
+/// A room's history position: its epoch and an offset in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPosition {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// The answer to a [`Recover`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// The room's latest position: the session's pushes continue after it.
+    pub position: RoomPosition,
+    /// True when `messages` is every message for the user after the offset it gave.
+    pub recovered: bool,
+    pub messages: Vec<RecoveredMessage>,
+}
+
+/// A message a recovering client missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredMessage {
+    pub offset: u64,
+    pub route: String,
+    /// The push body as it was sent (JSON).
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
 }
 
 /// What an [`Add`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AddOutcome {
-    /// In: the names in the room, the joiner included.
-    Entered(Vec<String>),
+    /// In: the names in the room, the joiner included; a recovery when one was asked for
+    /// and the room keeps history.
+    Entered {
+        users: Vec<String>,
+        recovery: Option<Recovery>,
+    },
     /// The uid is in the room through another connector.
     Taken,
     /// The room already has `limits.max_room_size` members.
@@ -57,6 +99,11 @@ pub enum AddOutcome {
 pub struct Kick {
     pub rid: String,
     pub member: RoomMember,
+    /// More than 0: the session closed to come back (its connector drains), so its place is
+    /// held this long with no `onLeave`; entering again within it, through any connector,
+    /// takes the place back with no `onAdd`.
+    #[serde(default)]
+    pub resume_ms: u64,
 }
 
 impl Routed for Add {
@@ -155,6 +202,12 @@ mod tests {
                 incarnation: 3,
                 session: 7,
             },
+            recover: Some(Recover {
+                since: Some(RoomPosition {
+                    epoch: "e1".into(),
+                    offset: 9,
+                }),
+            }),
         })
     }
 
@@ -189,6 +242,32 @@ mod tests {
     }
 
     #[test]
+    fn an_older_peers_add_without_recover_still_reads() {
+        #[derive(Serialize)]
+        enum Older {
+            #[serde(rename = "add")]
+            Add { rid: String, member: RoomMember },
+        }
+        let ChatRemote::Add(Add { rid, member, .. }) = add() else {
+            unreachable!()
+        };
+        let bytes = rmp_serde::to_vec_named(&Older::Add {
+            rid: rid.clone(),
+            member: member.clone(),
+        })
+        .unwrap();
+        let call = decode_call::<ChatRemote>("chatRemote", "add", &bytes).unwrap();
+        assert_eq!(
+            call,
+            ChatRemote::Add(Add {
+                rid,
+                member,
+                recover: None
+            })
+        );
+    }
+
+    #[test]
     fn a_newer_peers_extra_field_is_ignored() {
         // A later version adds a field to `kick`: this one still reads the call.
         #[derive(Serialize)]
@@ -200,7 +279,7 @@ mod tests {
                 reason: String,
             },
         }
-        let ChatRemote::Add(Add { rid, member }) = add() else {
+        let ChatRemote::Add(Add { rid, member, .. }) = add() else {
             unreachable!()
         };
         let newer = Newer::Kick {
@@ -210,6 +289,13 @@ mod tests {
         };
         let bytes = rmp_serde::to_vec_named(&newer).unwrap();
         let call = decode_call::<ChatRemote>("chatRemote", "kick", &bytes).unwrap();
-        assert_eq!(call, ChatRemote::Kick(Kick { rid, member }));
+        assert_eq!(
+            call,
+            ChatRemote::Kick(Kick {
+                rid,
+                member,
+                resume_ms: 0
+            })
+        );
     }
 }

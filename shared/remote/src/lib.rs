@@ -1,7 +1,7 @@
 //! Calls between servers as types: Pomelo's `app.rpc.<serverType>.<service>.<method>(args)`,
 //! where a service is an enum of request structs and each request names its reply type.
 //!
-//! A caller writes `rpc.call(Add { .. }).await?` and gets an `Option<Vec<String>>` back; the
+//! A caller writes `rpc.call(Add { .. }).await?` and gets an `AddOutcome` back; the
 //! serving side decodes one enum and dispatches with one `match`. Change a request on one side
 //! and the other no longer compiles, instead of failing at run time.
 //!

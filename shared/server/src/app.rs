@@ -117,6 +117,7 @@ impl App {
             host: self.me.host.clone(),
             client_port,
             incarnation: self.incarnation,
+            draining: false,
         };
         let timing = RegistryTiming {
             heartbeat: Duration::from_millis(self.config.registry.heartbeat_ms),

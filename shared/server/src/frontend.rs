@@ -69,6 +69,9 @@ pub struct Frontend {
     listening: CancellationToken,
     /// The sockets' writers: a drain waits for them to flush their kicks.
     pub(crate) sockets: TaskTracker,
+    /// What `on_close` started for closed sessions (their leaves): a drain waits for them, so
+    /// that nothing of this server's sessions is left in flight when it says goodbye.
+    pub leaves: TaskTracker,
     /// Each session's requests, in the order the client sent them (keyed by session id).
     pub(crate) requests: Sequencer<u64>,
     connections: Arc<Semaphore>,
@@ -118,6 +121,7 @@ impl Frontend {
             port: 0,
             listening: token.child_token(),
             sockets: TaskTracker::new(),
+            leaves: TaskTracker::new(),
             token,
             // Room for every request in flight plus the session's close.
             requests: Sequencer::new(tracker.clone(), config.limits.max_in_flight.max(1) + 2),
@@ -136,14 +140,34 @@ impl Frontend {
     /// short grace).
     pub async fn drain(&self, reason: &str) {
         self.listening.cancel();
-        let kicked = self.sessions.kick_all(reason);
-        tracing::info!(sessions = kicked, "kicked sessions for shutdown");
+        // In paced batches: their clients reconnect elsewhere, and should not all land at once.
+        let (batch, pause) = (
+            self.limits.drain_batch.max(1),
+            Duration::from_millis(self.limits.drain_pause_ms),
+        );
+        let all = self.sessions.all();
+        for (i, chunk) in all.chunks(batch).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for s in chunk {
+                s.kick(reason);
+            }
+        }
+        tracing::info!(sessions = all.len(), "kicked sessions for shutdown");
         self.sockets.close();
         self.sockets.wait().await;
+        // A session's close runs after the requests it sent (in its order): wait for those,
+        // so every close has started its leave.
+        self.requests.wait_idle().await;
+        // Each closed session's leave (a held place, for a drain) is acknowledged before the
+        // goodbye: a successor under this id must not find them still in flight.
+        self.leaves.close();
+        self.leaves.wait().await;
     }
 
     /// True once the frontend has started to drain: a socket accepted just before is kicked.
-    pub(crate) fn is_draining(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         self.listening.is_cancelled()
     }
 

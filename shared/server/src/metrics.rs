@@ -152,6 +152,7 @@ impl Metrics {
             "flood" => "flood",
             "slow" => "slow",
             "server shutting down" => "shutdown",
+            "reconnect" => "reconnect",
             "kick" => "kick",
             _ => "other",
         };

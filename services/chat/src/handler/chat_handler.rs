@@ -3,15 +3,17 @@
 //! The room and the sender come from the session (its `rid` setting and its uid), not from
 //! the body. `target == "*"` pushes `onChat {msg, from, target}` to the whole room, the sender
 //! included; otherwise only to that user, and an unknown target answers `{"code":500}`.
-//! The response is `{}`.
+//! The response is `{}`. When the room's history cannot be written, the message is not sent
+//! and the answer is `{"code":500}` (a recovering client must never miss it).
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use shaddock_bus::SessionExport;
-use shaddock_channel::Delivery;
+use shaddock_history::Audience;
 use shaddock_server::{HandlerError, Handlers};
 
 use crate::ChatState;
+use crate::room::{To, publish};
 
 pub const ROUTE: &str = "chat.chatHandler.send";
 
@@ -55,7 +57,7 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
         serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;
     let channel = state.channels.channel(rid);
     let pushed = if target == "*" {
-        channel.push_message("onChat", &payload, Delivery::Publish).await
+        publish(state, rid, "onChat", &payload, To::Room(&channel), false).await
     } else {
         let target_uid = format!("{target}*{rid}");
         let member = channel
@@ -63,15 +65,9 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
             .await
             .map_err(|e| HandlerError::new(e.to_string()))?
             .ok_or_else(|| HandlerError::new(format!("{target} is not in {rid}")))?;
-        state
-            .channels
-            .push_message_by_uids(
-                "onChat",
-                &payload,
-                std::slice::from_ref(&member),
-                Delivery::Publish,
-            )
-            .await
+        let audience = Audience::Only(vec![target_uid]);
+        let to = To::Members(std::slice::from_ref(&member), &audience);
+        publish(state, rid, "onChat", &payload, to, false).await
     };
     pushed.map_err(|e| HandlerError::new(e.to_string()))?;
     Ok(json!({}))

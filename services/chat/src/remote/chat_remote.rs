@@ -8,8 +8,10 @@
 //! is refused (`add` answers `None`).
 
 use shaddock_channel::{Added, Member};
+use shaddock_history::Position;
 use shaddock_remote::chat_remote::{
-    Add, AddOutcome, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, RoomMember, Sync,
+    Add, AddOutcome, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, Recover, RecoveredMessage,
+    Recovery, RoomMember, RoomPosition, Sync,
 };
 use shaddock_remote::{decode_call, encode_reply};
 use shaddock_server::HandlerError;
@@ -29,8 +31,14 @@ pub async fn dispatch(
     args: &[u8],
 ) -> Result<Vec<u8>, HandlerError> {
     let answer = match decode_call::<ChatRemote>(service, method, args).map_err(err)? {
-        ChatRemote::Add(Add { rid, member }) => encode_reply::<Add>(&add(state, member, &rid).await?),
-        ChatRemote::Kick(Kick { rid, member }) => encode_reply::<Kick>(&kick(state, member, &rid).await?),
+        ChatRemote::Add(Add { rid, member, recover }) => {
+            encode_reply::<Add>(&add(state, member, &rid, recover).await?)
+        }
+        ChatRemote::Kick(Kick {
+            rid,
+            member,
+            resume_ms,
+        }) => encode_reply::<Kick>(&kick(state, member, &rid, resume_ms).await?),
         ChatRemote::Sync(part) => encode_reply::<Sync>(&crate::membership::sync(state, part).await?),
         ChatRemote::Channels(Channels {}) => encode_reply::<Channels>(&channels(state).await?),
     };
@@ -46,9 +54,19 @@ fn member(m: RoomMember) -> Member {
     }
 }
 
+/// Recovered messages in one answer at most (bytes of bodies): past it the recovery fails
+/// whole (`recovered: false`), so that the answer stays well under NATS' max_payload.
+const RECOVERY_BYTES: usize = 512 * 1024;
+
 /// Adds `member` to room `rid`; tells the members already there; answers the names in the
-/// room, the joiner included, or why not.
-async fn add(state: &ChatState, joiner: RoomMember, rid: &str) -> Result<AddOutcome, HandlerError> {
+/// room, the joiner included, or why not. A recovering joiner also gets the room's position
+/// and what it missed: read in the room's order, so nothing is pushed in between.
+async fn add(
+    state: &ChatState,
+    joiner: RoomMember,
+    rid: &str,
+    recover: Option<Recover>,
+) -> Result<AddOutcome, HandlerError> {
     let joiner = member(joiner);
     let channel = state
         .channels
@@ -62,31 +80,108 @@ async fn add(state: &ChatState, joiner: RoomMember, rid: &str) -> Result<AddOutc
     {
         return Ok(AddOutcome::Full);
     }
+    // Before the add, so that a failure changes nothing; the joiner's own onAdd (next) is not
+    // for it, and its pushes continue after this position.
+    let recovery = match &recover {
+        Some(r) => recovery(state, rid, &joiner.uid, r).await?,
+        None => None,
+    };
     let added = channel.add(&joiner).await.map_err(err)?;
     if added == Added::Taken {
         return Ok(AddOutcome::Taken);
     }
     let members = channel.members().await.map_err(err)?;
     // Replaced: the same user came back through the same connector before its old session's
-    // leave arrived; the others never heard it leave, so they hear no join either.
+    // leave arrived; Resumed: it took back its held place. Either way the others never heard
+    // it leave, so they hear no join either.
     if added == Added::New {
         let others: Vec<Member> = members.iter().filter(|m| m.uid != joiner.uid).cloned().collect();
         announce_add(state, &others, &joiner.uid, rid).await;
     }
-    Ok(AddOutcome::Entered(
-        members
+    Ok(AddOutcome::Entered {
+        users: members
             .iter()
             .map(|m| user_name(&m.uid, rid).to_owned())
             .collect(),
-    ))
+        recovery,
+    })
+}
+
+/// The room's position and what `uid` missed since the position it gave; `None` when the room
+/// keeps no history.
+async fn recovery(
+    state: &ChatState,
+    rid: &str,
+    uid: &str,
+    asked: &Recover,
+) -> Result<Option<Recovery>, HandlerError> {
+    let since = asked.since.as_ref().map(|p| Position {
+        epoch: p.epoch.clone(),
+        offset: p.offset,
+    });
+    let Some(r) = state
+        .history
+        .recover(rid, uid, since.as_ref())
+        .await
+        .map_err(err)?
+    else {
+        return Ok(None);
+    };
+    let position = RoomPosition {
+        epoch: r.position.epoch,
+        offset: r.position.offset,
+    };
+    let bytes: usize = r.messages.iter().map(|m| m.body.len() + m.route.len()).sum();
+    if bytes > RECOVERY_BYTES {
+        return Ok(Some(Recovery {
+            position,
+            recovered: false,
+            messages: Vec::new(),
+        }));
+    }
+    Ok(Some(Recovery {
+        position,
+        recovered: r.recovered,
+        messages: r
+            .messages
+            .into_iter()
+            .map(|m| RecoveredMessage {
+                offset: m.offset,
+                route: m.route,
+                body: m.body,
+            })
+            .collect(),
+    }))
 }
 
 /// Removes `member` from `rid` if it is there exactly so; tells the others. True if it left.
-async fn kick(state: &ChatState, leaver: RoomMember, rid: &str) -> Result<bool, HandlerError> {
+/// With `resume_ms` > 0 its place is held that long instead, and nobody is told (see
+/// `shaddock_channel::HELD_SID`; [`crate::membership`] lets a held place lapse).
+async fn kick(
+    state: &ChatState,
+    leaver: RoomMember,
+    rid: &str,
+    resume_ms: u64,
+) -> Result<bool, HandlerError> {
     let leaver = member(leaver);
     let channel = state.channels.channel(rid);
     let left = channel.leave(&leaver).await.map_err(err)?;
-    if left || state.rounds.store_recently_lost() {
+    tracing::debug!(%rid, uid = %leaver.uid, sid = %leaver.sid, resume_ms, left, "kick");
+    if left && resume_ms > 0 {
+        let until = crate::membership::now_ms().saturating_add(resume_ms);
+        channel
+            .add(&Member::held(leaver.uid.clone(), until))
+            .await
+            .map_err(err)?;
+        return Ok(true);
+    }
+    // Found nobody of that uid at all (not merely another session of it, which a late or
+    // retried leave must leave alone): the store may have lost it with its data.
+    let found_nobody = !left && channel.member(&leaver.uid).await.map_err(err)?.is_none();
+    if found_nobody {
+        crate::membership::check_store_on_missed_leave(state).await;
+    }
+    if left || (found_nobody && state.rounds.store_recently_lost()) {
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)

@@ -3,12 +3,17 @@
 //! Binds the session to `username*rid`, keeps `rid` in its settings, and asks the chat server
 //! of that room to add it (`chatRemote.add`). The answer is `{users:[names]}`; a uid already
 //! logged in anywhere in the cluster gets `{"code":500,"error":true}` and the socket stays open.
+//!
+//! With `recover: true` the answer adds the room's `epoch` and `offset`, and with the last
+//! `epoch` and `offset` the client saw, `recovered` and the `messages` it missed; its pushes
+//! then carry their `offset` and reach it after the answer (docs/recovery.md).
 
 use serde_json::{Value, json};
 use shaddock_remote::RpcClient;
-use shaddock_remote::chat_remote::{Add, AddOutcome, Kick, RoomMember};
+use shaddock_remote::chat_remote::{Add, AddOutcome, Kick, Recover, Recovery, RoomMember, RoomPosition};
 use shaddock_server::frontend::FrontendBuilder;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shaddock_server::{HandlerError, Session, SessionService};
 
@@ -25,6 +30,8 @@ struct Enter {
     max_chars: usize,
     /// When not empty, enter needs a login token (see [`crate::auth`]).
     secret: Arc<str>,
+    /// Where leaves run (retried apart from the enter's answer; a drain waits for them).
+    leaves: tokio_util::task::TaskTracker,
 }
 
 pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, incarnation: u64, secret: &str) {
@@ -34,6 +41,7 @@ pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, incarnation: u64, secr
         incarnation,
         max_chars: fe.limits().max_name_chars,
         secret: Arc::from(secret),
+        leaves: fe.leaves(),
     };
     fe.handler(ROUTE, move |session: Session, body: Value| {
         let ctx = ctx.clone();
@@ -49,6 +57,51 @@ fn name(body: &Value, key: &str, max_chars: usize) -> Option<String> {
     let n = v.chars().count();
     let ok = (1..=max_chars).contains(&n) && !v.chars().any(char::is_control);
     ok.then(|| v.to_owned())
+}
+
+/// What a client asked to recover: `None` without `recover: true`; `since` when it also
+/// gave the epoch and offset it saw last.
+fn recover_request(body: &Value) -> Option<Recover> {
+    if body.get("recover").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let epoch = body.get("epoch").and_then(Value::as_str);
+    let offset = body.get("offset").and_then(Value::as_u64);
+    let since = match (epoch, offset) {
+        (Some(epoch), Some(offset)) => Some(RoomPosition {
+            epoch: epoch.to_owned(),
+            offset,
+        }),
+        _ => None,
+    };
+    Some(Recover { since })
+}
+
+/// The enter answer: Pomelo's `{users}`, and what a recovering client asked for.
+fn entered(users: Vec<String>, asked: Option<&Recover>, recovery: Option<Recovery>) -> Value {
+    let mut answer = json!({ "users": users });
+    let Some(asked) = asked else { return answer };
+    if let Some(r) = &recovery {
+        answer["epoch"] = Value::from(r.position.epoch.clone());
+        answer["offset"] = Value::from(r.position.offset);
+    }
+    if asked.since.is_some() {
+        let (recovered, messages) = match recovery {
+            Some(r) => (r.recovered, r.messages),
+            None => (false, Vec::new()),
+        };
+        let messages: Vec<Value> = messages
+            .into_iter()
+            .map(|m| {
+                let body = serde_json::from_slice(&m.body)
+                    .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&m.body).into_owned()));
+                json!({"route": m.route, "offset": m.offset, "body": body})
+            })
+            .collect();
+        answer["recovered"] = Value::from(recovered);
+        answer["messages"] = Value::from(messages);
+    }
+    answer
 }
 
 fn refused() -> Value {
@@ -86,19 +139,28 @@ impl Enter {
         if session.bind_exclusive(&uid).is_err() {
             return Ok(refused());
         }
+        let recover = recover_request(&body);
+        session.set_recover(recover.is_some());
+        if recover.is_some() {
+            // Pushes that follow the add must reach the client after this answer (released
+            // when it is queued).
+            session.hold_pushes();
+        }
         let add = Add {
             rid: rid.clone(),
             member: room_member(&session, uid, incarnation),
+            recover: recover.clone(),
         };
         match rpc.call(add).await {
-            Ok(AddOutcome::Entered(users)) => {
+            Ok(AddOutcome::Entered { users, recovery }) => {
                 // The socket may have closed while `add` was in flight: its leave could then
                 // have reached the chat server first and found nothing. Leave again (it is
                 // idempotent) so that no member outlives its session.
                 if session.is_closed() {
-                    on_user_leave(rpc.clone(), incarnation, session).await;
+                    self.leaves
+                        .spawn(on_user_leave(rpc.clone(), incarnation, session, 0));
                 }
-                Ok(json!({ "users": users }))
+                Ok(entered(users, recover.as_ref(), recovery))
             }
             Ok(AddOutcome::Taken) => {
                 // Logged in elsewhere in the cluster.
@@ -112,7 +174,10 @@ impl Enter {
             Err(e) => {
                 // The add may have happened and only its answer been lost (a timeout): take
                 // it back, or the member would outlive the session.
-                on_user_leave(rpc.clone(), incarnation, session.clone()).await;
+                // Apart: it may be retried for a while, and the client is answered now (a
+                // later bind of this session has another entry, which it never removes).
+                self.leaves
+                    .spawn(on_user_leave(rpc.clone(), incarnation, session.clone(), 0));
                 sessions.unbind(&session);
                 Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
             }
@@ -129,17 +194,118 @@ fn room_member(session: &Session, uid: String, incarnation: u64) -> RoomMember {
     }
 }
 
-/// Pomelo's `onUserLeave`: a closed session leaves its room.
-pub async fn on_user_leave(rpc: RpcClient, incarnation: u64, session: Session) {
-    let Some(uid) = session.uid() else { return };
-    let Some(rid) = session.get("rid").and_then(|v| v.as_str().map(str::to_owned)) else {
-        return;
-    };
-    let kick = Kick {
-        rid,
-        member: room_member(&session, uid.clone(), incarnation),
-    };
-    if let Err(e) = rpc.call(kick).await {
-        tracing::warn!(%uid, error = %e, "chatRemote.kick failed");
+/// Pomelo's `onUserLeave`: a closed session leaves its room, or with `resume_ms` > 0 keeps
+/// its place that long for the user to come back (see `ResumeOptions`). The member is read
+/// from the session now; the returned future sends it.
+pub fn on_user_leave(
+    rpc: RpcClient,
+    incarnation: u64,
+    session: Session,
+    resume_ms: u64,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let kick = session.uid().and_then(|uid| {
+        let rid = session.get("rid")?.as_str()?.to_owned();
+        Some(Kick {
+            rid,
+            member: room_member(&session, uid, incarnation),
+            resume_ms,
+        })
+    });
+    async move {
+        if let Some(kick) = kick {
+            send_leave(rpc, kick).await;
+        }
+    }
+}
+
+/// Retried until a chat server takes it (NATS or the room's server may be down for a while):
+/// a leave that is never heard is a ghost that everyone else still sees. Kicks are exact
+/// (this session's bind only), so a repeat never removes anyone else.
+async fn send_leave(rpc: RpcClient, kick: Kick) {
+    let uid = kick.member.uid.clone();
+    let mut wait = Duration::from_millis(250);
+    let deadline = tokio::time::Instant::now() + LEAVE_RETRY_FOR;
+    loop {
+        match rpc.call(kick.clone()).await {
+            Ok(_) => return,
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(%uid, error = %e, "chatRemote.kick failed, retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => {
+                tracing::warn!(%uid, error = %e, "chatRemote.kick failed; the membership rounds will repair it");
+                return;
+            }
+        }
+    }
+}
+
+/// How long a failed leave is retried.
+const LEAVE_RETRY_FOR: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shaddock_remote::chat_remote::RecoveredMessage;
+
+    #[test]
+    fn recover_is_asked_with_true_and_a_position_needs_both_parts() {
+        assert_eq!(recover_request(&json!({"username": "a"})), None);
+        assert_eq!(recover_request(&json!({"recover": "yes"})), None);
+        assert_eq!(
+            recover_request(&json!({"recover": true, "epoch": "e"})),
+            Some(Recover { since: None })
+        );
+        assert_eq!(
+            recover_request(&json!({"recover": true, "epoch": "e", "offset": 4})),
+            Some(Recover {
+                since: Some(RoomPosition {
+                    epoch: "e".into(),
+                    offset: 4
+                })
+            })
+        );
+    }
+
+    #[test]
+    fn the_answer_is_pomelos_unless_recover_was_asked() {
+        let users = || vec!["a".to_owned()];
+        let recovery = || Recovery {
+            position: RoomPosition {
+                epoch: "e".into(),
+                offset: 9,
+            },
+            recovered: true,
+            messages: vec![RecoveredMessage {
+                offset: 8,
+                route: "onChat".into(),
+                body: br#"{"msg":"hi"}"#.to_vec(),
+            }],
+        };
+        assert_eq!(
+            entered(users(), None, Some(recovery())).to_string(),
+            r#"{"users":["a"]}"#
+        );
+        let fresh = Recover { since: None };
+        assert_eq!(
+            entered(users(), Some(&fresh), Some(recovery())).to_string(),
+            r#"{"epoch":"e","offset":9,"users":["a"]}"#
+        );
+        let back = Recover {
+            since: Some(RoomPosition {
+                epoch: "e".into(),
+                offset: 7,
+            }),
+        };
+        assert_eq!(
+            entered(users(), Some(&back), Some(recovery())),
+            json!({"users": ["a"], "epoch": "e", "offset": 9, "recovered": true,
+                   "messages": [{"route": "onChat", "offset": 8, "body": {"msg": "hi"}}]})
+        );
+        assert_eq!(
+            entered(users(), Some(&back), None),
+            json!({"users": ["a"], "recovered": false, "messages": []})
+        );
     }
 }

@@ -23,7 +23,8 @@ pub fn query_entry(registry: &Registry, body: &Value) -> Value {
         _ => return json!({"code": 500}),
     };
     let list = registry.list();
-    match list.pick("connector", &uid) {
+    // A draining connector takes no new client: it is handing its sessions back.
+    match list.pick_serving("connector", &uid) {
         Some(c) => match c.client_port {
             Some(port) => json!({"code": 200, "host": c.host, "port": port}),
             None => json!({"code": 500}),

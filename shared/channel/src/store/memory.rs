@@ -48,7 +48,10 @@ impl Store for MemoryStore {
     async fn add(&self, name: &str, member: &Member) -> Result<Added, ChannelError> {
         let mut inner = self.inner.lock();
         let members = inner.channels.entry(name.to_owned()).or_default();
+        let held_prefix = format!("{}#", super::HELD_SID);
         let outcome = match members.get(&member.uid) {
+            Some(v) if v.starts_with(&held_prefix) && !member.is_held() => Added::Resumed,
+            Some(v) if v.starts_with(&held_prefix) => Added::Replaced,
             Some(v) if !v.starts_with(&member.sid_prefix()) => return Ok(Added::Taken),
             Some(_) => Added::Replaced,
             None => Added::New,

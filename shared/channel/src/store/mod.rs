@@ -58,11 +58,32 @@ impl Member {
         format!("{}#{}#{}", self.sid, self.incarnation, self.session)
     }
 
+    /// A held place for `uid` until `until_ms` (see [`HELD_SID`]).
+    pub fn held(uid: impl Into<String>, until_ms: u64) -> Self {
+        Self {
+            uid: uid.into(),
+            sid: HELD_SID.to_owned(),
+            incarnation: 0,
+            session: until_ms,
+        }
+    }
+
+    /// True for a held place (see [`HELD_SID`]).
+    pub fn is_held(&self) -> bool {
+        self.sid == HELD_SID
+    }
+
     /// What every stored value of this member's frontend starts with.
     fn sid_prefix(&self) -> String {
         format!("{}#", self.sid)
     }
 }
+
+/// The frontend of a held place: a member whose session closed to come back (its connector
+/// drained) keeps its place under this sid until its `session` field, a deadline in ms since
+/// the Unix epoch. Nothing is pushed to it; entering again takes the place back
+/// ([`Added::Resumed`]). Server ids never start with `~`.
+pub const HELD_SID: &str = "~held";
 
 /// What `add` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +93,8 @@ pub enum Added {
     /// The uid was there through the same frontend, from a session that is gone (the frontend
     /// checked it holds no live one) or an earlier incarnation: replaced.
     Replaced,
+    /// The uid's place was held ([`HELD_SID`]): taken back, from any frontend.
+    Resumed,
     /// Another frontend holds the uid: refused.
     Taken,
 }
@@ -82,7 +105,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn create(&self, name: &str) -> impl Future<Output = Result<(), ChannelError>> + Send;
     fn exists(&self, name: &str) -> impl Future<Output = Result<bool, ChannelError>> + Send;
     /// Adds `member`: refused when another frontend holds the uid, replaced when the same
-    /// frontend left it (it holds no live session for it any more, else it would not ask).
+    /// frontend left it (it holds no live session for it any more, else it would not ask),
+    /// resumed when its place was held.
     fn add(&self, name: &str, member: &Member) -> impl Future<Output = Result<Added, ChannelError>> + Send;
     /// Removes `member` when it is stored exactly so (same frontend, incarnation and
     /// session): a late leave never removes a newer session. True if removed. Nothing is left

@@ -13,18 +13,20 @@ use super::keys::Keys;
 use super::{Added, Member, Store};
 use crate::ChannelError;
 
-/// Adds a member unless another frontend holds the uid; records the channel, the frontend's
-/// channel and the frontend. Answers 1 (new), 2 (replaced) or 0 (taken).
+/// Adds a member unless another frontend holds the uid (a held place is anyone's to take
+/// back); records the channel, the frontend's channel and the frontend. Answers 1 (new),
+/// 2 (replaced), 3 (resumed) or 0 (taken).
 /// KEYS: channel hash, channels, sid's channels, sids. ARGV: uid, value, "sid#", name, sid.
 static ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
-         if v and string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return 0 end \
+         local held = v and string.sub(v, 1, 6) == '~held#' \
+         if v and not held and string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return 0 end \
          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
          redis.call('SADD', KEYS[2], ARGV[4]) \
          redis.call('SADD', KEYS[3], ARGV[4]) \
          redis.call('SADD', KEYS[4], ARGV[5]) \
-         if v then return 2 else return 1 end",
+         if held and ARGV[3] ~= '~held#' then return 3 elseif v then return 2 else return 1 end",
     )
 });
 
@@ -148,6 +150,7 @@ impl Store for RedisStore {
         Ok(match self.check(outcome)? {
             1 => Added::New,
             2 => Added::Replaced,
+            3 => Added::Resumed,
             _ => Added::Taken,
         })
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -17,6 +18,9 @@ use crate::App;
 use crate::forward::Forwarder;
 use crate::handler::HandlerError;
 use crate::service::session_service::{Session, SessionService};
+
+/// The kick reason of a drain: Pomelo clients that see it reconnect (through the gate).
+pub const DRAIN_REASON: &str = "reconnect";
 
 /// A frontend being assembled.
 #[derive(Debug)]
@@ -66,6 +70,11 @@ impl FrontendBuilder {
     }
 
     /// The sessions this frontend will hold.
+    /// Where `on_close` should spawn what it starts (a leave): a drain waits for it.
+    pub fn leaves(&self) -> tokio_util::task::TaskTracker {
+        self.fe.leaves.clone()
+    }
+
     pub fn sessions(&self) -> &SessionService {
         &self.fe.sessions
     }
@@ -150,8 +159,16 @@ impl FrontendBuilder {
         app.serve_admin(&registry, Some(fe.sessions.clone()), Vec::new(), admin)
             .await?;
         fe.clone().serve(listener);
-        let draining = fe.clone();
-        app.on_stop(move || async move { draining.drain("server shutting down").await });
+        // On SIGTERM: tell the registry first (the gate sends no new client here), give the
+        // others a moment to hear it, then hand the sessions back in paced batches with
+        // `{"reason":"reconnect"}`: Pomelo clients that follow it reconnect through the gate.
+        let (draining, registry) = (fe.clone(), registry.clone());
+        let heard = Duration::from_millis(app.config.registry.heartbeat_ms.min(500));
+        app.on_stop(move || async move {
+            registry.set_draining();
+            tokio::time::sleep(heard).await;
+            draining.drain(DRAIN_REASON).await
+        });
         app.announce_ready(Some(port));
         Ok(fe)
     }

@@ -54,6 +54,24 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
     }
 }
 
+/// A JSON object body with `"offset":N` added last, for sessions that entered with
+/// `recover`; `None` for a body that is not an object (it is sent as it is).
+fn with_offset(body: &[u8], offset: u64) -> Option<Vec<u8>> {
+    let end = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'{' || body[end] != b'}' || start >= end {
+        return None;
+    }
+    let inner = &body[start + 1..end];
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.extend_from_slice(&body[..end]);
+    if inner.iter().any(|b| !b.is_ascii_whitespace()) {
+        out.push(b',');
+    }
+    out.extend_from_slice(format!("\"offset\":{offset}}}").as_bytes());
+    Some(out)
+}
+
 fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
     let fail = |e: &dyn std::fmt::Display| Reply::Err {
         code: 500,
@@ -67,7 +85,11 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
                 Ok(p) => p,
                 Err(e) => return Some(fail(&e)),
             };
-            let fails = fe.sessions.send_to_uids(&push.uids, &pkg);
+            let recovering = || {
+                let body = with_offset(push.body, push.offset?)?;
+                message::push_package(push.route, fe.dict.as_deref(), &body).ok()
+            };
+            let fails = fe.sessions.push_to_uids(&push.uids, &pkg, recovering);
             let m = &fe.metrics;
             m.pushes.inc();
             m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);
@@ -111,5 +133,25 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             code: 500,
             message: format!("{} does not serve {route}", fe.server_type),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_offset;
+
+    #[test]
+    fn the_offset_goes_last_inside_an_object_body() {
+        let got = |b: &[u8]| with_offset(b, 7).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            got(b"{\"msg\":\"hi\",\"from\":\"a\"}").as_deref(),
+            Some("{\"msg\":\"hi\",\"from\":\"a\",\"offset\":7}")
+        );
+        assert_eq!(got(b"{}").as_deref(), Some("{\"offset\":7}"));
+        assert_eq!(got(b" { } \n").as_deref(), Some(" { \"offset\":7}"));
+        assert_eq!(got(b"[1]"), None);
+        assert_eq!(got(b"\"x\""), None);
+        assert_eq!(got(b""), None);
+        assert_eq!(got(b"}"), None);
     }
 }

@@ -98,7 +98,7 @@ pub(crate) async fn run(
     fe.sockets
         .spawn(write_loop(sink, rx, closing.clone()).instrument(span.clone()));
     if fe.is_draining() {
-        session.kick("server shutting down");
+        session.kick(super::builder::DRAIN_REASON);
     }
     let metrics = fe.metrics.clone();
     metrics.connections.inc();
@@ -455,6 +455,8 @@ fn finish(
     if let Some(id) = request_id {
         respond(session, id, &body);
     }
+    // Pushes a handler held (a recovering enter) follow its answer.
+    session.release_pushes();
     record(fe, route, code, started);
 }
 

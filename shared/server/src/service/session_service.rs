@@ -60,15 +60,26 @@ struct SessionInner {
     tx: mpsc::Sender<Bytes>,
     closing: CancellationToken,
     working: AtomicBool,
+    /// Entered with `recover`: its pushes carry their room offset.
+    recover: AtomicBool,
+    /// Pushes are held (see [`Session::hold_pushes`]).
+    holding: AtomicBool,
+    held: Mutex<Option<Vec<Bytes>>>,
     state: Mutex<SessionState>,
     service: Weak<ServiceInner>,
 }
+
+/// Pushes held for one session at most while a request runs; past it the client is closed
+/// as too slow, as when its queue is full.
+const HELD_MAX: usize = 4096;
 
 #[derive(Debug, Default)]
 struct SessionState {
     uid: Option<String>,
     /// The number of its bind (0 while unbound).
     entry: u64,
+    /// Why it was kicked, if it was.
+    kick_reason: Option<String>,
     settings: Map<String, Value>,
 }
 
@@ -97,6 +108,9 @@ impl SessionService {
                 tx,
                 closing,
                 working: AtomicBool::new(false),
+                recover: AtomicBool::new(false),
+                holding: AtomicBool::new(false),
+                held: Mutex::new(None),
                 state: Mutex::new(SessionState::default()),
                 service: Arc::downgrade(&self.inner),
             }),
@@ -152,16 +166,36 @@ impl SessionService {
         self.send_to_uids(&[uid], pkg).is_empty()
     }
 
-    /// Queues `pkg` on every session of each uid, under one lock; returns the uids with no
-    /// session here (Pomelo's failIds).
+    /// Queues the push `pkg` on every session of each uid, under one lock; returns the uids
+    /// with no session here (Pomelo's failIds).
     pub fn send_to_uids<'a>(&self, uids: &[&'a str], pkg: &Bytes) -> Vec<&'a str> {
+        self.push_to_uids(uids, pkg, || None)
+    }
+
+    /// As [`SessionService::send_to_uids`], but sessions that entered with `recover` get the
+    /// package `recovering` makes (the body with its offset), made once at most.
+    pub fn push_to_uids<'a>(
+        &self,
+        uids: &[&'a str],
+        pkg: &Bytes,
+        recovering: impl FnOnce() -> Option<Bytes>,
+    ) -> Vec<&'a str> {
+        let mut recovering = Some(recovering);
+        let mut with_offset: Option<Bytes> = None;
         let by_uid = self.inner.by_uid.read();
         let mut fails = Vec::new();
         for &uid in uids {
             match by_uid.get(uid) {
                 Some(list) if !list.is_empty() => {
                     for s in list {
-                        s.send(pkg.clone());
+                        if s.inner.recover.load(Ordering::Relaxed) {
+                            if let Some(make) = recovering.take() {
+                                with_offset = make();
+                            }
+                            s.push(with_offset.as_ref().unwrap_or(pkg).clone());
+                        } else {
+                            s.push(pkg.clone());
+                        }
                     }
                 }
                 _ => fails.push(uid),
@@ -170,12 +204,12 @@ impl SessionService {
         fails
     }
 
-    /// Queues `pkg` on every working session; returns how many.
+    /// Queues the push `pkg` on every working session; returns how many.
     pub fn send_to_all(&self, pkg: &Bytes) -> usize {
         let sessions = self.inner.sessions.read();
         let mut n = 0;
         for s in sessions.values().filter(|s| s.is_working()) {
-            s.send(pkg.clone());
+            s.push(pkg.clone());
             n += 1;
         }
         n
@@ -192,11 +226,16 @@ impl SessionService {
 
     /// Kicks everybody (graceful shutdown).
     pub fn kick_all(&self, reason: &str) -> usize {
-        let all: Vec<Session> = self.inner.sessions.read().values().cloned().collect();
+        let all = self.all();
         for s in &all {
             s.kick(reason);
         }
         all.len()
+    }
+
+    /// Every session.
+    pub fn all(&self) -> Vec<Session> {
+        self.inner.sessions.read().values().cloned().collect()
     }
 
     /// Every session bound to a uid.
@@ -339,16 +378,75 @@ impl Session {
         }
     }
 
+    /// Queues a push: held while a request that asked for it runs (see
+    /// [`Session::hold_pushes`]), else at once.
+    pub fn push(&self, pkg: Bytes) -> bool {
+        if self.inner.holding.load(Ordering::Acquire) {
+            let mut held = self.inner.held.lock();
+            if let Some(list) = held.as_mut() {
+                if list.len() >= HELD_MAX {
+                    drop(held);
+                    tracing::warn!(
+                        session.id = self.inner.id,
+                        "too many pushes held, closing slow client"
+                    );
+                    self.inner.closing.cancel();
+                    return false;
+                }
+                list.push(pkg);
+                return true;
+            }
+        }
+        self.send(pkg)
+    }
+
+    /// Holds this session's pushes until [`Session::release_pushes`]: a recovering enter's
+    /// answer (with its offset) must reach the client before the pushes that follow it.
+    pub fn hold_pushes(&self) {
+        let mut held = self.inner.held.lock();
+        held.get_or_insert_with(Vec::new);
+        self.inner.holding.store(true, Ordering::Release);
+    }
+
+    /// Queues the held pushes, in order, and stops holding. Called once a request's answer is
+    /// queued; nothing when nothing is held.
+    pub fn release_pushes(&self) {
+        if !self.inner.holding.load(Ordering::Acquire) {
+            return;
+        }
+        // Sent under the lock: a push arriving meanwhile waits, and so keeps its place.
+        let mut held = self.inner.held.lock();
+        for pkg in held.take().unwrap_or_default() {
+            self.send(pkg);
+        }
+        self.inner.holding.store(false, Ordering::Release);
+    }
+
+    /// Whether this session's pushes carry their room offset (it entered with `recover`).
+    pub fn set_recover(&self, on: bool) {
+        self.inner.recover.store(on, Ordering::Relaxed);
+    }
+
+    pub fn recovers(&self) -> bool {
+        self.inner.recover.load(Ordering::Relaxed)
+    }
+
     /// Sends a KICK package with `reason`, then closes the socket.
     pub fn kick(&self, reason: &str) {
         if self.is_closed() {
             return;
         }
+        self.inner.state.lock().kick_reason = Some(reason.to_owned());
         let _ = self.inner.tx.try_send(shaddock_protocol::package::kick(reason));
         if let Some(service) = self.inner.service.upgrade() {
             service.metrics.kick(reason);
         }
         self.inner.closing.cancel();
+    }
+
+    /// Why this session was kicked (`None` if it was not).
+    pub fn kick_reason(&self) -> Option<String> {
+        self.inner.state.lock().kick_reason.clone()
     }
 
     /// Closes the socket without a KICK.
@@ -401,6 +499,34 @@ mod tests {
         assert!(fine.send(Bytes::from_static(b"1")));
         assert!(!fine.is_closed());
         assert_eq!(svc.slow_kicks(), 1);
+    }
+
+    #[test]
+    fn held_pushes_follow_the_answer_in_order_and_recovering_sessions_get_their_own_package() {
+        let svc = SessionService::new("connector-1", Default::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let s = svc.create(tx, CancellationToken::new());
+        s.bind("a*r").unwrap();
+        let (tx2, mut rx2) = mpsc::channel(8);
+        let plain = svc.create(tx2, CancellationToken::new());
+        plain.bind("b*r").unwrap();
+        s.set_recover(true);
+        s.hold_pushes();
+        let mut made = 0;
+        let fails = svc.push_to_uids(&["a*r", "b*r", "c*r"], &Bytes::from_static(b"p1"), || {
+            made += 1;
+            Some(Bytes::from_static(b"p1+offset"))
+        });
+        assert_eq!(fails, vec!["c*r"]);
+        assert_eq!(made, 1);
+        assert_eq!(rx2.try_recv().unwrap(), Bytes::from_static(b"p1"));
+        assert!(rx.try_recv().is_err(), "held");
+        s.send(Bytes::from_static(b"answer"));
+        s.release_pushes();
+        s.push(Bytes::from_static(b"p2"));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"answer"));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p1+offset"));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p2"));
     }
 
     #[test]

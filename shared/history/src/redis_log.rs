@@ -1,0 +1,200 @@
+//! History in Redis: per room, a stream of entries whose ids are the offsets and a hash with
+//! the epoch and the top offset, both written by one script.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
+
+use crate::{Audience, Entry, HistoryError, Position, Retention, new_epoch, now_ms};
+
+/// Makes sure the room has an epoch: a missing hash means the history was lost (or never
+/// was), so the stream is dropped and a new epoch starts at offset 0.
+const ENSURE_META: &str = "local e = redis.call('HGET', KEYS[1], 'epoch') \
+     if not e then \
+       e = ARGV[1] \
+       redis.call('DEL', KEYS[2]) \
+       redis.call('HSET', KEYS[1], 'epoch', e, 'top', 0) \
+     end ";
+
+/// Hands out the next offset and keeps the entry (when size > 0).
+/// KEYS: meta, stream. ARGV: epoch if new, size, age ms, meta ttl ms, entry without offset.
+/// Answers {epoch, offset}.
+static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{ENSURE_META} \
+         local top = redis.call('HINCRBY', KEYS[1], 'top', 1) \
+         if tonumber(ARGV[2]) > 0 then \
+           redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], top .. '-0', 'm', ARGV[5]) \
+           redis.call('PEXPIRE', KEYS[2], ARGV[3]) \
+         end \
+         redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
+         return {{e, tostring(top)}}"
+    ))
+});
+
+/// The position, and the entries from offset ARGV[2] on ('' for none), as
+/// {epoch, top, offset1, entry1, offset2, entry2, ...}.
+/// KEYS: meta, stream. ARGV: epoch if new, first offset wanted, meta ttl ms.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{ENSURE_META} \
+         redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
+         local out = {{e, redis.call('HGET', KEYS[1], 'top')}} \
+         if ARGV[2] ~= '' then \
+           for _, x in ipairs(redis.call('XRANGE', KEYS[2], ARGV[2] .. '-0', '+')) do \
+             table.insert(out, x[1]) \
+             table.insert(out, x[2][2]) \
+           end \
+         end \
+         return out"
+    ))
+});
+
+/// An entry as stored: its offset is the stream id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    route: String,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+    audience: Audience,
+    at_ms: u64,
+}
+
+/// Rooms' histories in one Redis, under a namespace.
+#[derive(Clone)]
+pub struct RedisHistory {
+    conn: ConnectionManager,
+    namespace: Arc<str>,
+    retention: Retention,
+    errors: Counter,
+}
+
+impl std::fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("namespace", &self.namespace)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl RedisHistory {
+    /// Connects; the connection reconnects by itself and commands time out.
+    pub async fn connect(url: &str, namespace: &str, retention: Retention) -> Result<Self, HistoryError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client.get_connection_manager_with_config(config).await?;
+        Ok(Self {
+            conn,
+            namespace: Arc::from(namespace),
+            retention,
+            errors: Counter::default(),
+        })
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    pub fn errors(&self) -> &Counter {
+        &self.errors
+    }
+
+    /// The stream of `room` (the room is the hash tag: see the crate doc).
+    pub fn stream_key(&self, room: &str) -> String {
+        format!("{}:history:{{{room}}}", self.namespace)
+    }
+
+    pub fn meta_key(&self, room: &str) -> String {
+        format!("{}:history-meta:{{{room}}}", self.namespace)
+    }
+
+    fn check<T>(&self, result: RedisResult<T>) -> Result<T, HistoryError> {
+        result.map_err(|e| {
+            self.errors.inc();
+            HistoryError::Redis(e)
+        })
+    }
+
+    pub(crate) async fn append(
+        &self,
+        room: &str,
+        route: &str,
+        body: &[u8],
+        audience: Audience,
+    ) -> Result<Position, HistoryError> {
+        let stored = rmp_serde::to_vec(&Stored {
+            route: route.to_owned(),
+            body: body.to_vec(),
+            audience,
+            at_ms: now_ms(),
+        })?;
+        let r = self.retention;
+        let answer: RedisResult<(String, String)> = APPEND
+            .key(self.meta_key(room))
+            .key(self.stream_key(room))
+            .arg(new_epoch())
+            .arg(r.size)
+            .arg(r.age.as_millis() as u64)
+            .arg(r.meta_ttl.as_millis() as u64)
+            .arg(stored)
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        let (epoch, top) = self.check(answer)?;
+        let offset = top
+            .parse()
+            .map_err(|_| HistoryError::Unexpected(format!("offset {top}")))?;
+        Ok(Position { epoch, offset })
+    }
+
+    pub(crate) async fn read(
+        &self,
+        room: &str,
+        after: Option<u64>,
+    ) -> Result<(Position, Vec<Entry>), HistoryError> {
+        let from = after.map(|a| (a + 1).to_string()).unwrap_or_default();
+        let answer: RedisResult<Vec<Vec<u8>>> = READ
+            .key(self.meta_key(room))
+            .key(self.stream_key(room))
+            .arg(new_epoch())
+            .arg(from)
+            .arg(self.retention.meta_ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        let parts = self.check(answer)?;
+        let bad = |what: &str| HistoryError::Unexpected(what.to_owned());
+        let mut it = parts.into_iter();
+        let epoch = String::from_utf8(it.next().ok_or_else(|| bad("no epoch"))?).map_err(|_| bad("epoch"))?;
+        let top = it.next().ok_or_else(|| bad("no top"))?;
+        let offset = parse_u64(&top).ok_or_else(|| bad("top"))?;
+        let mut kept = Vec::new();
+        while let (Some(id), Some(bytes)) = (it.next(), it.next()) {
+            // A stream id is `<offset>-0`.
+            let offset = id
+                .split(|b| *b == b'-')
+                .next()
+                .and_then(parse_u64)
+                .ok_or_else(|| bad("stream id"))?;
+            let s: Stored = rmp_serde::from_slice(&bytes)?;
+            kept.push(Entry {
+                offset,
+                route: s.route,
+                body: s.body,
+                audience: s.audience,
+                at_ms: s.at_ms,
+            });
+        }
+        Ok((Position { epoch, offset }, kept))
+    }
+}
+
+fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}

@@ -1,0 +1,170 @@
+//! One suite, two histories: every behaviour holds the same in memory and in the real Redis on
+//! 127.0.0.1:6379 (a random namespace per test; keys expire within a minute).
+
+use std::time::Duration;
+
+use shaddock_history::{Audience, History, Position, Retention};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn retention(size: usize) -> Retention {
+    Retention {
+        size,
+        age: Duration::from_secs(60),
+        meta_ttl: Duration::from_secs(60),
+    }
+}
+
+fn namespace(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-history-{tag}-{}-{nanos}", std::process::id())
+}
+
+macro_rules! conformance {
+    ($($behaviour:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    super::$behaviour(&|size| Box::pin(async move {
+                        shaddock_history::History::memory(super::retention(size))
+                    })).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let ns = super::namespace(stringify!($behaviour));
+                    super::$behaviour(&move |size| {
+                        let ns = ns.clone();
+                        Box::pin(async move {
+                            shaddock_history::History::redis(super::REDIS, &ns, super::retention(size))
+                                .await
+                                .unwrap()
+                        })
+                    }).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Makes a history keeping `size` messages per room (one namespace per test: two made by
+/// one test share their rooms, like two chat servers).
+type Make = dyn Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = History>>>;
+
+conformance!(
+    offsets_count_from_one_per_room_in_one_epoch,
+    a_client_gets_exactly_what_it_missed,
+    a_trimmed_history_fails_whole,
+    two_servers_share_one_count,
+    a_room_never_written_has_an_epoch_that_stays,
+);
+
+async fn append(h: &History, room: &str, n: u64) -> Position {
+    h.append(room, "onChat", format!("{{\"n\":{n}}}").as_bytes(), Audience::All)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn offsets_count_from_one_per_room_in_one_epoch(make: &Make) {
+    let h = make(10).await;
+    let a1 = append(&h, "a", 1).await;
+    let a2 = append(&h, "a", 2).await;
+    let b1 = append(&h, "b", 1).await;
+    assert_eq!((a1.offset, a2.offset, b1.offset), (1, 2, 1));
+    assert_eq!(a1.epoch, a2.epoch);
+    let r = h.recover("a", "u", None).await.unwrap().unwrap();
+    assert_eq!(r.position, a2);
+    assert!(!r.recovered, "no position given: nothing to recover");
+}
+
+async fn a_client_gets_exactly_what_it_missed(make: &Make) {
+    let h = make(10).await;
+    let seen = append(&h, "r", 1).await;
+    append(&h, "r", 2).await;
+    h.append(
+        "r",
+        "onChat",
+        b"{\"private\":1}",
+        Audience::Only(vec!["other".into()]),
+    )
+    .await
+    .unwrap();
+    h.append("r", "onAdd", b"{\"user\":\"u\"}", Audience::Except("u".into()))
+        .await
+        .unwrap();
+    let last = append(&h, "r", 5).await;
+    let r = h.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
+    assert!(r.recovered);
+    assert_eq!(r.position, last);
+    let got: Vec<(u64, String)> = r
+        .messages
+        .iter()
+        .map(|m| (m.offset, String::from_utf8(m.body.clone()).unwrap()))
+        .collect();
+    assert_eq!(got, vec![(2, "{\"n\":2}".into()), (5, "{\"n\":5}".into())]);
+    let up_to_date = h.recover("r", "u", Some(&last)).await.unwrap().unwrap();
+    assert!(up_to_date.recovered && up_to_date.messages.is_empty());
+}
+
+async fn a_trimmed_history_fails_whole(make: &Make) {
+    let h = make(3).await;
+    let seen = append(&h, "r", 1).await;
+    for n in 2..=5 {
+        append(&h, "r", n).await;
+    }
+    let r = h.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
+    assert!(!r.recovered);
+    assert!(r.messages.is_empty());
+    assert_eq!(r.position.offset, 5);
+    let recent = Position {
+        epoch: seen.epoch.clone(),
+        offset: 2,
+    };
+    let r = h.recover("r", "u", Some(&recent)).await.unwrap().unwrap();
+    assert!(r.recovered, "3, 4 and 5 are kept");
+    assert_eq!(r.messages.len(), 3);
+    let stranger = Position {
+        epoch: "another".into(),
+        offset: 4,
+    };
+    assert!(
+        !h.recover("r", "u", Some(&stranger))
+            .await
+            .unwrap()
+            .unwrap()
+            .recovered
+    );
+}
+
+async fn two_servers_share_one_count(make: &Make) {
+    let (one, two) = (make(10).await, make(10).await);
+    if matches!(one, History::Memory(_)) {
+        return; // memory is one process's: nothing is shared
+    }
+    let a = append(&one, "r", 1).await;
+    let b = append(&two, "r", 2).await;
+    assert_eq!((a.offset, b.offset), (1, 2));
+    assert_eq!(a.epoch, b.epoch);
+}
+
+async fn a_room_never_written_has_an_epoch_that_stays(make: &Make) {
+    let h = make(10).await;
+    let before = h.recover("quiet", "u", None).await.unwrap().unwrap().position;
+    assert_eq!(before.offset, 0);
+    let first = append(&h, "quiet", 1).await;
+    assert_eq!(
+        first.epoch, before.epoch,
+        "entering first must not cost a recovery"
+    );
+    let r = h.recover("quiet", "u", Some(&before)).await.unwrap().unwrap();
+    assert!(r.recovered);
+    assert_eq!(r.messages.len(), 1);
+}
