@@ -139,6 +139,24 @@ for scenario, title in (("a", "(a) one room of 1000 users, rising message rates"
               f"{fmt(r['lost'])} | {fmt(f['p50_ms'])} | {fmt(f['p90_ms'])} | {fmt(f['p99_ms'])} | {fmt(f['p999_ms'])} | {fmt(f['max_ms'])} | {fmt(cpu)} |")
     w("")
 
+hoff = sorted(by[("shaddock", "hoff")], key=lambda r: r["rate_per_room"])
+if hoff:
+    w("## (h) what room history costs: (b) with history on and off\n")
+    w("History on (the default) gives every room message an offset and appends it to Redis in one "
+      "script call before it is pushed (docs/recovery.md). Server CPU is every Shaddock process plus "
+      "NATS and Redis, in µs per chat request.\n")
+    w("| msgs/s per room | CPU µs/request on | off | on ÷ off | p99 ms on | off |")
+    w("|---|---|---|---|---|---|")
+    def per_request(r):
+        cpu = sum(p["cpu_seconds"] for p in r.get("processes", []))
+        return cpu * 1e6 / r["sent"] if r.get("sent") else None
+    for off in hoff:
+        on = next((r for r in by[("shaddock", "b")] if r["rate_per_room"] == off["rate_per_room"]), None)
+        con, coff = (per_request(on) if on else None), per_request(off)
+        w(f"| {fmt(off['rate_per_room'])} | {fmt(con)} | {fmt(coff)} | {ratio(coff, con, False) if con and coff else '–'} | "
+          f"{fmt(on['fanout_latency']['p99_ms']) if on else '–'} | {fmt(off['fanout_latency']['p99_ms'])} |")
+    w("")
+
 w("## (c) idle connections, held with heartbeats\n")
 w("| system | target | held | server RSS before → after (MiB) | KiB per connection |")
 w("|---|---|---|---|---|")

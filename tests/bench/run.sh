@@ -81,10 +81,11 @@ PY
 
 A_RATES=20,50,100,200,400,700,1000,1500,2000,3000
 B_RATES=5,20,50,100,200,300,400,700
+H_RATES=20,100,300
 SHADDOCK_IDLE=${SHADDOCK_IDLE:-100000}
 POMELO_IDLE=${POMELO_IDLE:-10000}
 DUR=5
-if [ "$QUICK" = 1 ]; then A_RATES=20,100,400; B_RATES=5,50,200; SHADDOCK_IDLE=6000; POMELO_IDLE=2000; DUR=3; fi
+if [ "$QUICK" = 1 ]; then A_RATES=20,100,400; B_RATES=5,50,200; H_RATES=50,200; SHADDOCK_IDLE=6000; POMELO_IDLE=2000; DUR=3; fi
 
 # ---- Shaddock ----
 PIDS=()
@@ -102,6 +103,17 @@ sleep 1
 SW=shaddock-connector,shaddock-chat,shaddock-gate,nats-server,redis-server
 lg shaddock a --gate 127.0.0.1:5014 --rooms 1 --users-per-room 1000 --rate $A_RATES --duration $DUR --stop-at-saturation --watch $SW --room-prefix a
 lg shaddock b --gate 127.0.0.1:5014 --rooms 100 --users-per-room 10 --rate $B_RATES --duration $DUR --stop-at-saturation --watch $SW --room-prefix b
+# (h) what room history costs: (b) at a few rates with history off, beside (b) above (on).
+say "restarting the chat servers with history off"
+kill "${PIDS[0]}" "${PIDS[1]}" 2>/dev/null; wait "${PIDS[0]}" "${PIDS[1]}" 2>/dev/null
+SHADDOCK_HISTORY__ENABLED=false start shaddock-chat chat-server-1
+SHADDOCK_HISTORY__ENABLED=false start shaddock-chat chat-server-2
+sleep 2
+lg shaddock hoff --gate 127.0.0.1:5014 --rooms 100 --users-per-room 10 --rate $H_RATES --duration $DUR --watch $SW --room-prefix hoff
+say "restarting the chat servers with history on"
+kill "${PIDS[-2]}" "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-2]}" "${PIDS[-1]}" 2>/dev/null
+start shaddock-chat chat-server-1; start shaddock-chat chat-server-2
+sleep 2
 lg shaddock d --gate 127.0.0.1:5014 --mode enter --rooms 300 --users-per-room 10 --concurrency 128 --watch $SW --room-prefix d --offset 500000
 say "adding 4 connectors for the idle scenario"
 for n in 3 4 5 6; do start shaddock-connector connector-server-$n; done

@@ -86,6 +86,10 @@ struct Args {
     /// Room name prefix (rooms are `<prefix><n>`).
     #[arg(long, default_value = "room")]
     room_prefix: String,
+    /// Enter with `recover: true`; a user whose connection drops reconnects through the gate
+    /// (backoff with full jitter) and recovers what it missed (docs/recovery.md). Needs --gate.
+    #[arg(long)]
+    recover: bool,
 }
 
 /// Counters shared by every user.
@@ -99,6 +103,10 @@ pub struct Stats {
     pub delivered: AtomicU64,
     pub disconnects: AtomicU64,
     pub kicks: AtomicU64,
+    /// With --recover: enters again after a drop, messages given back, recoveries that failed.
+    pub reconnects: AtomicU64,
+    pub recovered: AtomicU64,
+    pub recovery_failures: AtomicU64,
     enter_latency: Mutex<Histogram<u64>>,
     /// Fanout latency, sharded so that thousands of users rarely contend.
     fanout: Vec<Mutex<Histogram<u64>>>,
@@ -117,6 +125,9 @@ impl Stats {
             delivered: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             kicks: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            recovery_failures: AtomicU64::new(0),
             enter_latency: Mutex::new(new_histogram()),
             fanout: (0..SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
         }
@@ -169,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         args.gate.is_some() || !args.connectors.is_empty(),
         "give --gate or --connectors"
     );
+    anyhow::ensure!(!args.recover || args.gate.is_some(), "--recover needs --gate");
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let stats = Arc::new(Stats::new());
     let mut sampler = procstat::Sampler::new(procstat::find(&args.watch));
@@ -201,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             connector: (!connectors.is_empty()).then(|| connectors[i % connectors.len()]),
             source: args.sources[i % args.sources.len()],
             shard: i,
+            recover: args.recover,
         };
         let (tx, rx) = mpsc::channel(256);
         let (entered_tx, entered_rx) = oneshot::channel();
@@ -366,6 +379,9 @@ async fn main() -> anyhow::Result<()> {
             "fanout_latency": percentiles(&fanout),
             "disconnects": stats.disconnects.load(Ordering::Relaxed),
             "kicks": stats.kicks.load(Ordering::Relaxed),
+            "reconnects": stats.reconnects.load(Ordering::Relaxed),
+            "recovered": stats.recovered.load(Ordering::Relaxed),
+            "recovery_failures": stats.recovery_failures.load(Ordering::Relaxed),
             "processes": procs.iter().map(|(name, cpu, peak, now, start)| {
                 let before = cpu_before.iter().find(|b| &b.0 == name).map(|b| b.1).unwrap_or(0.0);
                 json!({"name": name, "cpu_seconds": cpu - before, "peak_rss_kib": peak, "rss_kib": now, "rss_start_kib": start})
@@ -399,6 +415,15 @@ async fn main() -> anyhow::Result<()> {
                 stats.disconnects.load(Ordering::Relaxed),
                 stats.kicks.load(Ordering::Relaxed)
             );
+            if args.recover {
+                println!(
+                    "{:<28} {} reconnects, {} messages recovered, {} recoveries failed",
+                    "recovery",
+                    stats.reconnects.load(Ordering::Relaxed),
+                    stats.recovered.load(Ordering::Relaxed),
+                    stats.recovery_failures.load(Ordering::Relaxed)
+                );
+            }
         } else {
             println!(
                 "{:<28} {held} ({kib_per_conn:.1} KiB of server RSS each)",

@@ -42,6 +42,27 @@ pub struct UserSpec {
     pub source: IpAddr,
     /// Which shard of the shared latency histograms this user records into.
     pub shard: usize,
+    /// Enter with `recover: true`, and reconnect and recover after a drop.
+    pub recover: bool,
+}
+
+/// Where a recovering user is in its room's history.
+#[derive(Debug, Default)]
+struct Position {
+    epoch: Option<String>,
+    offset: u64,
+}
+
+/// Reads the `"offset":N` a recovering session's push body ends with.
+fn offset_of(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"offset\":";
+    let at = body.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = body[at..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -159,49 +180,142 @@ fn sent_at(body: &[u8]) -> Option<u64> {
     any.then_some(n)
 }
 
-/// Runs one user until told to quit or the server closes it.
+/// Connects (through the gate when there is one), handshakes and enters; with `recover`, from
+/// `position`. Returns the socket, the handshake and the enter answer.
+async fn enter(
+    spec: &UserSpec,
+    stats: &Stats,
+    position: &Position,
+) -> anyhow::Result<(Ws, HandshakeResponse, Value)> {
+    let addr = match (&spec.gate, spec.connector) {
+        (Some(gate), _) => query_gate(gate, &spec.name, spec.source).await?,
+        (None, Some(c)) => c,
+        (None, None) => anyhow::bail!("no gate and no connector"),
+    };
+    let mut ws = connect(addr, spec.source).await?;
+    stats.connected.fetch_add(1, Ordering::Relaxed);
+    let hs = handshake(&mut ws).await?;
+    let mut body = json!({"username": spec.name, "rid": spec.room});
+    if spec.recover {
+        body["recover"] = json!(true);
+        if let Some(epoch) = &position.epoch {
+            body["epoch"] = json!(epoch);
+            body["offset"] = json!(position.offset);
+        }
+    }
+    ws.send(Message::Binary(request(
+        hs.dict.as_ref(),
+        1,
+        "connector.entryHandler.enter",
+        &body,
+    )?))
+    .await?;
+    let resp = response(&mut ws, 1).await?;
+    anyhow::ensure!(resp.get("users").is_some(), "enter: {resp}");
+    Ok((ws, hs, resp))
+}
+
+/// Full jitter: a uniform wait under 100 ms doubling per attempt, at most 5 s.
+fn backoff(attempt: u32, seed: &mut u64) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(6))
+        .min(Duration::from_secs(5));
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    ceiling.mul_f64((*seed >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// Runs one user until told to quit or the server closes it (with `recover`: until told to
+/// quit, reconnecting and recovering after every drop).
 pub async fn run(
     spec: UserSpec,
     stats: Arc<Stats>,
     mut commands: mpsc::Receiver<Command>,
     entered: tokio::sync::oneshot::Sender<bool>,
 ) {
-    let started = Instant::now();
-    let setup = async {
-        let addr = match (&spec.gate, spec.connector) {
-            (Some(gate), _) => query_gate(gate, &spec.name, spec.source).await?,
-            (None, Some(c)) => c,
-            (None, None) => anyhow::bail!("no gate and no connector"),
-        };
-        let mut ws = connect(addr, spec.source).await?;
-        stats.connected.fetch_add(1, Ordering::Relaxed);
-        let hs = handshake(&mut ws).await?;
-        let enter = request(
-            hs.dict.as_ref(),
-            1,
-            "connector.entryHandler.enter",
-            &json!({"username": spec.name, "rid": spec.room}),
-        )?;
-        ws.send(Message::Binary(enter)).await?;
-        let resp = response(&mut ws, 1).await?;
-        anyhow::ensure!(resp.get("users").is_some(), "enter: {resp}");
-        anyhow::Ok((ws, hs))
-    };
-    let (ws, hs) = match setup.await {
-        Ok(v) => v,
-        Err(e) => {
-            stats.enter_errors.fetch_add(1, Ordering::Relaxed);
-            if stats.enter_errors.load(Ordering::Relaxed) <= 3 {
-                eprintln!("loadgen: {} could not enter: {e:#}", spec.name);
+    let mut entered = Some(entered);
+    let mut position = Position::default();
+    let mut attempt = 0u32;
+    let mut seed = now_micros() | 1;
+    loop {
+        let started = Instant::now();
+        match enter(&spec, &stats, &position).await {
+            Ok((ws, hs, answer)) => {
+                attempt = 0;
+                if let Some(entered) = entered.take() {
+                    stats.entered.fetch_add(1, Ordering::Relaxed);
+                    stats.record_enter(started.elapsed());
+                    let _ = entered.send(true);
+                } else {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    recovered(&spec, &stats, &answer, &position);
+                }
+                if let Some(epoch) = answer["epoch"].as_str() {
+                    let top = answer["offset"].as_u64().unwrap_or(0);
+                    let kept = answer["recovered"] == json!(true) && position.epoch.as_deref() == Some(epoch);
+                    position.offset = if kept { position.offset.max(top) } else { top };
+                    position.epoch = Some(epoch.to_owned());
+                }
+                if chat(ws, hs, &spec, &stats, &mut commands, &mut position).await {
+                    return; // told to quit
+                }
+                stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                if !spec.recover {
+                    return;
+                }
             }
-            let _ = entered.send(false);
-            return;
+            Err(e) => {
+                if let Some(entered) = entered.take() {
+                    stats.enter_errors.fetch_add(1, Ordering::Relaxed);
+                    if stats.enter_errors.load(Ordering::Relaxed) <= 3 {
+                        eprintln!("loadgen: {} could not enter: {e:#}", spec.name);
+                    }
+                    let _ = entered.send(false);
+                    return;
+                }
+                attempt = attempt.saturating_add(1);
+            }
         }
-    };
-    stats.entered.fetch_add(1, Ordering::Relaxed);
-    stats.record_enter(started.elapsed());
-    let _ = entered.send(true);
+        // Reconnecting: wait, unless told to quit meanwhile.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(attempt, &mut seed)) => {}
+            cmd = commands.recv() => if matches!(cmd, Some(Command::Quit) | None) { return },
+        }
+    }
+}
 
+/// Counts what a recovering enter gave back (each `onChat` a delivery, late), or that it
+/// could not.
+fn recovered(spec: &UserSpec, stats: &Stats, answer: &Value, position: &Position) {
+    if answer["recovered"] != json!(true) {
+        stats.recovery_failures.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    for m in answer["messages"].as_array().into_iter().flatten() {
+        if m["offset"].as_u64().unwrap_or(0) <= position.offset || m["route"] != json!("onChat") {
+            continue;
+        }
+        stats.recovered.fetch_add(1, Ordering::Relaxed);
+        stats.delivered.fetch_add(1, Ordering::Relaxed);
+        let sent = m["body"]["msg"]
+            .as_str()
+            .and_then(|t| t.split('|').next()?.parse::<u64>().ok());
+        if let Some(t) = sent {
+            stats.record_fanout(spec.shard, now_micros().saturating_sub(t));
+        }
+    }
+}
+
+/// Chats on an entered socket until told to quit (true) or the connection ends (false).
+async fn chat(
+    ws: Ws,
+    hs: HandshakeResponse,
+    spec: &UserSpec,
+    stats: &Stats,
+    commands: &mut mpsc::Receiver<Command>,
+    position: &mut Position,
+) -> bool {
     let dict = hs.dict.clone();
     let heartbeat = hs.heartbeat_secs.map(|s| Duration::from_secs(u64::from(s)));
     let (mut sink, mut stream) = ws.split();
@@ -242,6 +356,12 @@ pub async fn run(
                             let Ok(m) = message::decode(pkg.body) else { continue };
                             match m.kind {
                                 MessageType::Push => {
+                                    if spec.recover && let Some(offset) = offset_of(m.body) {
+                                        if offset <= position.offset {
+                                            continue; // had it already (recovered)
+                                        }
+                                        position.offset = offset;
+                                    }
                                     let is_chat = match &m.route {
                                         Some(RouteRef::Name(n)) => n == "onChat",
                                         Some(RouteRef::Code(c)) => dict.as_ref().and_then(|d| d.route_of(*c)) == Some("onChat"),
@@ -270,15 +390,23 @@ pub async fn run(
             }
         }
     }
-    if !quit {
-        stats.disconnects.fetch_add(1, Ordering::Relaxed);
-    }
     let _ = sink.close().await;
+    quit
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sent_at;
+    use super::{offset_of, sent_at};
+
+    #[test]
+    fn the_offset_is_read_from_the_end_of_a_recovering_body() {
+        assert_eq!(
+            offset_of(br#"{"msg":"1|x","from":"a","target":"*","offset":42}"#),
+            Some(42)
+        );
+        assert_eq!(offset_of(br#"{"msg":"\"offset\":1","offset":7}"#), Some(7));
+        assert_eq!(offset_of(br#"{"msg":"1|x"}"#), None);
+    }
 
     #[test]
     fn the_send_time_is_read_from_the_message_text() {

@@ -42,6 +42,10 @@ pub enum Envelope {
         /// failed, and may send it again).
         #[serde(default)]
         deadline_ms: Option<u64>,
+        /// The same deadline on the sender's clock (ms since the Unix epoch): a request that
+        /// sat unread (its receiver was paused) is dropped too. See [`is_late`].
+        #[serde(default)]
+        expires_at_ms: Option<u64>,
     },
     /// A remote call, Pomelo's `app.rpc.<type>.<service>.<method>(args)`. `args` is the
     /// call in MessagePack, as the typed remotes of `shaddock-remote` write and read it.
@@ -54,6 +58,10 @@ pub enum Envelope {
         /// server by id, which is handled apart from any order.
         #[serde(default)]
         key: Option<String>,
+        /// When the caller stops waiting, on its clock (ms since the Unix epoch); a call still
+        /// unhandled then is dropped, not run (the caller was told it failed).
+        #[serde(default)]
+        expires_at_ms: Option<u64>,
     },
     /// A push for sessions on this frontend: one per sid group. `body` is already encoded
     /// (once, by the sender); the frontend frames it once for all `uids`.
@@ -76,6 +84,22 @@ pub enum Envelope {
     /// Answered once everything of `key` that reached the receiver before it has been handled:
     /// a room's new owner waits on it before serving the room.
     Barrier { key: String },
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// How far servers' clocks may disagree before a request is called late by the wrong one.
+pub const CLOCK_SKEW_MS: u64 = 200;
+
+/// True when a request that expired at `expires_at_ms` (sender's clock) is late now.
+pub fn is_late(expires_at_ms: Option<u64>) -> bool {
+    expires_at_ms.is_some_and(|at| now_ms() > at.saturating_add(CLOCK_SKEW_MS))
 }
 
 /// A push envelope encoded from borrowed parts: the same bytes as [`Envelope::Push`], without
@@ -230,6 +254,7 @@ mod tests {
             method: "add".into(),
             args: vec![0x80],
             key: None,
+            expires_at_ms: None,
         }
     }
 
@@ -248,6 +273,7 @@ mod tests {
             body: b"{}".to_vec(),
             key: Some("room1".into()),
             deadline_ms: Some(2000),
+            expires_at_ms: Some(1),
         };
         assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);
         assert_eq!(e.key(), Some("room1"));
@@ -293,6 +319,14 @@ mod tests {
         .unwrap();
         assert_eq!(decode_push(&b).unwrap(), None);
         assert!(decode_push(&[0xc1]).is_err());
+    }
+
+    #[test]
+    fn a_request_is_late_only_past_its_expiry_and_the_clock_skew() {
+        assert!(!is_late(None));
+        assert!(!is_late(Some(now_ms() + 1000)));
+        assert!(!is_late(Some(now_ms())));
+        assert!(is_late(Some(now_ms() - CLOCK_SKEW_MS - 1000)));
     }
 
     #[test]

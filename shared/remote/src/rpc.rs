@@ -86,7 +86,7 @@ impl RpcClient {
     }
 
     async fn publish<R: Remote>(&self, to: String, call: R) -> Result<(), BusError> {
-        let payload = envelope(&call, None)?.encode()?;
+        let payload = envelope(&call, None, None)?.encode()?;
         self.bus.publish(to, payload).await
     }
 
@@ -97,7 +97,7 @@ impl RpcClient {
         call: Q::Remote,
     ) -> Result<Q::Reply, BusError> {
         let result = async {
-            let payload = envelope(&call, key)?.encode()?;
+            let payload = envelope(&call, key, Some(self.timeout))?.encode()?;
             let answer = self
                 .bus
                 .request(subject::server(&self.namespace, server_id), payload, self.timeout)
@@ -117,11 +117,13 @@ impl RpcClient {
     }
 }
 
-fn envelope<R: Remote>(call: &R, key: Option<String>) -> Result<Envelope, BusError> {
+/// A call envelope; `wait`, how long the caller waits for the answer (none for a notify).
+fn envelope<R: Remote>(call: &R, key: Option<String>, wait: Option<Duration>) -> Result<Envelope, BusError> {
     Ok(Envelope::Rpc {
         service: R::SERVICE.to_owned(),
         method: call.method().to_owned(),
         args: encode_call(call)?,
         key,
+        expires_at_ms: wait.map(|w| shaddock_bus::envelope::now_ms() + w.as_millis() as u64),
     })
 }

@@ -125,8 +125,20 @@ impl Backend {
         env: Result<Envelope, shaddock_bus::BusError>,
         expires: Option<tokio::time::Instant>,
     ) {
-        let late = expires.is_some_and(|at| tokio::time::Instant::now() >= at);
+        let late = expires.is_some_and(|at| tokio::time::Instant::now() >= at)
+            || matches!(&env, Ok(Envelope::Forward { expires_at_ms, .. } | Envelope::Rpc { expires_at_ms, .. })
+                if shaddock_bus::envelope::is_late(*expires_at_ms));
         let reply = match env {
+            Ok(Envelope::Rpc { service, method, .. }) if late => {
+                // The caller gave up (this server was paused, or the key's queue was long): a
+                // late add would make a member whose session was already told it failed.
+                tracing::debug!(%service, %method, "a call's deadline passed before it ran: dropped");
+                self.metrics.queue_drops.inc();
+                Reply::Err {
+                    code: 500,
+                    message: "deadline passed".into(),
+                }
+            }
             Ok(Envelope::Forward { route, .. }) if late => {
                 // The client was already told it failed: running it now would make its retry a
                 // second copy.
@@ -195,12 +207,17 @@ mod tests {
     use serde_json::{Value, json};
 
     fn forward(body: &str, deadline_ms: u64) -> bytes::Bytes {
+        forward_expiring(body, deadline_ms, None)
+    }
+
+    fn forward_expiring(body: &str, deadline_ms: u64, expires_at_ms: Option<u64>) -> bytes::Bytes {
         Envelope::Forward {
             session: SessionExport::default(),
             route: "chat.chatHandler.send".into(),
             body: body.as_bytes().to_vec(),
             key: Some("room".into()),
             deadline_ms: Some(deadline_ms),
+            expires_at_ms,
         }
         .encode()
         .unwrap()
@@ -242,6 +259,10 @@ mod tests {
         let on_time = bus
             .send_request("t.srv.chat-1".into(), forward("{}", 5_000), timeout)
             .await;
+        // Read at once, but its sender's clock says it expired long ago (this server was
+        // paused while it waited unread).
+        let stale = forward_expiring("{}", 5_000, Some(shaddock_bus::envelope::now_ms() - 10_000));
+        let stale = bus.send_request("t.srv.chat-1".into(), stale, timeout).await;
         assert_eq!(
             Reply::decode(&slow.answer().await.unwrap()).unwrap(),
             Reply::Ok(b"{}".to_vec())
@@ -257,7 +278,11 @@ mod tests {
             Reply::decode(&on_time.answer().await.unwrap()).unwrap(),
             Reply::Ok(_)
         ));
-        assert_eq!(ran.load(Ordering::SeqCst), 2, "the late one never ran");
+        assert!(matches!(
+            Reply::decode(&stale.answer().await.unwrap()).unwrap(),
+            Reply::Err { .. }
+        ));
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "the late ones never ran");
         token.cancel();
     }
 }

@@ -54,6 +54,8 @@ impl Forwarder {
             body,
             key: Some(key),
             deadline_ms: (!notify).then_some(self.timeout.as_millis() as u64),
+            expires_at_ms: (!notify)
+                .then(|| shaddock_bus::envelope::now_ms() + self.timeout.as_millis() as u64),
         };
         let payload = env.encode().map_err(|e| HandlerError::new(e.to_string()))?;
         if notify {

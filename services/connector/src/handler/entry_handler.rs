@@ -231,7 +231,9 @@ async fn send_leave(rpc: RpcClient, kick: Kick) {
             Err(e) if tokio::time::Instant::now() + wait < deadline => {
                 tracing::warn!(%uid, error = %e, "chatRemote.kick failed, retrying");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(4));
+                // At most a second apart: the others should hear the leave soon after the
+                // outage ends.
+                wait = (wait * 2).min(Duration::from_secs(1));
             }
             Err(e) => {
                 tracing::warn!(%uid, error = %e, "chatRemote.kick failed; the membership rounds will repair it");
