@@ -49,12 +49,8 @@
 //!    and removes the places past their deadline, with `onLeave`.
 //! 5. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
 //!    gone, found by [`watch_store`] or by a leave that finds nobody): every connector is asked
-//!    for a silent round. The mark is a token: a server that finds another token than it last
-//!    saw knows the store was lost too, though another server claimed it anew. For a while
-//!    after, a leave that finds nobody of that uid is still announced (the store may have
-//!    forgotten a member the others still believe in); while the room reads empty (nobody put
-//!    back yet) the leave fails and its connector retries; members put back later by a silent
-//!    round are told the leaves they missed.
+//!    for a silent round. For a while after, a leave that finds nobody is still announced: the
+//!    store may have forgotten a member the others still believe in.
 //! 6. **A chat server cut off and back** (paused, or its NATS gone) may hear no change of the
 //!    server list although the others routed its rooms elsewhere meanwhile: on its return
 //!    ([`shaddock_bus::Registry::rejoins`]) each room first waits for the server it routes to
@@ -96,15 +92,9 @@ pub struct Rounds {
     by_sid: Mutex<HashMap<String, RoundSeen>>,
     /// When the store was last found without its data.
     store_lost_at: Mutex<Option<tokio::time::Instant>>,
-    /// The store's epoch mark as this server last saw it: a different one means the store
-    /// lost its data and another server claimed it anew.
-    epoch_seen: Mutex<Option<String>>,
     /// (sid, rid) -> the room's uids when that connector's members were purged from it: what
     /// they still believe, if their sessions were alive after all (a paused connector).
     purged_views: Mutex<HashMap<(String, String), BTreeSet<String>>>,
-    /// rid -> uids whose leave was announced while the store was being rebuilt after it lost
-    /// its data: a member put back later by a silent round never heard it.
-    missed_leaves: Mutex<HashMap<String, Vec<(String, tokio::time::Instant)>>>,
 }
 
 #[derive(Debug)]
@@ -122,33 +112,6 @@ impl Rounds {
         self.store_lost_at
             .lock()
             .is_some_and(|at| at.elapsed() < STORE_LOSS_WINDOW)
-    }
-
-    /// Notes a leave announced while the store is rebuilt (see [`Rounds::missed_leaves`]).
-    pub fn note_missed_leave(&self, rid: &str, uid: &str) {
-        let mut missed = self.missed_leaves.lock();
-        missed.retain(|_, uids| {
-            uids.retain(|(_, at)| at.elapsed() < STORE_LOSS_WINDOW);
-            !uids.is_empty()
-        });
-        missed
-            .entry(rid.to_owned())
-            .or_default()
-            .push((uid.to_owned(), tokio::time::Instant::now()));
-    }
-
-    /// The leaves of `rid` a member put back now may have missed.
-    fn missed_leaves(&self, rid: &str) -> Vec<String> {
-        self.missed_leaves
-            .lock()
-            .get(rid)
-            .map(|uids| {
-                uids.iter()
-                    .filter(|(_, at)| at.elapsed() < STORE_LOSS_WINDOW)
-                    .map(|(u, _)| u.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Notes a part; once every part of its round is in, returns every room the round listed.
@@ -327,14 +290,6 @@ async fn reconcile_room(
         if channel.add(&member).await? == Added::New {
             report.added += 1;
             put_back.push(member.clone());
-            if !view.announce {
-                // Put back after the store lost its data: tell it of leaves it missed meanwhile.
-                for uid in state.rounds.missed_leaves(&rid) {
-                    if uid != member.uid && channel.member(&uid).await?.is_none() {
-                        tell(&state, &member, "onLeave", &uid, &rid).await;
-                    }
-                }
-            }
             if view.announce {
                 let others: Vec<Member> = channel
                     .members()
@@ -492,10 +447,10 @@ pub async fn sweep(state: ChatState, every: Duration, grace: Duration, token: Ca
 }
 
 /// The store was found without its epoch mark (a Redis restart without persistence, or a new
-/// store): remember when, forget the cached rooms, and ask every connector for a silent round,
-/// three times (a connector whose NATS is still reconnecting misses one).
+/// store): remember when, and ask every connector for a silent round, three times (a
+/// connector whose NATS is still reconnecting misses one).
 pub fn store_lost(state: &ChatState) {
-    store_lost_here(state);
+    *state.rounds.store_lost_at.lock() = Some(tokio::time::Instant::now());
     tracing::warn!(
         "the channel store has no epoch mark (new, or it lost its data): asking connectors for a round"
     );
@@ -510,31 +465,13 @@ pub fn store_lost(state: &ChatState) {
     });
 }
 
-/// What every chat server does when the store lost its data, whoever noticed first.
-fn store_lost_here(state: &ChatState) {
-    *state.rounds.store_lost_at.lock() = Some(tokio::time::Instant::now());
-    state.channels.invalidate_cache();
-}
-
-/// Looks at the store's epoch mark: claims it if it is missing (the store lost its data: see
-/// [`store_lost`]); one claimed anew by another server since this one last looked means the
-/// same. Errors (the store is down) are for the next look.
-pub async fn check_store(state: &ChatState) {
-    let token = format!("{}-{}", state.server_id, crate::membership::now_ms());
-    let Ok(mark) = state.channels.store().claim_epoch(&token).await else {
-        return;
-    };
-    let changed = {
-        let mut seen = state.rounds.epoch_seen.lock();
-        let changed = seen.as_ref().is_some_and(|s| *s != mark.token);
-        *seen = Some(mark.token);
-        changed
-    };
-    if mark.claimed {
+/// A leave found nobody: if that is because the store has just lost its data (before
+/// [`watch_store`] noticed), say so now, so that the leave is still announced.
+pub async fn check_store_on_missed_leave(state: &ChatState) {
+    if !state.rounds.store_recently_lost()
+        && let Ok(true) = state.channels.store().claim_epoch().await
+    {
         store_lost(state);
-    } else if changed {
-        tracing::warn!("the channel store lost its data (another server noticed first)");
-        store_lost_here(state);
     }
 }
 
@@ -547,6 +484,10 @@ pub async fn watch_store(state: ChatState, every: Duration, token: CancellationT
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        check_store(&state).await;
+        match state.channels.store().claim_epoch().await {
+            Ok(true) => store_lost(&state),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "channel store unreachable"),
+        }
     }
 }

@@ -176,24 +176,12 @@ async fn kick(
         return Ok(true);
     }
     // Found nobody of that uid at all (not merely another session of it, which a late or
-    // retried leave must leave alone): the store may have lost it with its data. Read from
-    // the store, not the cache, which may predate the loss.
-    let found_nobody = !left && {
-        state.channels.invalidate_room(rid);
-        channel.member(&leaver.uid).await.map_err(err)?.is_none()
-    };
-    if found_nobody && !state.rounds.store_recently_lost() {
-        crate::membership::check_store(state).await;
+    // retried leave must leave alone): the store may have lost it with its data.
+    let found_nobody = !left && channel.member(&leaver.uid).await.map_err(err)?.is_none();
+    if found_nobody {
+        crate::membership::check_store_on_missed_leave(state).await;
     }
-    if found_nobody && state.rounds.store_recently_lost() {
-        // The others still believe in it. Until the connectors' rounds have put them back,
-        // there is nobody to tell: fail, and the connector asks again a moment later.
-        if channel.members().await.map_err(err)?.is_empty() {
-            return Err(err("the room is being rebuilt after the store lost its data"));
-        }
-        state.rounds.note_missed_leave(rid, &leaver.uid);
-        announce_leave(state, &channel, &leaver.uid).await;
-    } else if left {
+    if left || (found_nobody && state.rounds.store_recently_lost()) {
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)

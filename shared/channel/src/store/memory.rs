@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Added, EpochMark, Member, Store};
+use super::{Added, Member, Store};
 use crate::ChannelError;
 
 /// Membership held in this process.
@@ -16,7 +16,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    epoch: Option<String>,
+    epoch: bool,
     /// name -> uid -> stored member.
     channels: HashMap<String, HashMap<String, String>>,
     /// sid -> channel names.
@@ -128,11 +128,11 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().by_sid.keys().cloned().collect())
     }
 
-    async fn claim_epoch(&self, token: &str) -> Result<EpochMark, ChannelError> {
+    async fn claim_epoch(&self) -> Result<bool, ChannelError> {
         let mut inner = self.inner.lock();
-        let claimed = inner.epoch.is_none();
-        let token = inner.epoch.get_or_insert_with(|| token.to_owned()).clone();
-        Ok(EpochMark { token, claimed })
+        let missing = !inner.epoch;
+        inner.epoch = true;
+        Ok(missing)
     }
 
     async fn ping(&self) -> bool {

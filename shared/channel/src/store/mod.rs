@@ -85,14 +85,6 @@ impl Member {
 /// ([`Added::Resumed`]). Server ids never start with `~`.
 pub const HELD_SID: &str = "~held";
 
-/// The store's epoch mark (see [`Store::claim_epoch`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EpochMark {
-    pub token: String,
-    /// True when this call set it: it was missing.
-    pub claimed: bool,
-}
-
 /// What `add` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -142,11 +134,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ChannelError>> + Send;
     /// The frontends that have (or had, until purged) members.
     fn sids(&self) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
-    /// Marks the store as holding this cluster's membership with `token`, unless a mark is
-    /// there. Answers the mark now and whether it was missing (the store is new, or it lost
-    /// its data, and the frontends must tell it again who is where). A server that sees the
-    /// mark change knows the store lost its data even when another server claimed it first.
-    fn claim_epoch(&self, token: &str) -> impl Future<Output = Result<EpochMark, ChannelError>> + Send;
+    /// Marks the store as holding this cluster's membership. True when the mark was missing:
+    /// the store is new, or it lost its data (a Redis restart without persistence), and the
+    /// frontends must tell it again who is where.
+    fn claim_epoch(&self) -> impl Future<Output = Result<bool, ChannelError>> + Send;
     /// True when the store answers.
     fn ping(&self) -> impl Future<Output = bool> + Send;
 }
@@ -243,8 +234,8 @@ impl ChannelStore {
     }
 
     /// See [`Store::claim_epoch`].
-    pub async fn claim_epoch(&self, token: &str) -> Result<EpochMark, ChannelError> {
-        on_store!(self, s => s.claim_epoch(token).await)
+    pub async fn claim_epoch(&self) -> Result<bool, ChannelError> {
+        on_store!(self, s => s.claim_epoch().await)
     }
 
     pub async fn ping(&self) -> bool {

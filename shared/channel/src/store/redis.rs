@@ -10,7 +10,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
 
 use super::keys::Keys;
-use super::{Added, EpochMark, Member, Store};
+use super::{Added, Member, Store};
 use crate::ChannelError;
 
 /// Adds a member unless another frontend holds the uid (a held place is anyone's to take
@@ -54,17 +54,6 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
         "redis.call('SREM', KEYS[1], ARGV[1]) \
          if redis.call('SCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end \
          return 1",
-    )
-});
-
-/// Sets the epoch mark unless one is there; answers {mark, 1 if set now}.
-/// KEYS: the epoch key. ARGV: the token.
-static CLAIM_EPOCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "local v = redis.call('GET', KEYS[1]) \
-         if v then return {v, 0} end \
-         redis.call('SET', KEYS[1], ARGV[1]) \
-         return {ARGV[1], 1}",
     )
 });
 
@@ -228,17 +217,14 @@ impl Store for RedisStore {
         self.check(sids)
     }
 
-    async fn claim_epoch(&self, token: &str) -> Result<EpochMark, ChannelError> {
-        let mark: RedisResult<(String, i64)> = CLAIM_EPOCH
-            .key(self.keys.epoch())
-            .arg(token)
-            .invoke_async(&mut self.conn())
+    async fn claim_epoch(&self) -> Result<bool, ChannelError> {
+        let set: RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(self.keys.epoch())
+            .arg("1")
+            .arg("NX")
+            .query_async(&mut self.conn())
             .await;
-        let (token, claimed) = self.check(mark)?;
-        Ok(EpochMark {
-            token,
-            claimed: claimed == 1,
-        })
+        Ok(self.check(set)?.is_some())
     }
 
     async fn ping(&self) -> bool {
