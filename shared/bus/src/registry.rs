@@ -309,6 +309,10 @@ impl RegistryTask {
                     }
                     if !hearing && !cut_off {
                         tracing::warn!("this server does not hear its own heartbeat: expiring nobody");
+                        // Most often this server was paused and has just woken: say so before
+                        // the Alive below brings traffic back, so that what it does next waits
+                        // for whoever served its work meanwhile. Said again once it hears itself.
+                        self.rejoins.send_modify(|n| *n += 1);
                     }
                     was_connected = connected;
                     cut_off = !hearing;
