@@ -104,6 +104,10 @@ pub struct Kick {
     /// takes the place back with no `onAdd`.
     #[serde(default)]
     pub resume_ms: u64,
+    /// A repeat of a kick whose answer was lost: the first attempt may have removed the
+    /// member without anyone being told.
+    #[serde(default)]
+    pub retry: bool,
 }
 
 impl Routed for Add {
@@ -294,7 +298,8 @@ mod tests {
             ChatRemote::Kick(Kick {
                 rid,
                 member,
-                resume_ms: 0
+                resume_ms: 0,
+                retry: false,
             })
         );
     }

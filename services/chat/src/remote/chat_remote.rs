@@ -38,7 +38,8 @@ pub async fn dispatch(
             rid,
             member,
             resume_ms,
-        }) => encode_reply::<Kick>(&kick(state, member, &rid, resume_ms).await?),
+            retry,
+        }) => encode_reply::<Kick>(&kick(state, member, &rid, resume_ms, retry).await?),
         ChatRemote::Sync(part) => encode_reply::<Sync>(&crate::membership::sync(state, part).await?),
         ChatRemote::Channels(Channels {}) => encode_reply::<Channels>(&channels(state).await?),
     };
@@ -162,6 +163,7 @@ async fn kick(
     leaver: RoomMember,
     rid: &str,
     resume_ms: u64,
+    retry: bool,
 ) -> Result<bool, HandlerError> {
     let leaver = member(leaver);
     let channel = state.channels.channel(rid);
@@ -181,7 +183,9 @@ async fn kick(
     if found_nobody {
         crate::membership::check_store_on_missed_leave(state).await;
     }
-    if left || (found_nobody && state.rounds.store_recently_lost()) {
+    // A retry that finds nobody of that uid: its first attempt may have removed the member
+    // in the store and lost only the answer (Redis restarting), so nobody was told.
+    if left || (found_nobody && (retry || state.rounds.store_recently_lost())) {
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)

@@ -209,6 +209,7 @@ pub fn on_user_leave(
             rid,
             member: room_member(&session, uid, incarnation),
             resume_ms,
+            retry: false,
         })
     });
     async move {
@@ -225,12 +226,14 @@ async fn send_leave(rpc: RpcClient, kick: Kick) {
     let uid = kick.member.uid.clone();
     let mut wait = Duration::from_millis(250);
     let deadline = tokio::time::Instant::now() + LEAVE_RETRY_FOR;
+    let mut kick = kick;
     loop {
         match rpc.call(kick.clone()).await {
             Ok(_) => return,
             Err(e) if tokio::time::Instant::now() + wait < deadline => {
                 tracing::warn!(%uid, error = %e, "chatRemote.kick failed, retrying");
                 tokio::time::sleep(wait).await;
+                kick.retry = true;
                 // At most a second apart: the others should hear the leave soon after the
                 // outage ends.
                 wait = (wait * 2).min(Duration::from_secs(1));
