@@ -38,8 +38,8 @@ pub async fn publish(
     best_effort: bool,
 ) -> Result<(), PublishError> {
     let audience = match to {
-        To::Room(_) => Audience::All,
-        To::Members(_, audience) => audience.clone(),
+        To::Room(_) => &Audience::All,
+        To::Members(_, audience) => audience,
     };
     let offset = match state.history.append(rid, route, body, audience).await {
         Ok(position) => position.map(|p| p.offset),
@@ -126,7 +126,7 @@ async fn push_event(
     if to.is_empty() {
         // Nobody to tell now; a member who recovers later still hears of it.
         if state.history.is_on()
-            && let Err(e) = state.history.append(rid, route, &body, audience.clone()).await
+            && let Err(e) = state.history.append(rid, route, &body, audience).await
         {
             tracing::warn!(%rid, %route, error = %e, "history write failed");
         }

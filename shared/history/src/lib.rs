@@ -151,7 +151,7 @@ impl History {
         room: &str,
         route: &str,
         body: &[u8],
-        audience: Audience,
+        audience: &Audience,
     ) -> Result<Option<Position>, HistoryError> {
         match self {
             History::Off => Ok(None),

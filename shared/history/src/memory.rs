@@ -54,7 +54,7 @@ impl MemoryHistory {
         f(log)
     }
 
-    pub(crate) fn append(&self, room: &str, route: &str, body: &[u8], audience: Audience) -> Position {
+    pub(crate) fn append(&self, room: &str, route: &str, body: &[u8], audience: &Audience) -> Position {
         let size = self.retention.size;
         self.with_room(room, |log| {
             log.top += 1;
@@ -63,7 +63,7 @@ impl MemoryHistory {
                     offset: log.top,
                     route: route.to_owned(),
                     body: body.to_vec(),
-                    audience,
+                    audience: audience.clone(),
                     at_ms: now_ms(),
                 });
                 while log.entries.len() > size {

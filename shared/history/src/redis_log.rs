@@ -63,6 +63,16 @@ struct Stored {
     at_ms: u64,
 }
 
+/// [`Stored`] from borrowed parts: the same bytes, without copying the body to encode it.
+#[derive(serde::Serialize)]
+struct StoredRef<'a> {
+    route: &'a str,
+    #[serde(with = "serde_bytes")]
+    body: &'a [u8],
+    audience: &'a Audience,
+    at_ms: u64,
+}
+
 /// Rooms' histories in one Redis, under a namespace.
 #[derive(Clone)]
 pub struct RedisHistory {
@@ -128,11 +138,11 @@ impl RedisHistory {
         room: &str,
         route: &str,
         body: &[u8],
-        audience: Audience,
+        audience: &Audience,
     ) -> Result<Position, HistoryError> {
-        let stored = rmp_serde::to_vec(&Stored {
-            route: route.to_owned(),
-            body: body.to_vec(),
+        let stored = rmp_serde::to_vec(&StoredRef {
+            route,
+            body,
             audience,
             at_ms: now_ms(),
         })?;

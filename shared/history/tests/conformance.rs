@@ -67,10 +67,15 @@ conformance!(
 );
 
 async fn append(h: &History, room: &str, n: u64) -> Position {
-    h.append(room, "onChat", format!("{{\"n\":{n}}}").as_bytes(), Audience::All)
-        .await
-        .unwrap()
-        .unwrap()
+    h.append(
+        room,
+        "onChat",
+        format!("{{\"n\":{n}}}").as_bytes(),
+        &Audience::All,
+    )
+    .await
+    .unwrap()
+    .unwrap()
 }
 
 async fn offsets_count_from_one_per_room_in_one_epoch(make: &Make) {
@@ -93,11 +98,11 @@ async fn a_client_gets_exactly_what_it_missed(make: &Make) {
         "r",
         "onChat",
         b"{\"private\":1}",
-        Audience::Only(vec!["other".into()]),
+        &Audience::Only(vec!["other".into()]),
     )
     .await
     .unwrap();
-    h.append("r", "onAdd", b"{\"user\":\"u\"}", Audience::Except("u".into()))
+    h.append("r", "onAdd", b"{\"user\":\"u\"}", &Audience::Except("u".into()))
         .await
         .unwrap();
     let last = append(&h, "r", 5).await;
