@@ -8,6 +8,7 @@ mod chaos;
 mod cluster;
 mod connector;
 mod faults;
+mod game_clients;
 mod limits;
 mod membership;
 mod order;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::Value;
+use shaddock_protobuf::Protos;
 use shaddock_protocol::Dictionary;
 use shaddock_protocol::handshake::{HandshakeRequest, HandshakeResponse};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
@@ -39,6 +40,9 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// The handshake body; `None` sends the JS client's.
     pub handshake_body: Option<String>,
+    /// pomelo-protobuf bodies: requests of routes with a client proto are encoded, responses
+    /// and pushes of routes with a server proto decoded (the same protos as the server's).
+    pub protos: Option<Arc<Protos>>,
 }
 
 impl Default for ClientOptions {
@@ -48,6 +52,7 @@ impl Default for ClientOptions {
             heartbeat: true,
             request_timeout: Duration::from_secs(10),
             handshake_body: None,
+            protos: None,
         }
     }
 }
@@ -75,7 +80,8 @@ pub struct Push {
     pub body: Value,
 }
 
-type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Value>>>>;
+/// Requests waiting for their answer, with their route (an answer is decoded by it).
+type Pending = Arc<Mutex<HashMap<u32, (String, oneshot::Sender<Value>)>>>;
 
 /// A connected, handshaken client.
 #[derive(Debug)]
@@ -164,6 +170,7 @@ impl Client {
             pushes: push_tx,
             kick: kick.clone(),
             heartbeats_seen: heartbeats_seen.clone(),
+            protos: options.protos.clone(),
         };
         let reader_closed = closed.clone();
         tokio::spawn(async move {
@@ -207,8 +214,8 @@ impl Client {
     pub async fn request(&self, route: &str, body: Value) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id, tx);
-        let json = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.pending.lock().insert(id, (route.to_owned(), tx));
+        let json = self.body(route, &body)?;
         let pkg = message::data_package(MessageType::Request, id, Some(&self.route_ref(route)), &json)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)?;
@@ -228,10 +235,19 @@ impl Client {
 
     /// Sends a notify (no response).
     pub fn notify(&self, route: &str, body: Value) -> Result<(), ClientError> {
-        let json = serde_json::to_vec(&body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let json = self.body(route, &body)?;
         let pkg = message::data_package(MessageType::Notify, 0, Some(&self.route_ref(route)), &json)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.send_raw(pkg)
+    }
+
+    /// A request body: protobuf if the route has a client proto, else JSON.
+    fn body(&self, route: &str, body: &Value) -> Result<Vec<u8>, ClientError> {
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match self.options.protos.as_ref().and_then(|p| p.encode_client(route, &json)) {
+            None => Ok(json),
+            Some(encoded) => encoded.map_err(|e| ClientError::Protocol(e.to_string())),
+        }
     }
 
     /// Puts `bytes` on the wire as one binary frame, whatever they are.
@@ -308,9 +324,21 @@ struct Reader {
     pushes: mpsc::UnboundedSender<Push>,
     kick: Arc<Mutex<Option<String>>>,
     heartbeats_seen: Arc<AtomicU32>,
+    protos: Option<Arc<Protos>>,
 }
 
 impl Reader {
+    /// A response or push body of `route` as JSON (`Null` if it is neither protobuf of the
+    /// route's proto nor JSON).
+    fn value(&self, route: &str, body: &[u8]) -> Value {
+        match self.protos.as_ref().and_then(|p| p.decode_server(route, body)) {
+            Some(Ok(json)) => serde_json::from_str(&json).unwrap_or(Value::Null),
+            Some(Err(_)) => Value::Null,
+            // Pomelo's client reads an empty protobuf body as `{}`.
+            None => serde_json::from_slice(body).unwrap_or(Value::Null),
+        }
+    }
+
     fn on_frame(&self, bytes: &[u8]) {
         for pkg in package::decode_all(bytes) {
             let Ok(pkg) = pkg else { return };
@@ -350,11 +378,10 @@ impl Reader {
         let Ok(msg) = message::decode(body) else {
             return;
         };
-        let value = serde_json::from_slice(msg.body).unwrap_or(Value::Null);
         match msg.kind {
             MessageType::Response => {
-                if let Some(tx) = self.pending.lock().remove(&msg.id) {
-                    let _ = tx.send(value);
+                if let Some((route, tx)) = self.pending.lock().remove(&msg.id) {
+                    let _ = tx.send(self.value(&route, msg.body));
                 }
             }
             MessageType::Push => {
@@ -368,7 +395,8 @@ impl Reader {
                         .unwrap_or_default(),
                     None => String::new(),
                 };
-                let _ = self.pushes.send(Push { route, body: value });
+                let body = self.value(&route, msg.body);
+                let _ = self.pushes.send(Push { route, body });
             }
             _ => {}
         }

@@ -11,7 +11,7 @@ use figment::providers::Env;
 pub const PREFIX: &str = "SHADDOCK_";
 
 /// Short names (after the prefix, lower case) and the field each one sets.
-pub const ALIASES: [(&str, &str); 7] = [
+pub const ALIASES: [(&str, &str); 10] = [
     ("heartbeat_secs", "connector.heartbeat_secs"),
     ("rpc_timeout_ms", "rpc.timeout_ms"),
     ("registry_lapse_ms", "registry.lapse_ms"),
@@ -19,6 +19,9 @@ pub const ALIASES: [(&str, &str); 7] = [
     ("requests_per_second", "limits.requests_per_second"),
     ("auth_secret", "auth.secret"),
     ("admin_token", "admin.token"),
+    ("protobuf_dir", "protobuf.dir"),
+    ("tls_cert", "tls.cert"),
+    ("tls_key", "tls.key"),
 ];
 
 /// This server's identity (`SHADDOCK_SERVER_ID`, `SHADDOCK_HOST`, ...): see

@@ -127,6 +127,8 @@ pub struct ClusterConfig {
     pub admin: AdminOptions,
     pub history: HistoryOptions,
     pub resume: ResumeOptions,
+    pub protobuf: ProtobufOptions,
+    pub tls: TlsOptions,
     /// The servers, like Pomelo's `servers.json`.
     pub servers: Vec<ServerEntry>,
 }
@@ -250,6 +252,28 @@ impl Default for ResumeOptions {
     }
 }
 
+/// pomelo-protobuf bodies (Pomelo's `useProtobuf`), for the routes that have a proto.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtobufOptions {
+    /// A directory holding Pomelo's `serverProtos.json` and `clientProtos.json`; empty (the
+    /// default) keeps every body JSON.
+    #[serde(deserialize_with = "text")]
+    pub dir: String,
+}
+
+/// TLS on the client ports of the gate and the connectors: wss, and TLS for raw TCP clients.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsOptions {
+    /// PEM certificate chain; empty (the default) serves plain TCP and ws.
+    #[serde(deserialize_with = "text")]
+    pub cert: String,
+    /// PEM private key of that certificate.
+    #[serde(deserialize_with = "text")]
+    pub key: String,
+}
+
 /// Remote calls between servers.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -366,6 +390,8 @@ impl Default for ClusterConfig {
             admin: AdminOptions::default(),
             history: HistoryOptions::default(),
             resume: ResumeOptions::default(),
+            protobuf: ProtobufOptions::default(),
+            tls: TlsOptions::default(),
             servers: Vec::new(),
         }
     }

@@ -167,3 +167,42 @@ fn a_message_that_refers_to_itself_cannot_nest_past_the_depth_limit() {
     assert_eq!(again, nest(10));
     assert!(protos.decode_client("t", &nest(500)).unwrap().is_err());
 }
+
+#[test]
+fn the_handshake_with_protos_is_byte_identical_and_left_out_for_a_client_that_has_them() {
+    use shaddock_protocol::Dictionary;
+    use shaddock_protocol::handshake::{HandshakeConfig, HandshakeRequest, ProtosAnnouncement};
+    let v = vectors();
+    let src = source_protos(&v);
+    let on_chat = Json::object(vec![("onChat".into(), src.get("onChat").unwrap().clone())]);
+    let protos = Protos::new(&on_chat, &Json::Object(Vec::new()));
+    let mut routes: Vec<(String, u64)> = v["handshake_facts"]["dict"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| (k.clone(), c.as_u64().unwrap()))
+        .collect();
+    routes.sort_by_key(|(_, c)| *c);
+    let cfg = HandshakeConfig {
+        heartbeat_secs: Some(3),
+        dict: Some(Dictionary::new(routes.into_iter().map(|(r, _)| r), Vec::<String>::new())),
+        protos: Some(ProtosAnnouncement {
+            version: protos.version().to_owned(),
+            json: protos.handshake_json().to_owned(),
+        }),
+    };
+    let fresh = HandshakeRequest::parse(HandshakeRequest::js_client_body(None).as_bytes()).unwrap();
+    let case = &v["handshake"][1];
+    assert_eq!(
+        hex_of(&cfg.ok_package(&fresh, None)),
+        case["package_hex"].as_str().unwrap(),
+        "{}",
+        case["name"]
+    );
+    let cached = HandshakeRequest {
+        proto_version: Some(Value::from(protos.version())),
+        ..fresh
+    };
+    let body = cfg.ok_body(&cached, None);
+    assert!(!body.contains("\"protos\"") && body.ends_with(",\"useProto\":true}}"), "{body}");
+}

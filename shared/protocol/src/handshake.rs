@@ -82,6 +82,17 @@ pub struct HandshakeConfig {
     pub heartbeat_secs: Option<u32>,
     /// The route dictionary; `None` (or empty) leaves `useDict` out.
     pub dict: Option<Dictionary>,
+    /// The server's protos, when it has any (`useProtobuf`).
+    pub protos: Option<ProtosAnnouncement>,
+}
+
+/// What a handshake says of a server's protos.
+#[derive(Debug, Clone, Default)]
+pub struct ProtosAnnouncement {
+    /// `protos.version`; a client that sends it back as `protoVersion` is not sent them again.
+    pub version: String,
+    /// The whole `protos` object: `{"server":..,"client":..,"version":..}`.
+    pub json: String,
 }
 
 impl HandshakeConfig {
@@ -106,7 +117,13 @@ impl HandshakeConfig {
             }
             sys.push("\"useDict\":true".to_owned());
         }
-        if holds_foreign_protos(req) {
+        if let Some(protos) = &self.protos {
+            let known = matches!(&req.proto_version, Some(Value::String(v)) if *v == protos.version);
+            if !known {
+                sys.push(format!("\"protos\":{}", protos.json));
+            }
+            sys.push("\"useProto\":true".to_owned());
+        } else if holds_foreign_protos(req) {
             // The JS client keeps protos from an earlier server (a Pomelo with protobuf) in
             // localStorage and only replaces them when a handshake carries `protos`; without
             // this it would decode our JSON pushes as protobuf.
@@ -162,6 +179,10 @@ pub struct HandshakeResponse {
     pub heartbeat_secs: Option<u32>,
     pub dict: Option<Dictionary>,
     pub user: Option<Value>,
+    /// `sys.useProto`: the server encodes the routes of its protos as protobuf.
+    pub use_proto: bool,
+    /// `sys.protos.version`, when the server sent its protos.
+    pub protos_version: Option<String>,
 }
 
 impl HandshakeResponse {
@@ -189,6 +210,11 @@ impl HandshakeResponse {
             heartbeat_secs,
             dict,
             user: v.get("user").cloned(),
+            use_proto: sys.and_then(|s| s.get("useProto")).and_then(Value::as_bool) == Some(true),
+            protos_version: sys
+                .and_then(|s| s.pointer("/protos/version"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 }
@@ -231,6 +257,7 @@ mod tests {
         let cfg = HandshakeConfig {
             heartbeat_secs: Some(3),
             dict: Some(dict),
+            protos: None,
         };
         assert_eq!(
             cfg.ok_body(&req, None),
@@ -265,6 +292,7 @@ mod tests {
         let cfg = HandshakeConfig {
             heartbeat_secs: Some(3),
             dict: Some(dict.clone()),
+            protos: None,
         };
         let body = cfg.ok_body(&HandshakeRequest::default(), None);
         let resp = HandshakeResponse::parse(body.as_bytes()).unwrap();

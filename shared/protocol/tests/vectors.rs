@@ -154,11 +154,12 @@ fn handshake_responses_without_protobuf_are_byte_identical() {
         let json = case["response_json"].as_str().unwrap();
         let parsed: Value = serde_json::from_str(json).unwrap();
         if parsed["sys"].get("protos").is_some() || parsed["sys"].get("useProto").is_some() {
-            continue; // protobuf is not served (yet): see the issue note
+            continue; // the protobuf case: shared/protobuf/tests/vectors.rs
         }
         let cfg = HandshakeConfig {
             heartbeat_secs: parsed["sys"]["heartbeat"].as_u64().map(|h| h as u32),
             dict: parsed["sys"].get("dict").map(|_| dict.clone()),
+            protos: None,
         };
         let pkg = cfg.ok_package(&req, None);
         assert_eq!(

@@ -14,7 +14,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use shaddock_config::Limits;
 use shaddock_protocol::Dictionary;
-use shaddock_protocol::handshake::HandshakeConfig;
+use shaddock_protobuf::Protos;
+use shaddock_protocol::handshake::{HandshakeConfig, ProtosAnnouncement};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,8 @@ pub struct Frontend {
     pub heartbeat_timeout: Option<Duration>,
     /// Expands compressed routes and compresses push routes; `None` when `useDict` is off.
     pub dict: Option<Arc<Dictionary>>,
+    /// pomelo-protobuf bodies for the routes that have a proto; `None`: every body is JSON.
+    pub protos: Option<Arc<Protos>>,
     pub limits: Limits,
     pub(crate) handlers: Handlers<Session>,
     /// Where requests for other server types go; `None` answers them `{"code":500}`.
@@ -94,6 +97,7 @@ impl Frontend {
         token: CancellationToken,
         tracker: TaskTracker,
         metrics: Arc<Metrics>,
+        protos: Option<Arc<Protos>>,
     ) -> Self {
         let opts = config.frontend(server_type);
         let dict = opts.use_dict.then(|| {
@@ -108,7 +112,12 @@ impl Frontend {
             handshake: HandshakeConfig {
                 heartbeat_secs: (opts.heartbeat_secs > 0).then_some(opts.heartbeat_secs),
                 dict: dict.as_deref().cloned(),
+                protos: protos.as_ref().map(|p| ProtosAnnouncement {
+                    version: p.version().to_owned(),
+                    json: p.handshake_json().to_owned(),
+                }),
             },
+            protos,
             heartbeat_timeout: opts.heartbeat_timeout(),
             dict,
             limits: config.limits.clone(),
@@ -127,6 +136,20 @@ impl Frontend {
             requests: Sequencer::new(tracker.clone(), config.limits.max_in_flight.max(1) + 2),
             tracker,
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        }
+    }
+
+    /// A response (by its request's route) or push body for the wire: protobuf when the
+    /// route has a server proto (empty when the body does not fit it, as Pomelo sends it),
+    /// else the JSON as it is.
+    pub fn encode_body<'a>(&self, route: &str, json: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match self.protos.as_ref().and_then(|p| p.encode_server(route, json)) {
+            None => std::borrow::Cow::Borrowed(json),
+            Some(Ok(bytes)) => std::borrow::Cow::Owned(bytes),
+            Some(Err(e)) => {
+                tracing::debug!(%route, error = %e, "body does not fit its proto, sent empty");
+                std::borrow::Cow::Owned(Vec::new())
+            }
         }
     }
 

@@ -42,6 +42,15 @@ impl App {
         let listener = self.bind_client_port().await?;
         let port = listener.local_addr().context("reading the client port")?.port();
         let registry = self.join_registry(Some(port)).await?;
+        let protos = match self.config.protobuf.dir.as_str() {
+            "" => None,
+            dir => {
+                let protos = shaddock_protobuf::Protos::load(std::path::Path::new(dir))
+                    .with_context(|| format!("loading protobuf.dir {dir}"))?;
+                tracing::info!(%dir, version = protos.version(), "protobuf bodies on");
+                Some(Arc::new(protos))
+            }
+        };
         let fe = Frontend::new(
             server_type,
             &self.me.id,
@@ -49,6 +58,7 @@ impl App {
             self.token.clone(),
             self.tracker.clone(),
             self.metrics.clone(),
+            protos,
         );
         Ok(FrontendBuilder {
             app: self.clone(),

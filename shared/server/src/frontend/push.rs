@@ -81,12 +81,16 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
     // every session of its uids.
     match decode_push(&msg.payload) {
         Ok(Some(push)) => {
-            let pkg = match message::push_package(push.route, fe.dict.as_deref(), push.body) {
+            let body = fe.encode_body(push.route, push.body);
+            let pkg = match message::push_package(push.route, fe.dict.as_deref(), &body) {
                 Ok(p) => p,
                 Err(e) => return Some(fail(&e)),
             };
+            // The offset reaches a protobuf client only if the route's proto has a field
+            // for it (`optional uInt32 offset`).
             let recovering = || {
-                let body = with_offset(push.body, push.offset?)?;
+                let json = with_offset(push.body, push.offset?)?;
+                let body = fe.encode_body(push.route, &json);
                 message::push_package(push.route, fe.dict.as_deref(), &body).ok()
             };
             let fails = fe.sessions.push_to_uids(&push.uids, &pkg, recovering);
@@ -109,6 +113,7 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
     match env {
         Envelope::Push { .. } => None, // read above
         Envelope::Broadcast { route, body } => {
+            let body = fe.encode_body(&route, &body);
             if let Ok(pkg) = message::push_package(&route, fe.dict.as_deref(), &body) {
                 let n = fe.sessions.send_to_all(&pkg);
                 fe.metrics.deliveries.inc_by(n as u64);

@@ -329,7 +329,7 @@ impl Connection {
                         "rate limit",
                         serde_json::json!({"code": 500, "error": "rate limit"}),
                     );
-                    respond(&self.session, id, &response_body(&Err(refused)));
+                    respond(&self.fe, &self.session, id, &route, &response_body(&Err(refused)));
                 }
                 return Next::Continue;
             }
@@ -349,7 +349,7 @@ impl Connection {
             RouteCheck::Invalid => {
                 if let Some(id) = request_id {
                     let result = Err(HandlerError::new("route needs three parts"));
-                    respond(&self.session, id, &response_body(&result));
+                    respond(&self.fe, &self.session, id, &route, &response_body(&result));
                 }
                 return Next::Continue;
             }
@@ -358,15 +358,30 @@ impl Connection {
         // Invalid JSON is an empty object, as Pomelo's coder makes it.
         // Forwarded bodies travel as the client sent them (made UTF-8); only a local handler
         // needs them parsed. The backend parses, and invalid JSON becomes `{}` there too.
-        let raw = shaddock_protocol::text::decode_lenient(msg.body)
-            .into_owned()
-            .into_bytes();
+        // A route with a client proto arrives as protobuf and travels on as JSON.
+        let raw = match self.fe.protos.as_ref().and_then(|p| p.decode_client(&route, msg.body)) {
+            None => shaddock_protocol::text::decode_lenient(msg.body)
+                .into_owned()
+                .into_bytes(),
+            Some(Ok(json)) => json.into_bytes(),
+            Some(Err(e)) => {
+                tracing::debug!(%route, error = %e, "bad protobuf body");
+                if let Some(id) = request_id {
+                    let bad = serde_json::json!({"code": 500, "error": "bad protobuf body"});
+                    let answer = response_body(&Err(HandlerError::with_response("bad body", bad)));
+                    respond(&self.fe, &self.session, id, &route, &answer);
+                }
+                return Next::Continue;
+            }
+        };
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             if let Some(id) = request_id {
                 let busy = serde_json::json!({"code": 500, "error": "too many requests in flight"});
                 respond(
+                    &self.fe,
                     &self.session,
                     id,
+                    &route,
                     &response_body(&Err(HandlerError::with_response("busy", busy))),
                 );
             }
@@ -378,6 +393,8 @@ impl Connection {
         let fe = self.fe.clone();
         let session = self.session.clone();
         let started = Instant::now();
+        // The job takes the route; a refused job is answered by the same route's proto.
+        let route_of_busy = route.clone();
         let job = async move {
             if server_type == fe.server_type {
                 let body = serde_json::from_slice(&raw).unwrap_or_else(|_| Value::Object(Default::default()));
@@ -422,8 +439,10 @@ impl Connection {
         {
             let busy = serde_json::json!({"code": 500, "error": "too many requests in flight"});
             respond(
+                &self.fe,
                 &self.session,
                 id,
+                &route_of_busy,
                 &response_body(&Err(HandlerError::with_response("busy", busy))),
             );
         }
@@ -453,7 +472,7 @@ fn finish(
         }
     };
     if let Some(id) = request_id {
-        respond(session, id, &body);
+        respond(fe, session, id, route, &body);
     }
     // Pushes a handler held (a recovering enter) follow its answer.
     session.release_pushes();
@@ -487,8 +506,9 @@ fn record(fe: &Frontend, route: &str, code: u16, started: Instant) {
     m.request_seconds.observe(started.elapsed().as_secs_f64());
 }
 
-fn respond(session: &Session, id: u32, body: &[u8]) {
-    match message::response_package(id, body) {
+/// Answers request `id` of `route`: the body encoded by the route's server proto, if any.
+fn respond(fe: &Frontend, session: &Session, id: u32, route: &str, body: &[u8]) {
+    match message::response_package(id, &fe.encode_body(route, body)) {
         Ok(pkg) => {
             session.send(pkg);
         }

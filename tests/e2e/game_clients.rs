@@ -1,0 +1,225 @@
+//! Game clients: pomelo-protobuf bodies (chatofpomelo's `onChat` proto and more), checked
+//! against the reference package's bytes. The servers run in this process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use shaddock_client::tokio_tungstenite::{connect_async, tungstenite::Message};
+use shaddock_client::{Client, ClientOptions};
+use shaddock_e2e::{ClusterSpec, TestCluster, spawn_cluster};
+use shaddock_protobuf::Protos;
+use shaddock_protocol::handshake::HandshakeRequest;
+use shaddock_protocol::message::{self, MessageType, RouteRef};
+use shaddock_protocol::package::{self, PackageType};
+
+use crate::support::{ENTER, SEND, enter, receives_push, users};
+
+/// chatofpomelo's server proto (`onChat`, as the reference vectors have it), an answer proto
+/// for `enter`, and a client proto for `send`.
+const SERVER_PROTOS: &str = r#"{
+  "onChat": {"required string msg": 1, "required string from": 2, "required string target": 3},
+  "connector.entryHandler.enter": {"repeated string users": 1}
+}"#;
+const CLIENT_PROTOS: &str = r#"{
+  "chat.chatHandler.send": {"required string rid": 1, "required string content": 2,
+    "required string from": 3, "required string target": 4}
+}"#;
+
+/// A directory with the two proto files, removed when dropped.
+struct ProtoDir(PathBuf);
+
+impl ProtoDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(shaddock_e2e::namespace("protos"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("serverProtos.json"), SERVER_PROTOS).unwrap();
+        std::fs::write(dir.join("clientProtos.json"), CLIENT_PROTOS).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for ProtoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn protobuf_cluster(dir: &ProtoDir) -> (TestCluster, Arc<Protos>) {
+    let cluster = spawn_cluster(ClusterSpec {
+        extra: format!("[protobuf]\ndir = \"{}\"\n", dir.0.display()),
+        ..ClusterSpec::default()
+    })
+    .await;
+    (cluster, Arc::new(Protos::load(&dir.0).unwrap()))
+}
+
+async fn protobuf_client(url: &str, protos: &Arc<Protos>) -> Client {
+    let options = ClientOptions {
+        protos: Some(protos.clone()),
+        ..ClientOptions::default()
+    };
+    Client::connect(url, options).await.expect("connect")
+}
+
+#[tokio::test]
+async fn with_protos_requests_answers_and_pushes_are_protobuf_and_other_routes_stay_json() {
+    let dir = ProtoDir::new();
+    let (cluster, protos) = protobuf_cluster(&dir).await;
+    let url = cluster.connector_url(0);
+
+    let mut alice = protobuf_client(&url, &protos).await;
+    let hs = alice.handshake();
+    assert!(hs.use_proto);
+    assert_eq!(hs.protos_version.as_deref(), Some(protos.version()));
+    // The enter answer went as protobuf (`repeated string users`) and decodes back.
+    assert_eq!(users(&enter(&alice, "alice", "pb").await), vec!["alice"]);
+
+    let bob = protobuf_client(&url, &protos).await;
+    assert_eq!(users(&enter(&bob, "bob", "pb").await), vec!["alice", "bob"]);
+    // onAdd has no proto: JSON, as the client reads it without one.
+    assert!(
+        receives_push(&mut alice, Duration::from_secs(5), |p| p.route == "onAdd"
+            && p.body["user"] == "bob")
+        .await
+    );
+
+    // A raw socket sees the bytes: onChat as the reference encoder writes it.
+    let mut raw = RawSocket::connect(&url).await;
+    raw.enter("carol", "pb").await;
+    let sent = bob
+        .request(SEND, json!({"rid": "pb", "content": "hi", "from": "bob", "target": "*"}))
+        .await
+        .unwrap();
+    // `send` answers `{}`, and `{}` has no field of a proto: nothing here has one.
+    assert_eq!(sent, json!({}));
+    assert!(
+        receives_push(&mut alice, Duration::from_secs(5), |p| p.route == "onChat"
+            && p.body == json!({"msg": "hi", "from": "bob", "target": "*"}))
+        .await
+    );
+    let body = raw.push_body("onChat").await;
+    assert_eq!(hex(&body), "0a0268691203626f621a012a");
+}
+
+#[tokio::test]
+async fn a_client_that_already_holds_the_protos_is_not_sent_them_again() {
+    let dir = ProtoDir::new();
+    let (cluster, protos) = protobuf_cluster(&dir).await;
+    let body = format!(
+        r#"{{"sys":{{"type":"js-websocket","version":"0.0.1","rsa":{{}},"protoVersion":"{}"}}}}"#,
+        protos.version()
+    );
+    let options = ClientOptions {
+        handshake_body: Some(body),
+        protos: Some(protos.clone()),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(&cluster.connector_url(0), options).await.unwrap();
+    assert!(client.handshake().use_proto);
+    assert_eq!(client.handshake().protos_version, None);
+}
+
+#[tokio::test]
+async fn a_malformed_protobuf_request_is_answered_with_an_error_and_the_socket_stays() {
+    let dir = ProtoDir::new();
+    let (cluster, protos) = protobuf_cluster(&dir).await;
+    let url = cluster.connector_url(0);
+    let mut raw = RawSocket::connect(&url).await;
+    raw.enter("dave", "pb2").await;
+    // `send` has a client proto: a length past the end is refused, with an answer.
+    let pkg = message::data_package(
+        MessageType::Request,
+        9,
+        Some(&RouteRef::Name(SEND.into())),
+        b"\x0a\x40ab",
+    )
+    .unwrap();
+    raw.send(pkg).await;
+    let answer = raw.response(9).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&answer).unwrap(),
+        json!({"code": 500, "error": "bad protobuf body"})
+    );
+    // Still served afterwards.
+    let client = protobuf_client(&url, &protos).await;
+    assert_eq!(users(&enter(&client, "erin", "pb2").await), vec!["dave", "erin"]);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A WebSocket client that keeps the bytes: handshake, ack, JSON requests, raw reads.
+struct RawSocket {
+    ws: shaddock_client::tokio_tungstenite::WebSocketStream<
+        shaddock_client::tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl RawSocket {
+    async fn connect(url: &str) -> Self {
+        let (mut ws, _) = connect_async(url).await.unwrap();
+        let hs = HandshakeRequest::js_client_body(None);
+        let pkg = package::encoded(PackageType::Handshake, hs.as_bytes()).unwrap();
+        ws.send(Message::Binary(pkg)).await.unwrap();
+        let mut me = Self { ws };
+        me.next_package(PackageType::Handshake).await;
+        me.send(Bytes::from_static(&package::HANDSHAKE_ACK)).await;
+        me
+    }
+
+    async fn send(&mut self, bytes: Bytes) {
+        self.ws.send(Message::Binary(bytes)).await.unwrap();
+    }
+
+    async fn enter(&mut self, name: &str, rid: &str) {
+        let body = json!({"username": name, "rid": rid}).to_string();
+        let route = RouteRef::Name(ENTER.into());
+        let pkg = message::data_package(MessageType::Request, 1, Some(&route), body.as_bytes()).unwrap();
+        self.send(pkg).await;
+        self.response(1).await;
+    }
+
+    /// The body of the next package of `kind`.
+    async fn next_package(&mut self, kind: PackageType) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a package in time")
+                .expect("open")
+                .expect("a frame");
+            let Message::Binary(b) = frame else { continue };
+            for pkg in package::decode_all(&b) {
+                let pkg = pkg.unwrap();
+                if pkg.kind == kind {
+                    return pkg.body.to_vec();
+                }
+            }
+        }
+    }
+
+    async fn response(&mut self, id: u32) -> Vec<u8> {
+        loop {
+            let data = self.next_package(PackageType::Data).await;
+            let msg = message::decode(&data).unwrap();
+            if msg.kind == MessageType::Response && msg.id == id {
+                return msg.body.to_vec();
+            }
+        }
+    }
+
+    async fn push_body(&mut self, route: &str) -> Vec<u8> {
+        loop {
+            let data = self.next_package(PackageType::Data).await;
+            let msg = message::decode(&data).unwrap();
+            if msg.kind == MessageType::Push && matches!(&msg.route, Some(RouteRef::Name(n)) if n == route) {
+                return msg.body.to_vec();
+            }
+        }
+    }
+}
