@@ -223,3 +223,92 @@ impl RawSocket {
         }
     }
 }
+
+/// The cluster's gate and first connector as `tcp://` URLs (the same ports as WebSocket).
+fn tcp_urls(cluster: &TestCluster) -> (String, String) {
+    let ws = cluster.connector_url(0);
+    (
+        format!("tcp://127.0.0.1:{}", cluster.gate),
+        ws.replacen("ws://", "tcp://", 1),
+    )
+}
+
+#[tokio::test]
+async fn a_raw_tcp_client_and_a_websocket_client_chat_both_ways_on_one_port() {
+    let cluster = spawn_cluster(ClusterSpec {
+        extra: "[connector]\nheartbeat_secs = 1\n".into(),
+        ..ClusterSpec::default()
+    })
+    .await;
+    let (gate, connector) = tcp_urls(&cluster);
+    // The gate answers a TCP client too.
+    let g = Client::connect(&gate, ClientOptions::default()).await.unwrap();
+    let entry = g
+        .request("gate.gateHandler.queryEntry", json!({"uid": "tom"}))
+        .await
+        .unwrap();
+    assert_eq!(entry["code"], 200, "{entry}");
+    assert_eq!(
+        format!("tcp://{}:{}", entry["host"].as_str().unwrap(), entry["port"]),
+        connector
+    );
+
+    let mut tom = Client::connect(&connector, ClientOptions::default()).await.unwrap();
+    assert_eq!(tom.handshake().heartbeat_secs, Some(1));
+    assert_eq!(users(&enter(&tom, "tom", "mixed").await), vec!["tom"]);
+    let mut wendy = crate::support::connect(&cluster.connector_url(0)).await;
+    assert_eq!(users(&enter(&wendy, "wendy", "mixed").await), vec!["tom", "wendy"]);
+    assert!(receives_push(&mut tom, Duration::from_secs(5), |p| p.route == "onAdd").await);
+
+    // Past two heartbeat periods, the TCP session is alive: heartbeats went both ways.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!tom.is_closed());
+    assert!(tom.heartbeats_seen() >= 2, "{}", tom.heartbeats_seen());
+
+    let chat = |from: &str, text: &str| json!({"rid": "mixed", "content": text, "from": from, "target": "*"});
+    tom.request(SEND, chat("tom", "from tcp")).await.unwrap();
+    assert!(
+        receives_push(&mut wendy, Duration::from_secs(5), |p| p.route == "onChat"
+            && p.body["msg"] == "from tcp")
+        .await
+    );
+    wendy.request(SEND, chat("wendy", "from ws")).await.unwrap();
+    assert!(
+        receives_push(&mut tom, Duration::from_secs(5), |p| p.route == "onChat"
+            && p.body["msg"] == "from ws"
+            && p.body["from"] == "wendy")
+        .await
+    );
+
+    // Its close is a leave like any other.
+    tom.close();
+    assert!(
+        receives_push(&mut wendy, Duration::from_secs(5), |p| p.route == "onLeave"
+            && p.body["user"] == "tom")
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_raw_tcp_client_that_stops_heartbeating_or_sends_a_bad_package_is_closed() {
+    let cluster = spawn_cluster(ClusterSpec {
+        extra: "[connector]\nheartbeat_secs = 1\n".into(),
+        ..ClusterSpec::default()
+    })
+    .await;
+    let (_, connector) = tcp_urls(&cluster);
+    let silent = Client::connect(
+        &connector,
+        ClientOptions {
+            heartbeat: false,
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(silent.closed_within(Duration::from_secs(5)).await);
+
+    let bad = Client::connect(&connector, ClientOptions::default()).await.unwrap();
+    bad.send_raw(Bytes::from_static(&[9, 0, 0, 0])).unwrap();
+    assert!(bad.closed_within(Duration::from_secs(5)).await);
+}

@@ -1,4 +1,5 @@
-//! A Pomelo WebSocket client that behaves like `pomelo-jsclient-websocket`: handshake (with or
+//! A Pomelo client that behaves like `pomelo-jsclient-websocket` (over WebSocket, `ws://`) or
+//! a libpomelo2 game client (raw TCP, `tcp://`; TLS as `wss://` and `tls://`): handshake (with or
 //! without using the route dictionary), ack, requests with ids, notifies, a stream of pushes,
 //! and heartbeats sent `heartbeat` seconds after each server heartbeat.
 //!
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::Value;
 use shaddock_protobuf::Protos;
@@ -21,12 +21,12 @@ use shaddock_protocol::handshake::{HandshakeRequest, HandshakeResponse};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
 use shaddock_protocol::package::{self, PackageType};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 pub use tokio_tungstenite;
 
 pub mod recovering;
+mod transport;
 pub use recovering::{Event, RecoveringClient, RecoveringOptions};
 
 /// How the client behaves.
@@ -40,6 +40,8 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// The handshake body; `None` sends the JS client's.
     pub handshake_body: Option<String>,
+    /// The TLS client config for `wss://` and `tls://` URLs.
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     /// pomelo-protobuf bodies: requests of routes with a client proto are encoded, responses
     /// and pushes of routes with a server proto decoded (the same protos as the server's).
     pub protos: Option<Arc<Protos>>,
@@ -53,6 +55,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             handshake_body: None,
             protos: None,
+            tls: None,
         }
     }
 }
@@ -72,6 +75,13 @@ pub enum ClientError {
     Closed,
 }
 
+/// What the writer task is asked to do.
+#[derive(Debug)]
+enum Out {
+    Frame(Bytes),
+    Close,
+}
+
 /// A push received from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Push {
@@ -86,7 +96,7 @@ type Pending = Arc<Mutex<HashMap<u32, (String, oneshot::Sender<Value>)>>>;
 /// A connected, handshaken client.
 #[derive(Debug)]
 pub struct Client {
-    out: mpsc::UnboundedSender<Message>,
+    out: mpsc::UnboundedSender<Out>,
     pending: Pending,
     pushes: mpsc::UnboundedReceiver<Push>,
     next_id: AtomicU32,
@@ -100,27 +110,28 @@ pub struct Client {
 impl Client {
     /// Connects to `url` (e.g. `ws://127.0.0.1:3050`), handshakes and acks.
     pub async fn connect(url: &str, options: ClientOptions) -> Result<Self, ClientError> {
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-            .await
-            .map_err(|_| ClientError::Timeout)??;
-        let (mut sink, mut stream) = ws.split();
+        let (mut stream, mut sink) = tokio::time::timeout(
+            Duration::from_secs(10),
+            transport::open(url, options.tls.as_ref()),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)??;
         let body = options
             .handshake_body
             .clone()
             .unwrap_or_else(|| HandshakeRequest::js_client_body(None));
         let hs = package::encoded(PackageType::Handshake, body.as_bytes())
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        sink.send(Message::Binary(hs)).await?;
+        sink.send(hs).await?;
 
         let handshake = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(frame) = stream.next().await {
-                if let Message::Binary(b) = frame? {
-                    let (pkg, _) =
-                        package::decode_one(&b).map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    if pkg.kind == PackageType::Handshake {
-                        return HandshakeResponse::parse(pkg.body)
-                            .map_err(|e| ClientError::Protocol(e.to_string()));
-                    }
+                let b = frame?;
+                let (pkg, _) =
+                    package::decode_one(&b).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if pkg.kind == PackageType::Handshake {
+                    return HandshakeResponse::parse(pkg.body)
+                        .map_err(|e| ClientError::Protocol(e.to_string()));
                 }
             }
             Err(ClientError::Closed)
@@ -130,10 +141,9 @@ impl Client {
         if handshake.code != 200 {
             return Err(ClientError::Handshake(handshake.code));
         }
-        sink.send(Message::Binary(Bytes::from_static(&package::HANDSHAKE_ACK)))
-            .await?;
+        sink.send(Bytes::from_static(&package::HANDSHAKE_ACK)).await?;
 
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
@@ -146,16 +156,12 @@ impl Client {
                 tokio::select! {
                     _ = writer_closed.cancelled() => break,
                     m = out_rx.recv() => match m {
-                        Some(Message::Close(c)) => {
-                            let _ = sink.send(Message::Close(c)).await;
-                            break;
-                        }
-                        Some(m) => if sink.send(m).await.is_err() { break },
-                        None => break,
+                        Some(Out::Close) | None => break,
+                        Some(Out::Frame(b)) => if sink.send(b).await.is_err() { break },
                     }
                 }
             }
-            let _ = sink.close().await;
+            sink.close().await;
         });
 
         let reader = Reader {
@@ -175,12 +181,7 @@ impl Client {
         let reader_closed = closed.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
-                match frame {
-                    Message::Binary(b) => reader.on_frame(&b),
-                    Message::Text(t) => reader.on_frame(t.as_bytes()),
-                    Message::Close(_) => break,
-                    _ => {}
-                }
+                reader.on_frame(&frame);
             }
             reader_closed.cancel();
         });
@@ -253,7 +254,7 @@ impl Client {
     /// Puts `bytes` on the wire as one binary frame, whatever they are.
     pub fn send_raw(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
         self.out
-            .send(Message::Binary(bytes.into()))
+            .send(Out::Frame(bytes.into()))
             .map_err(|_| ClientError::Closed)
     }
 
@@ -305,7 +306,7 @@ impl Client {
 
     /// Closes the connection, after what is already queued has been sent.
     pub fn close(&self) {
-        let _ = self.out.send(Message::Close(None));
+        let _ = self.out.send(Out::Close);
     }
 }
 
@@ -319,7 +320,7 @@ struct Reader {
     dict: Option<Dictionary>,
     heartbeat: Option<Duration>,
     heartbeat_scheduled: Arc<AtomicBool>,
-    out: mpsc::UnboundedSender<Message>,
+    out: mpsc::UnboundedSender<Out>,
     pending: Pending,
     pushes: mpsc::UnboundedSender<Push>,
     kick: Arc<Mutex<Option<String>>>,
@@ -370,7 +371,7 @@ impl Reader {
         tokio::spawn(async move {
             tokio::time::sleep(interval).await;
             flag.store(false, Ordering::Release);
-            let _ = out.send(Message::Binary(Bytes::from_static(&package::HEARTBEAT)));
+            let _ = out.send(Out::Frame(Bytes::from_static(&package::HEARTBEAT)));
         });
     }
 

@@ -69,6 +69,18 @@ pub fn decode_one(buf: &[u8]) -> Result<(Package<'_>, usize), DecodeError> {
     ))
 }
 
+/// How long the package at the start of a byte stream is, header included, once its header
+/// has arrived (`Ok(None)` before); an unknown type is an error. Raw TCP clients send a
+/// stream, not frames: this cuts it into packages.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    let Some(header) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    PackageType::try_from(header[0])?;
+    let body = (usize::from(header[1]) << 16) | (usize::from(header[2]) << 8) | usize::from(header[3]);
+    Ok(Some(HEADER_LEN + body))
+}
+
 /// Iterates over every package in one buffer (a WebSocket message may hold several).
 ///
 /// Stops after the first error.

@@ -1,5 +1,6 @@
-//! A frontend server (gate or connector): the WebSocket listener, the Pomelo socket state
-//! machine ([`socket`]) and delivery of pushes that arrive on the bus ([`push`]).
+//! A frontend server (gate or connector): the listener of WebSocket and raw TCP clients on one
+//! port ([`listener`], [`transport`]), the Pomelo socket state machine ([`socket`]) and
+//! delivery of pushes that arrive on the bus ([`push`]).
 //!
 //! Any request path upgrades (as Pomelo's `ws` server accepts any), binary frames go out,
 //! text frames are read as bytes.
@@ -31,6 +32,7 @@ pub mod builder;
 pub mod listener;
 pub mod push;
 pub mod socket;
+pub mod transport;
 
 pub use builder::FrontendBuilder;
 
@@ -194,14 +196,25 @@ impl Frontend {
         self.listening.is_cancelled()
     }
 
-    /// Serves WebSocket clients on `listener` until the frontend drains or stops.
+    /// Serves WebSocket and raw TCP clients on `listener` until the frontend drains or stops.
     pub fn serve(self: Arc<Self>, listener: TcpListener) {
         let token = self.listening.clone();
         let app = Router::new().fallback(upgrade).with_state(self.clone());
         // The handshake's deadline covers the HTTP upgrade before it too.
         let deadline = Duration::from_millis(self.limits.handshake_timeout_ms);
         self.tracker
-            .spawn(listener::serve(listener, app, token, deadline));
+            .spawn(listener::serve(listener, app, self.clone(), token, deadline));
+    }
+
+    /// A raw TCP client (its first byte was not an HTTP method's): Pomelo packages straight
+    /// on the stream, the same state machine as WebSocket.
+    pub(crate) fn serve_tcp(self: Arc<Self>, io: transport::BoxIo, peer: SocketAddr) {
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = self.limits.max_connections, "connection limit reached, refusing");
+            return; // dropping `io` closes it
+        };
+        let frames = transport::tcp(io, self.limits.max_package_bytes);
+        self.tracker.spawn(socket::run(frames, self.clone(), peer, permit));
     }
 }
 
@@ -228,5 +241,5 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| socket::run(socket, fe, peer, permit))
+        .on_upgrade(move |socket| socket::run(transport::websocket(socket), fe, peer, permit))
 }

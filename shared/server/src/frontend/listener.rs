@@ -1,20 +1,33 @@
-//! The HTTP side of a frontend's port: accept, read the upgrade request within a deadline, hand
-//! the connection to the router. axum's own `serve` sets no timer on hyper, so a client that
+//! A frontend's port: accept, sniff the first byte within a deadline, then either hand the
+//! connection to the HTTP router (the WebSocket upgrade) or run it as a raw TCP client, as
+//! Pomelo's hybridconnector does. axum's own `serve` sets no timer on hyper, so a client that
 //! connects and never sends its request would hold a socket for ever.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Accepts on `listener` until `token` is cancelled; each connection gets `router`, with the
-/// peer's address as `ConnectInfo`, and `deadline` to send its HTTP request (the upgrade).
-pub async fn serve(listener: TcpListener, router: Router, token: CancellationToken, deadline: Duration) {
+use super::Frontend;
+use super::transport::{BoxIo, Sniffed, is_http};
+
+/// Accepts on `listener` until `token` is cancelled; each connection has `deadline` to send
+/// its first byte and then (WebSocket) its HTTP request. HTTP gets `router`, with the peer's
+/// address as `ConnectInfo`; anything else is a raw TCP client of `fe`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    fe: Arc<Frontend>,
+    token: CancellationToken,
+    deadline: Duration,
+) {
     loop {
         let accepted = tokio::select! {
             _ = token.cancelled() => return,
@@ -30,19 +43,40 @@ pub async fn serve(listener: TcpListener, router: Router, token: CancellationTok
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = router
-            .clone()
-            .layer(axum::Extension(ConnectInfo::<SocketAddr>(peer)));
+        let router = router.clone();
+        let fe = fe.clone();
         tokio::spawn(async move {
+            let io: BoxIo = Box::new(tcp);
+            let Some((first, io)) = sniff(io, deadline).await else {
+                tracing::debug!(%peer, "connection sent nothing in time");
+                return;
+            };
+            if !is_http(first) {
+                fe.serve_tcp(Box::new(Sniffed::new(first, io)), peer);
+                return;
+            }
+            let service = router.layer(axum::Extension(ConnectInfo::<SocketAddr>(peer)));
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(deadline)
-                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
+                .serve_connection(
+                    TokioIo::new(Sniffed::new(first, io)),
+                    TowerToHyperService::new(service),
+                )
                 .with_upgrades()
                 .await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended before its upgrade");
             }
         });
+    }
+}
+
+/// The connection's first byte, read within `deadline`; `None` if it closed or sent nothing.
+async fn sniff(mut io: BoxIo, deadline: Duration) -> Option<(u8, BoxIo)> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(deadline, io.read(&mut first)).await {
+        Ok(Ok(1)) => Some((first[0], io)),
+        _ => None,
     }
 }

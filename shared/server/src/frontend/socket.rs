@@ -14,10 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use shaddock_protocol::handshake::{self, HandshakeRequest};
 use shaddock_protocol::message::{self, MessageType, RouteRef};
@@ -28,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Frontend;
+use super::transport::{FrameReader, FrameWriter};
 use crate::handler::{HandlerError, RouteCheck, check_route, response_body};
 use crate::sequencer::Busy;
 use crate::service::session_service::Session;
@@ -84,13 +82,13 @@ enum Next {
     Close,
 }
 
+/// Runs one client connection (WebSocket or raw TCP) to its end.
 pub(crate) async fn run(
-    socket: WebSocket,
+    (stream, sink): (FrameReader, FrameWriter),
     fe: Arc<Frontend>,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
-    let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(fe.limits.send_queue);
     let closing = fe.token.child_token();
     let session = fe.sessions.create(tx, closing.clone());
@@ -200,7 +198,7 @@ impl RateLimit {
 }
 
 impl Connection {
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>, closing: CancellationToken) {
+    async fn read_loop(&mut self, mut stream: FrameReader, closing: CancellationToken) {
         loop {
             let frame = tokio::select! {
                 _ = closing.cancelled() => return,
@@ -219,10 +217,7 @@ impl Connection {
                     tracing::debug!(error = %e, "socket error");
                     return;
                 }
-                Some(Ok(Message::Binary(b))) => b,
-                Some(Ok(Message::Text(t))) => Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => continue, // ping/pong
+                Some(Ok(b)) => b,
             };
             for pkg in package::decode_all(&bytes) {
                 let next = match pkg {
@@ -519,7 +514,7 @@ fn respond(fe: &Frontend, session: &Session, id: u32, route: &str, body: &[u8]) 
 /// Writes queued packages, several frames per flush; after `closing`, flushes what is queued
 /// (within a grace period) and sends a close frame.
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: FrameWriter,
     mut rx: mpsc::Receiver<Bytes>,
     closing: CancellationToken,
 ) {
@@ -531,9 +526,9 @@ async fn write_loop(
         };
         let Some(first) = first else { break };
         let write = async {
-            sink.feed(Message::Binary(first)).await?;
+            sink.feed(first).await?;
             while let Ok(more) = rx.try_recv() {
-                sink.feed(Message::Binary(more)).await?;
+                sink.feed(more).await?;
             }
             sink.flush().await
         };
@@ -542,7 +537,7 @@ async fn write_loop(
             r = &mut write => r,
             _ = closing.cancelled() => tokio::time::timeout(CLOSE_GRACE, &mut write)
                 .await
-                .unwrap_or_else(|_| Err(axum::Error::new("flush timed out"))),
+                .unwrap_or_else(|_| Err("flush timed out".to_owned())),
         };
         if let Err(e) = written {
             tracing::debug!(error = %e, "write failed");
@@ -553,13 +548,8 @@ async fn write_loop(
     // Closing: flush what is still queued (a KICK, a last response), then a close frame.
     let drain = async {
         while let Ok(more) = rx.try_recv() {
-            sink.feed(Message::Binary(more)).await?;
+            sink.feed(more).await?;
         }
-        sink.send(Message::Close(Some(CloseFrame {
-            code: 1000,
-            reason: "".into(),
-        })))
-        .await?;
         sink.close().await
     };
     let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
