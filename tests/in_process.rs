@@ -38,6 +38,8 @@ pub struct ClusterSpec {
     pub backing: Backing,
     /// TOML appended to the test config (sections such as `[limits]`).
     pub extra: String,
+    /// How the cluster's own helper clients connect (`tls` set: over `wss://`).
+    pub client: ClientOptions,
 }
 
 impl Default for ClusterSpec {
@@ -47,6 +49,7 @@ impl Default for ClusterSpec {
             connectors: 1,
             backing: Backing::Shared,
             extra: String::new(),
+            client: ClientOptions::default(),
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct TestCluster {
     pub connectors: Vec<u16>,
     apps: Vec<App>,
     token: CancellationToken,
+    client: ClientOptions,
 }
 
 /// Starts `spec`'s servers (chat servers first, then connectors, then the gate) and returns
@@ -87,6 +91,7 @@ pub async fn spawn_cluster(spec: ClusterSpec) -> TestCluster {
         connectors: Vec::new(),
         apps: Vec::new(),
         token: token.clone(),
+        client: spec.client.clone(),
     };
     let entry = |id: String, server_type: &str| ServerEntry {
         id,
@@ -150,13 +155,21 @@ impl TestCluster {
 
     /// Asks the gate for `name`'s connector, as chatofpomelo's client does.
     pub async fn query_entry(&self, name: &str) -> Value {
-        let gate = connect(&format!("ws://127.0.0.1:{}", self.gate)).await;
+        let gate = self.connect(self.gate).await;
         let entry = gate
             .request(QUERY_ENTRY, json!({ "uid": name }))
             .await
             .expect("queryEntry answers");
         gate.close();
         entry
+    }
+
+    /// A client of the frontend on `port`, as the spec's client options say.
+    async fn connect(&self, port: u16) -> Client {
+        let scheme = if self.client.tls.is_some() { "wss" } else { "ws" };
+        Client::connect(&format!("{scheme}://127.0.0.1:{port}"), self.client.clone())
+            .await
+            .expect("connect")
     }
 
     async fn wait_for_connectors(&self, n: usize) {
@@ -185,7 +198,7 @@ impl TestCluster {
         TestUser {
             name: name.to_owned(),
             room: String::new(),
-            client: connect(&format!("ws://127.0.0.1:{port}")).await,
+            client: self.connect(port as u16).await,
         }
     }
 
@@ -200,12 +213,6 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.token.cancel();
     }
-}
-
-async fn connect(url: &str) -> Client {
-    Client::connect(url, ClientOptions::default())
-        .await
-        .expect("connect")
 }
 
 /// One chat user, with verbs that read as the behaviour under test.

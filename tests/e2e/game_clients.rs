@@ -91,7 +91,10 @@ async fn with_protos_requests_answers_and_pushes_are_protobuf_and_other_routes_s
     let mut raw = RawSocket::connect(&url).await;
     raw.enter("carol", "pb").await;
     let sent = bob
-        .request(SEND, json!({"rid": "pb", "content": "hi", "from": "bob", "target": "*"}))
+        .request(
+            SEND,
+            json!({"rid": "pb", "content": "hi", "from": "bob", "target": "*"}),
+        )
         .await
         .unwrap();
     // `send` answers `{}`, and `{}` has no field of a proto: nothing here has one.
@@ -253,11 +256,16 @@ async fn a_raw_tcp_client_and_a_websocket_client_chat_both_ways_on_one_port() {
         connector
     );
 
-    let mut tom = Client::connect(&connector, ClientOptions::default()).await.unwrap();
+    let mut tom = Client::connect(&connector, ClientOptions::default())
+        .await
+        .unwrap();
     assert_eq!(tom.handshake().heartbeat_secs, Some(1));
     assert_eq!(users(&enter(&tom, "tom", "mixed").await), vec!["tom"]);
     let mut wendy = crate::support::connect(&cluster.connector_url(0)).await;
-    assert_eq!(users(&enter(&wendy, "wendy", "mixed").await), vec!["tom", "wendy"]);
+    assert_eq!(
+        users(&enter(&wendy, "wendy", "mixed").await),
+        vec!["tom", "wendy"]
+    );
     assert!(receives_push(&mut tom, Duration::from_secs(5), |p| p.route == "onAdd").await);
 
     // Past two heartbeat periods, the TCP session is alive: heartbeats went both ways.
@@ -308,7 +316,122 @@ async fn a_raw_tcp_client_that_stops_heartbeating_or_sends_a_bad_package_is_clos
     .unwrap();
     assert!(silent.closed_within(Duration::from_secs(5)).await);
 
-    let bad = Client::connect(&connector, ClientOptions::default()).await.unwrap();
+    let bad = Client::connect(&connector, ClientOptions::default())
+        .await
+        .unwrap();
     bad.send_raw(Bytes::from_static(&[9, 0, 0, 0])).unwrap();
     assert!(bad.closed_within(Duration::from_secs(5)).await);
+}
+
+/// A self-signed certificate for 127.0.0.1, written as PEM files; removed when dropped.
+struct SelfSigned {
+    dir: PathBuf,
+    der: Vec<u8>,
+}
+
+impl SelfSigned {
+    fn new() -> Self {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let dir = std::env::temp_dir().join(shaddock_e2e::namespace("tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key_pair.serialize_pem()).unwrap();
+        Self {
+            dir,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.dir.join("cert.pem").display(),
+            self.dir.join("key.pem").display()
+        )
+    }
+
+    /// A client config that trusts this certificate only.
+    fn client(&self) -> Arc<tokio_rustls::rustls::ClientConfig> {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        roots
+            .add(tokio_rustls::rustls::pki_types::CertificateDer::from(
+                self.der.clone(),
+            ))
+            .unwrap();
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn with_tls_on_wss_and_tls_over_tcp_chat_on_one_port_and_plain_clients_get_nothing() {
+    let cert = SelfSigned::new();
+    let options = ClientOptions {
+        tls: Some(cert.client()),
+        ..ClientOptions::default()
+    };
+    let cluster = spawn_cluster(ClusterSpec {
+        extra: cert.config(),
+        client: options.clone(),
+        ..ClusterSpec::default()
+    })
+    .await;
+    let port = cluster.connectors[0];
+    let gate = Client::connect(&format!("wss://127.0.0.1:{}", cluster.gate), options.clone())
+        .await
+        .unwrap();
+    let entry = gate
+        .request("gate.gateHandler.queryEntry", json!({"uid": "sam"}))
+        .await
+        .unwrap();
+    assert_eq!(entry["port"], port, "{entry}");
+
+    let mut sam = Client::connect(&format!("tls://127.0.0.1:{port}"), options.clone())
+        .await
+        .unwrap();
+    assert_eq!(users(&enter(&sam, "sam", "secure").await), vec!["sam"]);
+    let mut wes = Client::connect(&format!("wss://127.0.0.1:{port}/"), options.clone())
+        .await
+        .unwrap();
+    assert_eq!(users(&enter(&wes, "wes", "secure").await), vec!["sam", "wes"]);
+    let chat =
+        |from: &str, text: &str| json!({"rid": "secure", "content": text, "from": from, "target": "*"});
+    sam.request(SEND, chat("sam", "over tls")).await.unwrap();
+    assert!(
+        receives_push(&mut wes, Duration::from_secs(5), |p| p.route == "onChat"
+            && p.body["msg"] == "over tls")
+        .await
+    );
+    wes.request(SEND, chat("wes", "over wss")).await.unwrap();
+    assert!(
+        receives_push(&mut sam, Duration::from_secs(5), |p| p.route == "onChat"
+            && p.body["msg"] == "over wss")
+        .await
+    );
+
+    // A plain client is not served: no handshake comes back.
+    for plain in [
+        format!("ws://127.0.0.1:{port}"),
+        format!("tcp://127.0.0.1:{port}"),
+    ] {
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            Client::connect(&plain, ClientOptions::default()),
+        )
+        .await;
+        assert!(!matches!(got, Ok(Ok(_))), "{plain} was served without TLS");
+    }
 }

@@ -127,8 +127,7 @@ impl Client {
         let handshake = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(frame) = stream.next().await {
                 let b = frame?;
-                let (pkg, _) =
-                    package::decode_one(&b).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let (pkg, _) = package::decode_one(&b).map_err(|e| ClientError::Protocol(e.to_string()))?;
                 if pkg.kind == PackageType::Handshake {
                     return HandshakeResponse::parse(pkg.body)
                         .map_err(|e| ClientError::Protocol(e.to_string()));
@@ -245,7 +244,12 @@ impl Client {
     /// A request body: protobuf if the route has a client proto, else JSON.
     fn body(&self, route: &str, body: &Value) -> Result<Vec<u8>, ClientError> {
         let json = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        match self.options.protos.as_ref().and_then(|p| p.encode_client(route, &json)) {
+        match self
+            .options
+            .protos
+            .as_ref()
+            .and_then(|p| p.encode_client(route, &json))
+        {
             None => Ok(json),
             Some(encoded) => encoded.map_err(|e| ClientError::Protocol(e.to_string())),
         }

@@ -47,7 +47,9 @@ pub(crate) async fn open(
         .to_owned();
     let secure = matches!(scheme, "wss" | "tls");
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(io_error)?;
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(io_error)?;
     let _ = tcp.set_nodelay(true);
     let io: BoxIo = if secure {
         let config = tls
@@ -140,7 +142,10 @@ impl Decoder for Packages {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, std::io::Error> {
         match package::frame_len(src) {
-            Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            )),
             Ok(Some(len)) if src.len() >= len => Ok(Some(src.split_to(len).freeze())),
             Ok(_) => Ok(None),
         }

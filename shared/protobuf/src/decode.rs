@@ -103,7 +103,14 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn prop(&mut self, scope: &MessageProto, field: &str, ty: &str, end: usize, depth: usize) -> Result<Json, DecodeError> {
+    fn prop(
+        &mut self,
+        scope: &MessageProto,
+        field: &str,
+        ty: &str,
+        end: usize,
+        depth: usize,
+    ) -> Result<Json, DecodeError> {
         Ok(match ty {
             "uInt32" => Json::Number(self.varint()? as f64),
             "sInt32" | "int32" => {

@@ -72,9 +72,7 @@ impl<'a> Encoder<'a> {
                     return Err(EncodeError::MissingRequired(f.name.clone()));
                 }
                 Repeat::Repeated => {
-                    if let (Some(Json::Array(items)), Some(nested)) =
-                        (value, self.lookup(proto, &f.ty))
-                    {
+                    if let (Some(Json::Array(items)), Some(nested)) = (value, self.lookup(proto, &f.ty)) {
                         for item in items {
                             self.check(nested, item, depth + 1)?;
                         }
@@ -151,7 +149,9 @@ impl<'a> Encoder<'a> {
         };
         match ty {
             "uInt32" => {
-                let n = parse_int(value).filter(|n| *n >= 0.0).ok_or(bad("not a uInt32"))?;
+                let n = parse_int(value)
+                    .filter(|n| *n >= 0.0)
+                    .ok_or(bad("not a uInt32"))?;
                 varint(&mut self.out, n as u128);
             }
             "sInt32" | "int32" => {
@@ -160,7 +160,9 @@ impl<'a> Encoder<'a> {
                 let z = if n < 0.0 { n.abs() * 2.0 - 1.0 } else { n * 2.0 };
                 varint(&mut self.out, z as u128);
             }
-            "float" => self.out.extend_from_slice(&(to_number(value) as f32).to_le_bytes()),
+            "float" => self
+                .out
+                .extend_from_slice(&(to_number(value) as f32).to_le_bytes()),
             "double" => self.out.extend_from_slice(&to_number(value).to_le_bytes()),
             "string" => {
                 let Json::String(s) = value else {

@@ -117,7 +117,10 @@ fn array_index(key: &str) -> Option<u32> {
     if !key.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    key.parse::<u64>().ok().filter(|n| *n < u64::from(u32::MAX)).map(|n| n as u32)
+    key.parse::<u64>()
+        .ok()
+        .filter(|n| *n < u64::from(u32::MAX))
+        .map(|n| n as u32)
 }
 
 /// A string as `JSON.stringify` writes it: `"` and `\` escaped, control characters as

@@ -32,10 +32,7 @@ pub const CLIENT_PROTOS: &str = "clientProtos.json";
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not JSON: {source}")]
     NotJson {
         path: PathBuf,
@@ -147,6 +144,10 @@ fn encode_with(set: &ProtoSet, route: &str, json_body: &[u8]) -> Option<Result<V
 
 fn decode_with(set: &ProtoSet, route: &str, body: &[u8]) -> Option<Result<String, DecodeError>> {
     let proto = set.route(route)?;
-    let mut dec = decode::Decoder { set, buf: body, pos: 0 };
+    let mut dec = decode::Decoder {
+        set,
+        buf: body,
+        pos: 0,
+    };
     Some(dec.message(proto, body.len(), 0).map(|v| v.to_js_string()))
 }

@@ -141,7 +141,11 @@ impl MessageProto {
                 (f.name.clone(), spec)
             })
             .collect();
-        let messages = self.messages.iter().map(|(n, m)| (n.clone(), m.to_json())).collect();
+        let messages = self
+            .messages
+            .iter()
+            .map(|(n, m)| (n.clone(), m.to_json()))
+            .collect();
         entries.push(("__messages".to_owned(), Json::object(messages)));
         let tags = self
             .fields

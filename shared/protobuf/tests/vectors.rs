@@ -64,7 +64,10 @@ fn the_version_and_the_handshake_protos_match_the_reference() {
     let src = source_protos(&v);
     let on_chat = Json::object(vec![("onChat".into(), src.get("onChat").unwrap().clone())]);
     let protos = Protos::new(&on_chat, &Json::Object(Vec::new()));
-    assert_eq!(protos.version(), v["handshake_facts"]["protoVersion"].as_str().unwrap());
+    assert_eq!(
+        protos.version(),
+        v["handshake_facts"]["protoVersion"].as_str().unwrap()
+    );
     let response = v["handshake"][1]["response_json"].as_str().unwrap();
     let want = format!("\"protos\":{},\"useProto\":true", protos.handshake_json());
     assert!(response.contains(&want), "{response}\n  lacks\n{want}");
@@ -74,8 +77,18 @@ fn the_version_and_the_handshake_protos_match_the_reference() {
 fn a_missing_required_field_or_a_wrong_type_is_an_error_and_routes_without_a_proto_are_none() {
     let v = vectors();
     let protos = Protos::new(&source_protos(&v), &Json::Object(Vec::new()));
-    assert!(protos.encode_server("onChat", br#"{"msg":"hi","from":"a"}"#).unwrap().is_err());
-    assert!(protos.encode_server("onChat", br#"{"msg":1,"from":"a","target":"*"}"#).unwrap().is_err());
+    assert!(
+        protos
+            .encode_server("onChat", br#"{"msg":"hi","from":"a"}"#)
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        protos
+            .encode_server("onChat", br#"{"msg":1,"from":"a","target":"*"}"#)
+            .unwrap()
+            .is_err()
+    );
     assert!(protos.encode_server("onChat", b"not json").unwrap().is_err());
     assert!(protos.encode_server("onAdd", br#"{"user":"a"}"#).is_none());
     assert!(protos.decode_server("onAdd", b"\x0a").is_none());
@@ -92,15 +105,25 @@ fn malformed_bodies_are_errors() {
     let v = vectors();
     let protos = Protos::new(&source_protos(&v), &Json::Object(Vec::new()));
     for bad in [
-        &b"\x0a\x05hi"[..],          // length past the end
-        b"\x22\x00",                 // tag 4 is not in onChat
-        b"\x0a",                     // ends in the key's field
+        &b"\x0a\x05hi"[..],                                  // length past the end
+        b"\x22\x00",                                         // tag 4 is not in onChat
+        b"\x0a",                                             // ends in the key's field
         b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", // varint too long
     ] {
         assert!(protos.decode_server("onChat", bad).unwrap().is_err(), "{bad:?}");
     }
-    assert!(protos.decode_server("test.repeated", b"\x08\xff\xff\x03\x01").unwrap().is_err());
-    assert!(protos.decode_server("test.nested", b"\x0a\x09\x08\x13").unwrap().is_err());
+    assert!(
+        protos
+            .decode_server("test.repeated", b"\x08\xff\xff\x03\x01")
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        protos
+            .decode_server("test.nested", b"\x0a\x09\x08\x13")
+            .unwrap()
+            .is_err()
+    );
 }
 
 mod fuzz {
@@ -185,7 +208,10 @@ fn the_handshake_with_protos_is_byte_identical_and_left_out_for_a_client_that_ha
     routes.sort_by_key(|(_, c)| *c);
     let cfg = HandshakeConfig {
         heartbeat_secs: Some(3),
-        dict: Some(Dictionary::new(routes.into_iter().map(|(r, _)| r), Vec::<String>::new())),
+        dict: Some(Dictionary::new(
+            routes.into_iter().map(|(r, _)| r),
+            Vec::<String>::new(),
+        )),
         protos: Some(ProtosAnnouncement {
             version: protos.version().to_owned(),
             json: protos.handshake_json().to_owned(),
@@ -204,5 +230,8 @@ fn the_handshake_with_protos_is_byte_identical_and_left_out_for_a_client_that_ha
         ..fresh
     };
     let body = cfg.ok_body(&cached, None);
-    assert!(!body.contains("\"protos\"") && body.ends_with(",\"useProto\":true}}"), "{body}");
+    assert!(
+        !body.contains("\"protos\"") && body.ends_with(",\"useProto\":true}}"),
+        "{body}"
+    );
 }

@@ -14,8 +14,8 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use shaddock_config::Limits;
-use shaddock_protocol::Dictionary;
 use shaddock_protobuf::Protos;
+use shaddock_protocol::Dictionary;
 use shaddock_protocol::handshake::{HandshakeConfig, ProtosAnnouncement};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -32,6 +32,7 @@ pub mod builder;
 pub mod listener;
 pub mod push;
 pub mod socket;
+pub mod tls;
 pub mod transport;
 
 pub use builder::FrontendBuilder;
@@ -56,6 +57,8 @@ pub struct Frontend {
     pub dict: Option<Arc<Dictionary>>,
     /// pomelo-protobuf bodies for the routes that have a proto; `None`: every body is JSON.
     pub protos: Option<Arc<Protos>>,
+    /// TLS on the client port (wss and TLS over raw TCP); `None`: plain.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub limits: Limits,
     pub(crate) handlers: Handlers<Session>,
     /// Where requests for other server types go; `None` answers them `{"code":500}`.
@@ -120,6 +123,7 @@ impl Frontend {
                 }),
             },
             protos,
+            tls: None,
             heartbeat_timeout: opts.heartbeat_timeout(),
             dict,
             limits: config.limits.clone(),
@@ -214,7 +218,8 @@ impl Frontend {
             return; // dropping `io` closes it
         };
         let frames = transport::tcp(io, self.limits.max_package_bytes);
-        self.tracker.spawn(socket::run(frames, self.clone(), peer, permit));
+        self.tracker
+            .spawn(socket::run(frames, self.clone(), peer, permit));
     }
 }
 

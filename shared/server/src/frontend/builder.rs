@@ -51,7 +51,7 @@ impl App {
                 Some(Arc::new(protos))
             }
         };
-        let fe = Frontend::new(
+        let mut fe = Frontend::new(
             server_type,
             &self.me.id,
             &self.config,
@@ -60,6 +60,7 @@ impl App {
             self.metrics.clone(),
             protos,
         );
+        fe.tls = super::tls::acceptor(&self.config.tls)?;
         Ok(FrontendBuilder {
             app: self.clone(),
             listener,

@@ -1,4 +1,5 @@
-//! A frontend's port: accept, sniff the first byte within a deadline, then either hand the
+//! A frontend's port: accept, the TLS handshake when TLS is on, sniff the first byte within a
+//! deadline, then either hand the
 //! connection to the HTTP router (the WebSocket upgrade) or run it as a raw TCP client, as
 //! Pomelo's hybridconnector does. axum's own `serve` sets no timer on hyper, so a client that
 //! connects and never sends its request would hold a socket for ever.
@@ -46,7 +47,20 @@ pub async fn serve(
         let router = router.clone();
         let fe = fe.clone();
         tokio::spawn(async move {
-            let io: BoxIo = Box::new(tcp);
+            let io: BoxIo = match &fe.tls {
+                None => Box::new(tcp),
+                Some(tls) => match tokio::time::timeout(deadline, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
             let Some((first, io)) = sniff(io, deadline).await else {
                 tracing::debug!(%peer, "connection sent nothing in time");
                 return;

@@ -354,7 +354,12 @@ impl Connection {
         // Forwarded bodies travel as the client sent them (made UTF-8); only a local handler
         // needs them parsed. The backend parses, and invalid JSON becomes `{}` there too.
         // A route with a client proto arrives as protobuf and travels on as JSON.
-        let raw = match self.fe.protos.as_ref().and_then(|p| p.decode_client(&route, msg.body)) {
+        let raw = match self
+            .fe
+            .protos
+            .as_ref()
+            .and_then(|p| p.decode_client(&route, msg.body))
+        {
             None => shaddock_protocol::text::decode_lenient(msg.body)
                 .into_owned()
                 .into_bytes(),
@@ -513,11 +518,7 @@ fn respond(fe: &Frontend, session: &Session, id: u32, route: &str, body: &[u8]) 
 
 /// Writes queued packages, several frames per flush; after `closing`, flushes what is queued
 /// (within a grace period) and sends a close frame.
-async fn write_loop(
-    mut sink: FrameWriter,
-    mut rx: mpsc::Receiver<Bytes>,
-    closing: CancellationToken,
-) {
+async fn write_loop(mut sink: FrameWriter, mut rx: mpsc::Receiver<Bytes>, closing: CancellationToken) {
     loop {
         let first = tokio::select! {
             biased;

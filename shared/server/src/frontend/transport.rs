@@ -44,7 +44,11 @@ impl<S> Sniffed<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if let Some(b) = self.first
             && buf.remaining() > 0
         {
@@ -57,7 +61,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -120,7 +128,10 @@ pub fn websocket(ws: WebSocket) -> (FrameReader, FrameWriter) {
 pub fn tcp(io: BoxIo, max_package: usize) -> (FrameReader, FrameWriter) {
     let (r, w) = tokio::io::split(io);
     let reader = FramedRead::with_capacity(r, PackageCodec { max: max_package }, TCP_READ_BUFFER);
-    (FrameReader::Tcp(reader), FrameWriter::Tcp(FramedWrite::new(w, BytesCodec::new())))
+    (
+        FrameReader::Tcp(reader),
+        FrameWriter::Tcp(FramedWrite::new(w, BytesCodec::new())),
+    )
 }
 
 impl FrameReader {
@@ -175,7 +186,9 @@ impl FrameWriter {
 
 impl<S> std::fmt::Debug for Sniffed<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sniffed").field("first", &self.first).finish_non_exhaustive()
+        f.debug_struct("Sniffed")
+            .field("first", &self.first)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,12 +218,21 @@ mod tests {
     fn a_tcp_stream_is_cut_into_whole_packages() {
         let mut codec = PackageCodec { max: 16 };
         let mut buf = BytesMut::from(&[3u8, 0, 0, 0, 4, 0, 0, 2, b'{'][..]);
-        assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some(&[3u8, 0, 0, 0][..]));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().as_deref(),
+            Some(&[3u8, 0, 0, 0][..])
+        );
         assert_eq!(codec.decode(&mut buf).unwrap(), None, "half a package waits");
         buf.extend_from_slice(b"}");
-        assert_eq!(codec.decode(&mut buf).unwrap().as_deref(), Some(&b"\x04\x00\x00\x02{}"[..]));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().as_deref(),
+            Some(&b"\x04\x00\x00\x02{}"[..])
+        );
         assert!(codec.decode(&mut BytesMut::from(&[9u8, 0, 0, 0][..])).is_err());
-        assert!(codec.decode(&mut BytesMut::from(&[4u8, 0, 1, 0][..])).is_err(), "over the limit");
+        assert!(
+            codec.decode(&mut BytesMut::from(&[4u8, 0, 1, 0][..])).is_err(),
+            "over the limit"
+        );
         assert!(is_http(b'G') && is_http(b'P') && !is_http(1) && !is_http(0x16));
     }
 }
