@@ -7,7 +7,19 @@ use shaddock_e2e::{Server, TestConfig};
 
 #[tokio::test]
 async fn two_people_chat_publicly_and_privately_in_the_web_client() {
-    let config = TestConfig::new("browser", "");
+    chat_in_the_browser("browser", "", "browser-chat.png").await;
+}
+
+/// The same with chatofpomelo's protos on (`onChat` as pomelo-protobuf, the rest JSON).
+#[tokio::test]
+async fn two_people_chat_in_the_web_client_with_protobuf_pushes() {
+    let protos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/protos/chatofpomelo");
+    let extra = format!("[protobuf]\ndir = \"{}\"\n", protos.display());
+    chat_in_the_browser("browserpb", &extra, "browser-chat-protobuf.png").await;
+}
+
+async fn chat_in_the_browser(tag: &str, extra: &str, screenshot: &str) {
+    let config = TestConfig::new(tag, extra);
     let _chat = Server::start("chat", "chat-server-1", &config).await;
     let _c1 = Server::start("connector", "connector-server-1", &config).await;
     let _c2 = Server::start("connector", "connector-server-2", &config).await;
@@ -19,7 +31,7 @@ async fn two_people_chat_publicly_and_privately_in_the_web_client() {
         dir.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed: run `make test` (or `npm ci` in tests/browser)"
     );
-    let shot = shaddock_e2e::bin_dir().join("browser-chat.png");
+    let shot = shaddock_e2e::bin_dir().join(screenshot);
     let url = format!(
         "http://127.0.0.1:{}/?gate=127.0.0.1:{}",
         web.client_port.unwrap(),
