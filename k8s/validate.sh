@@ -160,3 +160,24 @@ for path in sys.argv[2:]:
 sys.exit(1 if failed else 0)
 PY
 echo "k8s: examples valid: ${examples[*]}"
+# --- 5. the PodMonitor (a CRD: not in the schema) selects pods with an `admin` port ------------
+"$VENV/bin/python" - "$OUT/base.yaml" k8s/monitoring/podmonitor.yaml <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+pm = yaml.safe_load(open(sys.argv[2]))
+assert pm["kind"] == "PodMonitor" and pm["apiVersion"] == "monitoring.coreos.com/v1", "not a PodMonitor"
+names = set(pm["spec"]["selector"]["matchExpressions"][0]["values"])
+port = pm["spec"]["podMetricsEndpoints"][0]["port"]
+found = set()
+for d in docs:
+    if d.get("kind") in ("Deployment", "StatefulSet", "DaemonSet"):
+        t = d["spec"]["template"]
+        name = (t["metadata"].get("labels") or {}).get("app.kubernetes.io/name")
+        ports = {p.get("name") for c in t["spec"]["containers"] for p in c.get("ports", [])}
+        if name in names and port in ports:
+            found.add(name)
+missing = names - found
+if missing:
+    sys.exit(f"k8s/monitoring/podmonitor.yaml: no pod with port {port!r} for {sorted(missing)}")
+print(f"k8s: k8s/monitoring/podmonitor.yaml selects {', '.join(sorted(found))} on port {port}")
+PY

@@ -139,3 +139,101 @@ async fn without_a_token_the_console_is_off() {
     );
     assert_eq!(http(port, "GET", "/healthz", None, None).await.0, 200);
 }
+
+/// Every metric family a server's `/metrics` exports, with the series names Prometheus
+/// derives from it (`_total`, `_bucket`, `_sum`, `_count`).
+fn exported_names(metrics: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            names.insert(name.to_owned());
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{s}"));
+                    }
+                }
+                _ => {}
+            }
+        } else if !line.starts_with('#') {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            if end > 0 {
+                names.insert(line[..end].to_owned());
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_plots_only_metrics_the_servers_export() {
+    let config = TestConfig::new("dashboard", "");
+    let chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let gate = Server::start("gate", "gate-server-1", &config).await;
+    // Families with labels appear with their first series: one request of each kind.
+    let client = connect(&conn.url()).await;
+    enter(&client, "dana", "room").await;
+    client
+        .request(SEND, json!({"rid": "room", "content": "hi", "target": "*"}))
+        .await
+        .unwrap();
+    let mut exported = std::collections::BTreeSet::new();
+    for s in [&chat, &conn, &gate] {
+        let (status, metrics) = http(s.admin_port.unwrap(), "GET", "/metrics", None, None).await;
+        assert_eq!(status, 200);
+        exported.extend(exported_names(&metrics));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/shaddock.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert!(
+        dashboard["panels"].as_array().is_some_and(|p| p.len() >= 8),
+        "panels"
+    );
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(!exprs.is_empty());
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let bytes = e.as_bytes();
+        let mut i = 0;
+        while let Some(at) = e[i..].find("shaddock_") {
+            let start = i + at;
+            let end = start
+                + bytes[start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+                    .count();
+            used.insert(e[start..end].to_owned());
+            i = end;
+        }
+    }
+    let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard plots {missing:?}, not exported: {exported:?}"
+    );
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("expr", Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
+        _ => {}
+    }
+}

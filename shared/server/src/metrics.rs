@@ -27,6 +27,18 @@ pub struct KickLabels {
 
 /// The metrics of one server, owned by its `App` and served at its `/metrics`. The framework's
 /// own are fields; other crates register theirs with [`Metrics::register`].
+/// The `reason` label of `shaddock_kicks_total`: a kick's own reason when it is one of
+/// these, `shutdown` for "server shutting down", else `other`.
+pub const KICK_REASONS: [&str; 7] = [
+    "attack",
+    "flood",
+    "slow",
+    "shutdown",
+    "reconnect",
+    "kick",
+    "other",
+];
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -70,6 +82,11 @@ impl Metrics {
             queue_drops: Counter::default(),
             rpc_errors: Counter::default(),
         };
+        // Every reason is exported from the start (at 0), so dashboards and alerts see the
+        // series before the first kick.
+        for reason in KICK_REASONS {
+            m.kicks.get_or_create(&KickLabels { reason });
+        }
         m.register("connections", "Open client connections", m.connections.clone());
         m.register(
             "connections_opened",
@@ -148,13 +165,8 @@ impl Metrics {
     /// Counts a kick.
     pub fn kick(&self, reason: &str) {
         let reason = match reason {
-            "attack" => "attack",
-            "flood" => "flood",
-            "slow" => "slow",
             "server shutting down" => "shutdown",
-            "reconnect" => "reconnect",
-            "kick" => "kick",
-            _ => "other",
+            r => KICK_REASONS.into_iter().find(|k| *k == r).unwrap_or("other"),
         };
         self.kicks.get_or_create(&KickLabels { reason }).inc();
     }
