@@ -78,6 +78,18 @@ done
 
 export SHADDOCK_NATS_URL=$NATS_URL SHADDOCK_REDIS_URL=$REDIS_URL RUST_LOG=${RUST_LOG:-info}
 
+# The admin console needs a token: one made up for this run unless one is configured.
+token_note="(from SHADDOCK_ADMIN_TOKEN)"
+if [ -z "${SHADDOCK_ADMIN_TOKEN:-}" ]; then
+  if grep -qE '^[[:space:]]*token[[:space:]]*=' "$CONFIG"; then
+    token_note="(admin.token in $CONFIG)"
+  else
+    SHADDOCK_ADMIN_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    export SHADDOCK_ADMIN_TOKEN
+    token_note="(made up for this run; set SHADDOCK_ADMIN_TOKEN to choose one)"
+  fi
+fi
+
 start() { # name command...: run it, restart it when it crashes
   local name=$1; shift
   (
@@ -116,6 +128,8 @@ done
 if [ $ok = 1 ]; then
   echo
   echo "Shaddock is up. Open http://127.0.0.1:3001/  (gate ws://127.0.0.1:3014, connectors ws://127.0.0.1:3050 and :3051)"
+  echo "Admin console: http://127.0.0.1:3114/admin/  token: ${SHADDOCK_ADMIN_TOKEN:-see $CONFIG} $token_note"
+  echo "Metrics: http://127.0.0.1:{3114,3150,3151,3160,3161}/metrics (gate, connectors, chat servers; Grafana: deploy/grafana/shaddock.json)"
   echo "Ctrl-C or 'make down' stops it."
   echo
 else

@@ -108,6 +108,43 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
             json!({"msg": "maintenance at noon", "from": "admin", "target": "*"})
         );
     }
+    // Rooms: counts, search, one room's members, a broadcast to that room only.
+    let get = |path: &'static str| async move {
+        chunked_json(&http(admin, "GET", path, Some("t0ken"), None).await.1)
+    };
+    assert_eq!(
+        get("/admin/api/rooms").await,
+        json!({"total": 1, "page": 1, "per_page": 50, "rooms": [{"name": "room", "members": 2}]})
+    );
+    assert_eq!(get("/admin/api/rooms?q=nothing").await["total"], json!(0));
+    let room = get("/admin/api/rooms/room").await;
+    let users: Vec<&str> = room["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, vec!["alice", "bob"], "{room}");
+    assert_eq!(
+        http(admin, "GET", "/admin/api/rooms/nowhere", Some("t0ken"), None)
+            .await
+            .0,
+        404
+    );
+    let (status, sent) = http(
+        admin,
+        "POST",
+        "/admin/api/broadcast",
+        Some("t0ken"),
+        Some(r#"{"text":"room closes soon","rid":"room"}"#),
+    )
+    .await;
+    assert_eq!((status, chunked_json(&sent)["members"].clone()), (200, json!(2)));
+    for c in [&mut alice, &mut bob] {
+        let p = c.next_push(Duration::from_secs(3)).await.expect("room broadcast");
+        assert_eq!(p.body["msg"], json!("room closes soon"));
+    }
+
     let (status, kicked) = http(
         admin,
         "POST",

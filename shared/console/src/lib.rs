@@ -3,13 +3,17 @@
 //! - `GET servers`: the cluster's servers;
 //! - `GET connectors`: connections and users of each connector (`sessionRemote.sessionCount`);
 //! - `GET channels`: every channel and its members (`chatRemote.channels`);
+//! - `GET rooms?q=&page=&per_page=`: rooms with members, largest first, by name substring;
+//! - `GET rooms/{name}`: one room's members;
 //! - `POST kick {uid, reason?}`: kicks a user wherever it is (`sessionRemote.kickByUid`);
-//! - `POST broadcast {text | route?, body?}`: pushes to every session of every connector.
+//! - `POST broadcast {text | route?, body?, rid?}`: pushes to every session of every
+//!   connector, or with `rid` to one room's members through its chat server
+//!   (`chatRemote.broadcast`, in the room's order and history).
 //!
 //! Each server mounts it on its admin port (see `shaddock_server::admin`), which checks the
 //! bearer token before any of this runs.
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,7 +21,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shaddock_bus::{Bus, Envelope, subject};
-use shaddock_remote::chat_remote::{Channels, ChatRemote};
+use shaddock_remote::chat_remote::{Broadcast, ChannelMembers, Channels, ChatRemote};
 use shaddock_remote::session_remote::{KickByUid, SessionCount, SessionRemote};
 use shaddock_remote::{Remote, RpcClient};
 
@@ -45,6 +49,8 @@ impl Console {
             .route("/api/servers", get(servers))
             .route("/api/connectors", get(connectors))
             .route("/api/channels", get(channels))
+            .route("/api/rooms", get(rooms))
+            .route("/api/rooms/{name}", get(room))
             .route("/api/kick", post(kick))
             .route("/api/broadcast", post(broadcast))
             .with_state(self)
@@ -81,16 +87,84 @@ async fn connectors(State(c): Shared) -> Response {
     Json(json!({ "connectors": out })).into_response()
 }
 
-async fn channels(State(c): Shared) -> Response {
+/// Every channel in the store, asked of any chat server.
+async fn all_channels(c: &Console) -> Result<Vec<ChannelMembers>, Response> {
     let list = c.rpc.registry().list();
     let Some(chat) = list.servers(ChatRemote::SERVER_TYPE).first() else {
-        return (
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"error": "no chat server"})),
         )
-            .into_response();
+            .into_response());
     };
-    match c.rpc.call_server(&chat.id, Channels {}).await {
+    c.rpc
+        .call_server(&chat.id, Channels {})
+        .await
+        .map_err(bad_gateway)
+}
+
+#[derive(Debug, Deserialize)]
+struct RoomsQuery {
+    q: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// Rooms with members (empty ones are not listed), largest first, then by name; `q` keeps
+/// the names that contain it; pages from 1.
+async fn rooms(State(c): Shared, Query(query): Query<RoomsQuery>) -> Response {
+    let channels = match all_channels(&c).await {
+        Ok(ch) => ch,
+        Err(r) => return r,
+    };
+    let needle = query.q.unwrap_or_default().to_lowercase();
+    let mut rooms: Vec<(String, usize)> = channels
+        .into_iter()
+        .filter(|ch| !ch.members.is_empty() && ch.name.to_lowercase().contains(&needle))
+        .map(|ch| (ch.name, ch.members.len()))
+        .collect();
+    rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let per_page = query.per_page.unwrap_or(50).clamp(1, 500);
+    let page = query.page.unwrap_or(1).max(1);
+    let listed: Vec<Value> = rooms
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(name, n)| json!({"name": name, "members": n}))
+        .collect();
+    Json(json!({"total": rooms.len(), "page": page, "per_page": per_page, "rooms": listed})).into_response()
+}
+
+/// One room's members: `uid` (`name*room`), `user` (the name) and `sid` (their connector).
+async fn room(State(c): Shared, Path(name): Path<String>) -> Response {
+    let channels = match all_channels(&c).await {
+        Ok(ch) => ch,
+        Err(r) => return r,
+    };
+    let Some(ch) = channels
+        .into_iter()
+        .find(|ch| ch.name == name && !ch.members.is_empty())
+    else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such room"}))).into_response();
+    };
+    let mut members: Vec<Value> = ch
+        .members
+        .into_iter()
+        .map(|m| {
+            let user = m
+                .uid
+                .split_once('*')
+                .map_or(m.uid.as_str(), |(u, _)| u)
+                .to_owned();
+            json!({"uid": m.uid, "user": user, "sid": m.sid})
+        })
+        .collect();
+    members.sort_by(|a, b| a["user"].as_str().cmp(&b["user"].as_str()));
+    Json(json!({"name": ch.name, "members": members})).into_response()
+}
+
+async fn channels(State(c): Shared) -> Response {
+    match all_channels(&c).await {
         Ok(channels) => {
             let channels: Vec<Value> = channels
                 .into_iter()
@@ -105,7 +179,7 @@ async fn channels(State(c): Shared) -> Response {
                 .collect();
             Json(json!({ "channels": channels })).into_response()
         }
-        Err(e) => bad_gateway(e),
+        Err(r) => r,
     }
 }
 
@@ -137,6 +211,8 @@ struct BroadcastRequest {
     /// every chat client shows.
     body: Option<Value>,
     text: Option<String>,
+    /// One room only.
+    rid: Option<String>,
 }
 
 async fn broadcast(State(c): Shared, Json(req): Json<BroadcastRequest>) -> Response {
@@ -144,6 +220,17 @@ async fn broadcast(State(c): Shared, Json(req): Json<BroadcastRequest>) -> Respo
     let body = req
         .body
         .unwrap_or_else(|| json!({"msg": req.text.unwrap_or_default(), "from": "admin", "target": "*"}));
+    if let Some(rid) = req.rid {
+        let call = Broadcast {
+            rid,
+            route,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        };
+        return match c.rpc.call(call).await {
+            Ok(members) => Json(json!({"ok": true, "members": members})).into_response(),
+            Err(e) => bad_gateway(e),
+        };
+    }
     let env = Envelope::Broadcast {
         route,
         body: serde_json::to_vec(&body).unwrap_or_default(),

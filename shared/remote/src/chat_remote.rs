@@ -20,6 +20,9 @@ remote_service! {
         Sync = "sync" -> SyncReport,
         /// Every channel and its members, for the admin console.
         Channels = "channels" -> Vec<ChannelMembers>,
+        /// A push from the admin console to every member of room `rid`, in the room's order
+        /// and history like a chat message: answers how many members it went to.
+        Broadcast = "broadcast" -> usize,
     }
 }
 
@@ -177,6 +180,22 @@ impl std::ops::AddAssign for SyncReport {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Channels {}
+
+/// See [`ChatRemote::Broadcast`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub rid: String,
+    pub route: String,
+    /// The push body, JSON.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl Routed for Broadcast {
+    fn key(&self) -> &str {
+        &self.rid
+    }
+}
 
 /// A channel and its members, as `Channels` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

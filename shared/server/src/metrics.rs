@@ -85,7 +85,7 @@ impl Metrics {
         // Every reason is exported from the start (at 0), so dashboards and alerts see the
         // series before the first kick.
         for reason in KICK_REASONS {
-            m.kicks.get_or_create(&KickLabels { reason });
+            let _ = m.kicks.get_or_create(&KickLabels { reason });
         }
         m.register("connections", "Open client connections", m.connections.clone());
         m.register(

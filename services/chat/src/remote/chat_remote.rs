@@ -10,8 +10,8 @@
 use shaddock_channel::{Added, Member};
 use shaddock_history::Position;
 use shaddock_remote::chat_remote::{
-    Add, AddOutcome, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, Recover, RecoveredMessage,
-    Recovery, RoomMember, RoomPosition, Sync,
+    Add, AddOutcome, Broadcast, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, Recover,
+    RecoveredMessage, Recovery, RoomMember, RoomPosition, Sync,
 };
 use shaddock_remote::{decode_call, encode_reply};
 use shaddock_server::HandlerError;
@@ -42,6 +42,7 @@ pub async fn dispatch(
         }) => encode_reply::<Kick>(&kick(state, member, &rid, resume_ms, retry).await?),
         ChatRemote::Sync(part) => encode_reply::<Sync>(&crate::membership::sync(state, part).await?),
         ChatRemote::Channels(Channels {}) => encode_reply::<Channels>(&channels(state).await?),
+        ChatRemote::Broadcast(b) => encode_reply::<Broadcast>(&broadcast(state, b).await?),
     };
     answer.map_err(err)
 }
@@ -192,6 +193,27 @@ async fn kick(
 }
 
 /// Every channel and its members, for the admin console.
+/// The admin console's push to one room: through the room's history and order, as a chat
+/// message goes; a room with nobody in it gets nothing.
+async fn broadcast(state: &ChatState, b: Broadcast) -> Result<usize, HandlerError> {
+    let channel = state.channels.channel(&b.rid);
+    let members = channel.user_amount().await.map_err(err)?;
+    if members == 0 {
+        return Ok(0);
+    }
+    crate::room::publish(
+        state,
+        &b.rid,
+        &b.route,
+        &b.body,
+        crate::room::To::Room(&channel),
+        false,
+    )
+    .await
+    .map_err(err)?;
+    Ok(members)
+}
+
 async fn channels(state: &ChatState) -> Result<Vec<ChannelMembers>, HandlerError> {
     let store = state.channels.store();
     let mut out = Vec::new();
