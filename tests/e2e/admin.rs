@@ -162,6 +162,40 @@ async fn every_server_answers_health_readiness_and_metrics_and_the_console_kicks
         metrics.contains("shaddock_kicks_total{reason=\"other\"} 1"),
         "{metrics}"
     );
+
+    // The same jobs from the command line, as tables.
+    let url = format!("http://127.0.0.1:{admin}");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(shaddock_e2e::bin_dir().join("shaddock"))
+            .args(["admin", "--url", &url, "--token", "t0ken"])
+            .args(args)
+            .output()
+            .expect("shaddock runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let servers = cli(&["servers"]);
+    assert!(
+        servers.starts_with("ID") && servers.contains("connector-server-1  connector"),
+        "{servers}"
+    );
+    let rooms = cli(&["rooms"]);
+    assert!(rooms.contains("room  1"), "bob is left: {rooms}");
+    let members = cli(&["room", "room"]);
+    assert!(members.contains("bob   bob*room"), "{members}");
+    assert!(cli(&["kick", "bob*room"]).contains("kicked 1 session(s)"));
+    assert!(bob.closed_within(Duration::from_secs(3)).await);
+    let out = std::process::Command::new(shaddock_e2e::bin_dir().join("shaddock"))
+        .args(["admin", "--url", &url, "--token", "wrong", "servers"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
 #[tokio::test]

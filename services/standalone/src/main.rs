@@ -3,6 +3,7 @@
 //! - `shaddock all`: gate, connectors and chat servers of the config in ONE process, on the
 //!   in-process bus and the memory channel store (no NATS, no Redis), plus the web client.
 //! - `shaddock web`: only the web chat client (static files), as chatofpomelo's web-server.
+//! - `shaddock admin ...`: Pomelo's CLI jobs against a running cluster's admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use shaddock_config::{ClusterConfig, ServerEntry};
 use shaddock_server::App;
 use tokio_util::sync::CancellationToken;
 
+mod admin_cli;
 mod web;
 
 #[derive(Debug, Parser)]
@@ -47,6 +49,23 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Operates a running cluster through a server's admin API: servers, connectors, rooms,
+    /// room, kick, broadcast.
+    Admin {
+        /// Any server's admin port (`make up`: the gate's).
+        #[arg(long, env = "SHADDOCK_ADMIN_URL", default_value = "http://127.0.0.1:3114")]
+        url: String,
+        /// The console's token (`make up` prints it).
+        #[arg(
+            long,
+            env = "SHADDOCK_ADMIN_TOKEN",
+            default_value = "",
+            hide_env_values = true
+        )]
+        token: String,
+        #[command(subcommand)]
+        command: admin_cli::AdminCommand,
+    },
     /// Only the web chat client.
     Web {
         #[arg(long, default_value_t = 3001, env = "SHADDOCK_WEB_PORT")]
@@ -70,6 +89,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::All { web_port, no_web } => all(config, (!no_web).then_some(web_port)).await,
         Command::Web { port, bind } => web::run(&bind, port).await,
+        Command::Admin { url, token, command } => admin_cli::run(&url, &token, command).await,
         Command::Token { username, ttl } => {
             if config.auth.secret.is_empty() {
                 eprintln!("shaddock: no secret: set SHADDOCK_AUTH_SECRET or auth.secret");
