@@ -128,7 +128,12 @@ done
 if [ $ok = 1 ]; then
   echo
   echo "Shaddock is up. Open http://127.0.0.1:3001/  (gate ws://127.0.0.1:3014, connectors ws://127.0.0.1:3050 and :3051)"
-  echo "Admin console: http://127.0.0.1:3114/admin/  token: ${SHADDOCK_ADMIN_TOKEN:-see $CONFIG} $token_note"
+  if [ -n "${SHADDOCK_ADMIN_TOKEN:-}" ]; then
+    echo "Admin console: http://127.0.0.1:3114/admin#token=$SHADDOCK_ADMIN_TOKEN"
+    echo "  token: $SHADDOCK_ADMIN_TOKEN $token_note (target/release/shaddock admin --token ... servers)"
+  else
+    echo "Admin console: http://127.0.0.1:3114/admin  token: $token_note"
+  fi
   echo "Metrics: http://127.0.0.1:{3114,3150,3151,3160,3161}/metrics (gate, connectors, chat servers; Grafana: deploy/grafana/shaddock.json)"
   echo "Ctrl-C or 'make down' stops it."
   echo

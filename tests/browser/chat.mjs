@@ -1,7 +1,7 @@
 // Two people chat through the Shaddock web client in headless Chromium.
 //   node chat.mjs <page url with ?gate=host:port> <screenshot.png>
 // Exits non-zero, saying what was wrong, when the page does not behave.
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -9,11 +9,7 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 
 const timeout = 10000;
 async function open() {

@@ -71,7 +71,9 @@ async fn servers(State(c): Shared) -> Response {
     let list = c.rpc.registry().list();
     let servers: Vec<Value> = list
         .all()
-        .map(|s| json!({"id": s.id, "type": s.server_type, "host": s.host, "clientPort": s.client_port}))
+        .map(|s| {
+            json!({"id": s.id, "type": s.server_type, "host": s.host, "clientPort": s.client_port, "draining": s.draining})
+        })
         .collect();
     Json(json!({ "servers": servers })).into_response()
 }
@@ -80,7 +82,10 @@ async fn connectors(State(c): Shared) -> Response {
     let mut out = Vec::new();
     for s in c.rpc.registry().list().servers(SessionRemote::SERVER_TYPE) {
         out.push(match c.rpc.call_server(&s.id, SessionCount {}).await {
-            Ok(n) => json!({"id": s.id, "host": s.host, "clientPort": s.client_port, "connections": n.connections, "users": n.users}),
+            Ok(n) => json!({
+                "id": s.id, "host": s.host, "clientPort": s.client_port, "connections": n.connections,
+                "users": n.users, "requests": n.requests, "deliveries": n.deliveries,
+            }),
             Err(e) => json!({"id": s.id, "error": e.to_string()}),
         });
     }

@@ -42,4 +42,10 @@ pub struct SessionCounts {
     pub connections: usize,
     /// Sessions bound to a uid.
     pub users: usize,
+    /// Requests and notifies answered since the server started (for rates).
+    #[serde(default)]
+    pub requests: u64,
+    /// Sockets pushes were handed to since the server started.
+    #[serde(default)]
+    pub deliveries: u64,
 }

@@ -62,7 +62,12 @@ impl AdminPort {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(Arc::new(self))
-            .nest("/admin", admin);
+            .nest("/admin", admin)
+            // The console's address with a slash, as people type it.
+            .route(
+                "/admin/",
+                get(|| async { axum::response::Redirect::permanent("/admin") }),
+            );
         tracker.spawn(async move {
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())

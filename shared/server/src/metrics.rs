@@ -59,6 +59,9 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Remote calls from this server that failed.
     pub rpc_errors: Counter,
+    /// Every request answered, whatever its route (not exported: `requests` has the detail;
+    /// the admin console reads it for rates).
+    pub requests_answered: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +84,7 @@ impl Metrics {
             kicks: Family::default(),
             queue_drops: Counter::default(),
             rpc_errors: Counter::default(),
+            requests_answered: Counter::default(),
         };
         // Every reason is exported from the start (at 0), so dashboards and alerts see the
         // series before the first kick.

@@ -128,6 +128,7 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
         } => {
             let target = SessionRemoteTarget {
                 sessions: &fe.sessions,
+                metrics: &fe.metrics,
                 on_resync: fe.on_resync.as_deref(),
             };
             Some(session_remote::dispatch(target, &service, &method, &args))

@@ -503,6 +503,7 @@ fn record(fe: &Frontend, route: &str, code: u16, started: Instant) {
         code,
     };
     m.requests.get_or_create(&labels).inc();
+    m.requests_answered.inc();
     m.request_seconds.observe(started.elapsed().as_secs_f64());
 }
 

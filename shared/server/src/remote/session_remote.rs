@@ -12,6 +12,7 @@ use crate::service::session_service::SessionService;
 #[derive(Clone, Copy)]
 pub struct SessionRemoteTarget<'a> {
     pub sessions: &'a SessionService,
+    pub metrics: &'a crate::metrics::Metrics,
     pub on_resync: Option<&'a (dyn Fn(bool) + Send + Sync)>,
 }
 
@@ -55,6 +56,8 @@ fn handle(
         SessionRemote::SessionCount(SessionCount {}) => encode_reply::<SessionCount>(&SessionCounts {
             connections: fe.sessions.count(),
             users: fe.sessions.bound_count(),
+            requests: fe.metrics.requests_answered.get(),
+            deliveries: fe.metrics.deliveries.get(),
         }),
     }
 }
