@@ -49,6 +49,7 @@ async fn main() -> ExitCode {
         users: args.users,
         rooms: args.rooms,
         seed: args.seed,
+        wipe_redis: true,
     };
     println!("chaos: {cfg:?}");
     let report = run(cfg).await;
