@@ -279,6 +279,10 @@ pub struct PrivateServer {
     program: &'static str,
     dir: PathBuf,
     child: Option<Child>,
+    /// Further arguments (a NATS cluster node's routes).
+    args: Vec<String>,
+    /// A nats-server's monitoring port (`/connz`), for a cluster node.
+    pub monitor_port: Option<u16>,
 }
 
 impl PrivateServer {
@@ -297,17 +301,57 @@ impl PrivateServer {
         Self::start("redis-server-volatile", free_port()).await
     }
 
+    /// A NATS cluster of `n` nodes on free ports, each routed to every other.
+    pub async fn nats_cluster(n: usize) -> Vec<Self> {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<String> = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, cluster_port) in cluster_ports.iter().enumerate() {
+            let monitor = free_port();
+            let others: Vec<&str> = routes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            let args = vec![
+                "--cluster_name".to_owned(),
+                "shaddock-test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{cluster_port}"),
+                "--routes".to_owned(),
+                others.join(","),
+                "-m".to_owned(),
+                monitor.to_string(),
+            ];
+            let mut node = Self::prepare("nats-server", free_port(), args);
+            node.monitor_port = Some(monitor);
+            node.restart().await;
+            nodes.push(node);
+        }
+        nodes
+    }
+
     async fn start(program: &'static str, port: u16) -> Self {
+        let mut s = Self::prepare(program, port, Vec::new());
+        s.restart().await;
+        s
+    }
+
+    fn prepare(program: &'static str, port: u16, args: Vec<String>) -> Self {
         let dir = std::env::temp_dir().join(format!("{}-{program}-{port}", namespace("private")));
         std::fs::create_dir_all(&dir).expect("dir");
-        let mut s = Self {
+        Self {
             port,
             program,
             dir,
             child: None,
-        };
-        s.restart().await;
-        s
+            args,
+            monitor_port: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -328,7 +372,7 @@ impl PrivateServer {
         let mut cmd = Command::new(program);
         match self.program {
             "nats-server" => {
-                cmd.args(["-a", "127.0.0.1", "-p", &port]);
+                cmd.args(["-a", "127.0.0.1", "-p", &port]).args(&self.args);
             }
             volatile_or_not => {
                 cmd.args(["--bind", "127.0.0.1", "--port", &port, "--save", ""]);

@@ -330,3 +330,74 @@ async fn a_client_that_closes_while_entering_leaves_no_member_behind() {
     )
     .await;
 }
+
+/// Client connections a nats-server node holds now (its `/connz`).
+async fn nats_clients(node: &PrivateServer) -> u64 {
+    let (_, body) = shaddock_e2e::http(node.monitor_port.unwrap(), "GET", "/connz", None, None).await;
+    let start = body.find('{').unwrap_or(0);
+    serde_json::from_str::<Value>(&body[start..])
+        .ok()
+        .and_then(|v| v["num_connections"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_nats_cluster_a_node_that_dies_loses_nobody_and_pushes_resume_within_two_seconds() {
+    let mut nodes = PrivateServer::nats_cluster(3).await;
+    let urls: Vec<String> = nodes.iter().map(PrivateServer::url).collect();
+    let config = TestConfig::with_urls("natscluster", "", &urls.join(","), "redis://127.0.0.1:6379");
+    let chat = Server::start("chat", "chat-server-1", &config).await;
+    let c1 = Server::start("connector", "connector-server-1", &config).await;
+    let c2 = Server::start("connector", "connector-server-2", &config).await;
+    let alice = connect(&c1.url()).await;
+    let mut bob = connect(&c2.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+    send_until_ok(&alice, "room", "before", Duration::from_secs(5)).await;
+    assert!(receives(&mut bob, "before").await);
+
+    // Kill the node that holds the most of our servers' connections.
+    let mut busiest = 0;
+    let mut most = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        let n = nats_clients(node).await;
+        if n > most {
+            (busiest, most) = (i, n);
+        }
+    }
+    assert!(most > 0, "the servers are connected to some node");
+    nodes[busiest].stop().await;
+
+    // Pushes resume within 2 s: the servers fail over to the other nodes.
+    let killed = std::time::Instant::now();
+    let mut delivered = false;
+    let mut n = 0;
+    while killed.elapsed() < Duration::from_secs(2) && !delivered {
+        n += 1;
+        let text = format!("after {n}");
+        let answer = alice
+            .request(
+                SEND,
+                json!({"rid": "room", "content": text, "from": "alice", "target": "*"}),
+            )
+            .await;
+        if matches!(&answer, Ok(v) if *v == json!({})) {
+            delivered = receives(&mut bob, &text).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(delivered, "no message got through within 2 s of the node's death");
+    println!("a push got through {:?} after the node died", killed.elapsed());
+    // Nobody lost membership: nobody heard a leave, the store and a newcomer see both.
+    for p in bob.pushes_within(Duration::from_millis(1500)).await {
+        assert_ne!(p.route, "onLeave", "{p:?}");
+    }
+    let carol = connect(&c1.url()).await;
+    assert_eq!(
+        users(&enter(&carol, "carol", "room").await),
+        vec!["alice", "bob", "carol"]
+    );
+    assert!(!alice.is_closed() && !bob.is_closed());
+    drop(chat);
+}

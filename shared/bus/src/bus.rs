@@ -51,6 +51,8 @@ pub struct NatsBus {
 
 impl Bus {
     /// Connects to NATS (TCP_NODELAY is async-nats' default).
+    /// Connects to `url`: one NATS server, or several of a cluster, comma-separated (the
+    /// client picks one and fails over to the others, and to those the cluster announces).
     pub async fn connect_nats(url: &str, name: &str) -> Result<Self, BusError> {
         let stats = BusStats::default();
         let counted = stats.clone();
@@ -78,7 +80,7 @@ impl Bus {
                     }
                 }
             })
-            .connect(url)
+            .connect(servers(url)?)
             .await
             .map_err(|e| BusError::Connect {
                 url: url.to_owned(),
@@ -287,6 +289,27 @@ impl LocalBus {
     }
 }
 
+/// The servers of a comma-separated NATS URL list.
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let parsed: Result<Vec<async_nats::ServerAddr>, _> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::parse)
+        .collect();
+    match parsed {
+        Ok(list) if !list.is_empty() => Ok(list),
+        Ok(_) => Err(BusError::Connect {
+            url: url.to_owned(),
+            reason: "no server in the URL".into(),
+        }),
+        Err(e) => Err(BusError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,5 +353,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, BusError::Timeout));
+    }
+}
+
+#[cfg(test)]
+mod server_list_tests {
+    use super::servers;
+
+    #[test]
+    fn a_url_may_list_several_servers_of_a_cluster() {
+        let list = servers("nats://a:4222, nats://b:4223,").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].host(), "b");
+        assert_eq!(list[1].port(), 4223);
+        assert!(servers("").is_err());
+        assert!(servers("nats://a:notaport").is_err());
     }
 }

@@ -86,6 +86,20 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// Text, or a list of texts joined with commas.
+fn text_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(list) => list.join(","),
+    })
+}
+
 fn some_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     text(d).map(Some)
 }
@@ -113,7 +127,9 @@ pub struct ClusterConfig {
     /// `nats` (NATS + Redis) or `local` (in-process bus and memory store: one process only).
     #[serde(deserialize_with = "text")]
     pub transport: String,
-    #[serde(deserialize_with = "text")]
+    /// One NATS server, or several of one NATS cluster: comma-separated, or a TOML list
+    /// (`["nats://a:4222", "nats://b:4222"]`). The client fails over between them.
+    #[serde(deserialize_with = "text_or_list")]
     pub nats_url: String,
     #[serde(deserialize_with = "text")]
     pub redis_url: String,
@@ -626,6 +642,14 @@ client_port = 3050
             assert_eq!(cfg.connector.heartbeat_timeout(), Some(Duration::from_secs(2)));
             Ok(())
         });
+    }
+
+    #[test]
+    fn nats_url_takes_one_server_or_a_list_of_a_cluster() {
+        let one = ClusterConfig::from_toml("nats_url = \"nats://a:4222\"").unwrap();
+        assert_eq!(one.nats_url, "nats://a:4222");
+        let list = ClusterConfig::from_toml("nats_url = [\"nats://a:4222\", \"nats://b:4222\"]").unwrap();
+        assert_eq!(list.nats_url, "nats://a:4222,nats://b:4222");
     }
 
     #[test]
