@@ -13,5 +13,6 @@ mod limits;
 mod membership;
 mod order;
 mod recovery;
+mod redis_cluster;
 mod rolling;
 mod support;

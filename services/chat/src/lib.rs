@@ -74,8 +74,9 @@ pub async fn connect_store(app: &App) -> anyhow::Result<ChannelStore> {
     }
     let started = std::time::Instant::now();
     loop {
-        match ChannelStore::redis(&app.config.redis_url, &app.config.namespace).await {
-            Ok(store) => return Ok(store),
+        let (url, cluster) = (&app.config.redis_url, app.config.redis_cluster);
+        match shaddock_channel::RedisStore::connect(url, cluster, &app.config.namespace).await {
+            Ok(store) => return Ok(ChannelStore::Redis(store)),
             Err(e) if started.elapsed() < Duration::from_secs(30) => {
                 tracing::warn!(error = %e, "redis not reachable yet, retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -101,7 +102,14 @@ pub async fn connect_history(config: &shaddock_config::ClusterConfig) -> anyhow:
     }
     let started = std::time::Instant::now();
     loop {
-        match History::redis(&config.redis_url, &config.namespace, retention).await {
+        match History::redis(
+            &config.redis_url,
+            config.redis_cluster,
+            &config.namespace,
+            retention,
+        )
+        .await
+        {
             Ok(history) => return Ok(history),
             Err(e) if started.elapsed() < Duration::from_secs(30) => {
                 tracing::warn!(error = %e, "redis not reachable yet for history, retrying");

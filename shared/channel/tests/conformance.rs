@@ -1,5 +1,6 @@
-//! One suite, two stores: every behaviour of the channel store holds the same in memory and in
-//! the real Redis on 127.0.0.1:6379 (a random namespace per test).
+//! One suite, three stores: every behaviour of the channel store holds the same in memory, in
+//! the real Redis on 127.0.0.1:6379 (a random namespace per test), and on a private Redis
+//! Cluster of three masters.
 
 use shaddock_channel::{Added, ChannelStore, Member};
 
@@ -34,6 +35,18 @@ macro_rules! conformance {
                     super::$behaviour(store).await;
                 }
             )*
+        }
+        mod redis_cluster {
+            /// One cluster for the whole suite (forming one takes a few seconds).
+            #[tokio::test]
+            async fn every_behaviour_holds_on_a_redis_cluster() {
+                let cluster = shaddock_redis::testing::LocalCluster::start(3, 0).await;
+                $(
+                    let ns = crate::support::namespace(stringify!($behaviour));
+                    let store = shaddock_channel::ChannelStore::redis(&cluster.url(), &ns).await.unwrap();
+                    super::$behaviour(store).await;
+                )*
+            }
         }
     };
 }

@@ -131,8 +131,12 @@ pub struct ClusterConfig {
     /// (`["nats://a:4222", "nats://b:4222"]`). The client fails over between them.
     #[serde(deserialize_with = "text_or_list")]
     pub nats_url: String,
-    #[serde(deserialize_with = "text")]
+    /// One Redis; or the seed nodes of a Redis Cluster, comma-separated or a TOML list (a
+    /// list makes a cluster connection).
+    #[serde(deserialize_with = "text_or_list")]
     pub redis_url: String,
+    /// A Redis Cluster even when `redis_url` names one seed node.
+    pub redis_cluster: bool,
     pub connector: FrontendOptions,
     pub gate: FrontendOptions,
     pub limits: Limits,
@@ -393,6 +397,7 @@ impl Default for ClusterConfig {
             transport: "nats".to_owned(),
             nats_url: "nats://127.0.0.1:4222".to_owned(),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_cluster: false,
             connector: FrontendOptions::default(),
             gate: FrontendOptions {
                 heartbeat_secs: 0,
@@ -650,6 +655,16 @@ client_port = 3050
         assert_eq!(one.nats_url, "nats://a:4222");
         let list = ClusterConfig::from_toml("nats_url = [\"nats://a:4222\", \"nats://b:4222\"]").unwrap();
         assert_eq!(list.nats_url, "nats://a:4222,nats://b:4222");
+    }
+
+    #[test]
+    fn redis_url_takes_one_server_or_the_seeds_of_a_cluster() {
+        let one = ClusterConfig::from_toml("redis_url = \"redis://a:6379\"").unwrap();
+        assert!(!one.redis_cluster);
+        let list = ClusterConfig::from_toml("redis_url = [\"redis://a:7000\", \"redis://b:7000\"]").unwrap();
+        assert_eq!(list.redis_url, "redis://a:7000,redis://b:7000");
+        let seed = ClusterConfig::from_toml("redis_url = \"redis://a:7000\"\nredis_cluster = true").unwrap();
+        assert!(seed.redis_cluster);
     }
 
     #[test]

@@ -135,9 +135,15 @@ impl History {
         History::Memory(Arc::new(MemoryHistory::new(retention)))
     }
 
-    pub async fn redis(url: &str, namespace: &str, retention: Retention) -> Result<Self, HistoryError> {
+    /// `cluster`: a Redis Cluster (also when `url` lists several nodes).
+    pub async fn redis(
+        url: &str,
+        cluster: bool,
+        namespace: &str,
+        retention: Retention,
+    ) -> Result<Self, HistoryError> {
         Ok(History::Redis(
-            RedisHistory::connect(url, namespace, retention).await?,
+            RedisHistory::connect(url, cluster, namespace, retention).await?,
         ))
     }
 

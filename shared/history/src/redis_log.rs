@@ -2,11 +2,10 @@
 //! the epoch and the top offset, both written by one script.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
+use shaddock_redis::{Redis, room_tag};
 
 use crate::{Audience, Entry, HistoryError, Position, Retention, new_epoch, now_ms};
 
@@ -76,7 +75,7 @@ struct StoredRef<'a> {
 /// Rooms' histories in one Redis, under a namespace.
 #[derive(Clone)]
 pub struct RedisHistory {
-    conn: ConnectionManager,
+    conn: Redis,
     namespace: Arc<str>,
     retention: Retention,
     errors: Counter,
@@ -92,15 +91,15 @@ impl std::fmt::Debug for RedisHistory {
 }
 
 impl RedisHistory {
-    /// Connects; the connection reconnects by itself and commands time out.
-    pub async fn connect(url: &str, namespace: &str, retention: Retention) -> Result<Self, HistoryError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_with_config(config).await?;
+    /// Connects to a single Redis or a cluster (see `shaddock_redis`); the connection
+    /// reconnects by itself and commands time out.
+    pub async fn connect(
+        url: &str,
+        cluster: bool,
+        namespace: &str,
+        retention: Retention,
+    ) -> Result<Self, HistoryError> {
+        let conn = Redis::connect(url, cluster).await?;
         Ok(Self {
             conn,
             namespace: Arc::from(namespace),
@@ -119,11 +118,11 @@ impl RedisHistory {
 
     /// The stream of `room` (the room is the hash tag: see the crate doc).
     pub fn stream_key(&self, room: &str) -> String {
-        format!("{}:history:{{{room}}}", self.namespace)
+        format!("{}:history:{}", self.namespace, room_tag(room))
     }
 
     pub fn meta_key(&self, room: &str) -> String {
-        format!("{}:history-meta:{{{room}}}", self.namespace)
+        format!("{}:history-meta:{}", self.namespace, room_tag(room))
     }
 
     fn check<T>(&self, result: RedisResult<T>) -> Result<T, HistoryError> {

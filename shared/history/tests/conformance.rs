@@ -1,5 +1,6 @@
-//! One suite, two histories: every behaviour holds the same in memory and in the real Redis on
-//! 127.0.0.1:6379 (a random namespace per test; keys expire within a minute).
+//! One suite, three histories: every behaviour holds the same in memory, in the real Redis on
+//! 127.0.0.1:6379 (a random namespace per test; keys expire within a minute), and on a private
+//! Redis Cluster of three masters.
 
 use std::time::Duration;
 
@@ -43,13 +44,33 @@ macro_rules! conformance {
                     super::$behaviour(&move |size| {
                         let ns = ns.clone();
                         Box::pin(async move {
-                            shaddock_history::History::redis(super::REDIS, &ns, super::retention(size))
+                            shaddock_history::History::redis(super::REDIS, false, &ns, super::retention(size))
                                 .await
                                 .unwrap()
                         })
                     }).await;
                 }
             )*
+        }
+        mod redis_cluster {
+            /// One cluster for the whole suite (forming one takes a few seconds).
+            #[tokio::test]
+            async fn every_behaviour_holds_on_a_redis_cluster() {
+                let cluster = shaddock_redis::testing::LocalCluster::start(3, 0).await;
+                let url = cluster.url();
+                $(
+                    let ns = super::namespace(stringify!($behaviour));
+                    let seeds = url.clone();
+                    super::$behaviour(&move |size| {
+                        let (ns, url) = (ns.clone(), seeds.clone());
+                        Box::pin(async move {
+                            shaddock_history::History::redis(&url, true, &ns, super::retention(size))
+                                .await
+                                .unwrap()
+                        })
+                    }).await;
+                )*
+            }
         }
     };
 }

@@ -160,9 +160,15 @@ macro_rules! on_store {
 }
 
 impl ChannelStore {
-    /// Connects to Redis (see [`RedisStore::connect`]).
+    /// Connects to Redis (see [`RedisStore::connect`]): a cluster when `url` lists several
+    /// nodes.
     pub async fn redis(url: &str, namespace: &str) -> Result<Self, ChannelError> {
-        Ok(Self::Redis(RedisStore::connect(url, namespace).await?))
+        Ok(Self::Redis(RedisStore::connect(url, false, namespace).await?))
+    }
+
+    /// A store on an existing connection (a single Redis or a cluster).
+    pub fn on(conn: shaddock_redis::Redis, namespace: &str) -> Self {
+        Self::Redis(RedisStore::with(conn, namespace))
     }
 
     pub fn memory() -> Self {

@@ -1,13 +1,22 @@
-//! The channel store in Redis, for clusters. A channel's whole membership is one `HGETALL`: a
-//! push costs one round trip at most. Compare-and-set steps are Lua scripts, built once.
+//! The channel store in Redis, for clusters of servers. A channel's whole membership is one
+//! `HGETALL`: a push costs one round trip at most. Compare-and-set steps are Lua scripts, built
+//! once.
+//!
+//! On a single Redis a script also keeps the indexes (`channels`, the frontend's channels,
+//! `sids`) in the same step. On a Redis Cluster a script touches one room's keys only (one
+//! slot), and the indexes are kept by separate commands around it: a frontend's channels are
+//! added *before* its member (the index may name a room too many, which a round forgets, never
+//! one too few), and forgotten after its last member left. Both happen in the room's turn on
+//! its owner, so they do not race with the room's other changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult, Script};
+use shaddock_redis::Redis;
 
 use super::keys::Keys;
 use super::{Added, Member, Store};
@@ -17,15 +26,19 @@ use crate::ChannelError;
 /// back); records the channel, the frontend's channel and the frontend. Answers 1 (new),
 /// 2 (replaced), 3 (resumed) or 0 (taken).
 /// KEYS: channel hash, channels, sid's channels, sids. ARGV: uid, value, "sid#", name, sid.
+/// On a Redis Cluster, KEYS are the room's own only (channel hash, created mark) and the
+/// indexes are kept around the script.
 static ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local v = redis.call('HGET', KEYS[1], ARGV[1]) \
          local held = v and string.sub(v, 1, 6) == '~held#' \
          if v and not held and string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return 0 end \
          redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
-         redis.call('SADD', KEYS[2], ARGV[4]) \
-         redis.call('SADD', KEYS[3], ARGV[4]) \
-         redis.call('SADD', KEYS[4], ARGV[5]) \
+         if #KEYS == 4 then \
+           redis.call('SADD', KEYS[2], ARGV[4]) \
+           redis.call('SADD', KEYS[3], ARGV[4]) \
+           redis.call('SADD', KEYS[4], ARGV[5]) \
+         end \
          if held and ARGV[3] ~= '~held#' then return 3 elseif v then return 2 else return 1 end",
     )
 });
@@ -57,13 +70,34 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// [`LEAVE`] on a Redis Cluster: the room's keys only. Answers 0 (not stored so), 1 (removed)
+/// or 2 (removed, and the frontend has no member left in the room: forget it there).
+/// KEYS and ARGV as for [`ADD`] on a cluster.
+static LEAVE_IN_ROOM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end \
+         redis.call('HDEL', KEYS[1], ARGV[1]) \
+         if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end \
+         for _, v in ipairs(redis.call('HVALS', KEYS[1])) do \
+           if string.sub(v, 1, string.len(ARGV[3])) == ARGV[3] then return 1 end \
+         end \
+         return 2",
+    )
+});
+
+/// How long a chat server trusts that `sids` names a frontend it added there (Redis Cluster):
+/// `sids` is one key, so it is not written on every enter.
+const SIDS_MEMO: Duration = Duration::from_secs(30);
+
 /// Membership in Redis under one namespace.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Redis,
     keys: Arc<Keys>,
     /// Redis errors (exported as `shaddock_store_errors_total`).
     errors: Counter,
+    /// Redis Cluster: when this server last added each frontend to `sids`.
+    sids_added: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -73,20 +107,20 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to Redis; the connection reconnects by itself and commands time out.
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, ChannelError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_with_config(config).await?;
-        Ok(Self {
+    /// Connects to Redis, a single one or a cluster (see `shaddock_redis`); the connection
+    /// reconnects by itself and commands time out.
+    pub async fn connect(url: &str, cluster: bool, namespace: &str) -> Result<Self, ChannelError> {
+        Ok(Self::with(Redis::connect(url, cluster).await?, namespace))
+    }
+
+    /// A store on an existing connection.
+    pub fn with(conn: Redis, namespace: &str) -> Self {
+        Self {
             conn,
             keys: Arc::new(Keys::new(namespace)),
             errors: Counter::default(),
-        })
+            sids_added: Arc::default(),
+        }
     }
 
     /// The error counter, to register in a metrics registry.
@@ -94,11 +128,31 @@ impl RedisStore {
         &self.errors
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Redis {
         self.conn.clone()
     }
 
-    /// A script over one member of one channel, with [`ADD`]'s keys and arguments.
+    fn cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// Redis Cluster: indexes `name` under `member`'s frontend before the member is stored.
+    async fn index(&self, name: &str, member: &Member) -> RedisResult<()> {
+        let _: i64 = self.conn().sadd(self.keys.sid(&member.sid), name).await?;
+        let fresh = self
+            .sids_added
+            .lock()
+            .get(&member.sid)
+            .is_some_and(|at| at.elapsed() < SIDS_MEMO);
+        if !fresh {
+            let _: i64 = self.conn().sadd(self.keys.sids(), &member.sid).await?;
+            self.sids_added.lock().insert(member.sid.clone(), Instant::now());
+        }
+        Ok(())
+    }
+
+    /// A script over one member of one channel, with [`ADD`]'s keys and arguments; on a Redis
+    /// Cluster with the room's keys only.
     fn member_script<'s>(
         &self,
         script: &'s Script,
@@ -106,11 +160,16 @@ impl RedisStore {
         member: &Member,
     ) -> redis::ScriptInvocation<'s> {
         let mut invocation = script.prepare_invoke();
+        invocation.key(self.keys.channel(name));
+        if self.cluster() {
+            invocation.key(self.keys.created(name));
+        } else {
+            invocation
+                .key(self.keys.channels())
+                .key(self.keys.sid(&member.sid))
+                .key(self.keys.sids());
+        }
         invocation
-            .key(self.keys.channel(name))
-            .key(self.keys.channels())
-            .key(self.keys.sid(&member.sid))
-            .key(self.keys.sids())
             .arg(&member.uid)
             .arg(member.stored())
             .arg(member.sid_prefix())
@@ -130,12 +189,21 @@ impl RedisStore {
 
 impl Store for RedisStore {
     async fn create(&self, name: &str) -> Result<(), ChannelError> {
-        let added: RedisResult<i64> = self.conn().sadd(self.keys.channels(), name).await;
+        let added: RedisResult<i64> = if self.cluster() {
+            self.conn().set(self.keys.created(name), 1).await.map(|()| 1)
+        } else {
+            self.conn().sadd(self.keys.channels(), name).await
+        };
         self.check(added).map(drop)
     }
 
     async fn exists(&self, name: &str) -> Result<bool, ChannelError> {
-        let found = self.conn().sismember(self.keys.channels(), name).await;
+        let found: RedisResult<bool> = if self.cluster() {
+            let keys = [self.keys.channel(name), self.keys.created(name)];
+            self.conn().exists::<_, i64>(&keys).await.map(|n| n > 0)
+        } else {
+            self.conn().sismember(self.keys.channels(), name).await
+        };
         self.check(found)
     }
 
@@ -143,6 +211,10 @@ impl Store for RedisStore {
     /// cluster); one left by the same frontend is replaced: that frontend has no live session
     /// for it any more, else it would not have asked.
     async fn add(&self, name: &str, member: &Member) -> Result<Added, ChannelError> {
+        if self.cluster() {
+            let indexed = self.index(name, member).await;
+            self.check(indexed)?;
+        }
         let outcome: RedisResult<i64> = self
             .member_script(&ADD, name, member)
             .invoke_async(&mut self.conn())
@@ -156,11 +228,16 @@ impl Store for RedisStore {
     }
 
     async fn leave(&self, name: &str, member: &Member) -> Result<bool, ChannelError> {
+        let script = if self.cluster() { &LEAVE_IN_ROOM } else { &LEAVE };
         let removed: RedisResult<i64> = self
-            .member_script(&LEAVE, name, member)
+            .member_script(script, name, member)
             .invoke_async(&mut self.conn())
             .await;
-        Ok(self.check(removed)? > 0)
+        let removed = self.check(removed)?;
+        if removed == 2 && self.cluster() {
+            self.forget_sid_channel(&member.sid, name).await?;
+        }
+        Ok(removed > 0)
     }
 
     async fn members(&self, name: &str) -> Result<Vec<Member>, ChannelError> {
@@ -180,6 +257,11 @@ impl Store for RedisStore {
     }
 
     async fn destroy(&self, name: &str) -> Result<(), ChannelError> {
+        if self.cluster() {
+            let keys = [self.keys.channel(name), self.keys.created(name)];
+            let done: RedisResult<i64> = self.conn().del(&keys).await;
+            return self.check(done).map(drop);
+        }
         let done: RedisResult<()> = redis::pipe()
             .atomic()
             .srem(self.keys.channels(), name)
@@ -192,8 +274,22 @@ impl Store for RedisStore {
     }
 
     async fn channels(&self) -> Result<Vec<String>, ChannelError> {
-        let names = self.conn().smembers(self.keys.channels()).await;
-        self.check(names)
+        if !self.cluster() {
+            let names = self.conn().smembers(self.keys.channels()).await;
+            return self.check(names);
+        }
+        let mut names = Vec::new();
+        for pattern in self.keys.channel_patterns() {
+            let keys = self.conn.scan(&pattern).await;
+            for key in self.check(keys)? {
+                if let Some(name) = self.keys.channel_of_key(&key) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
     }
 
     async fn channels_of_sid(&self, sid: &str) -> Result<Vec<String>, ChannelError> {
@@ -202,6 +298,23 @@ impl Store for RedisStore {
     }
 
     async fn forget_sid_channel(&self, sid: &str, name: &str) -> Result<(), ChannelError> {
+        if self.cluster() {
+            // Two keys in two slots: two steps. A frontend that gains a room in between stays
+            // out of `sids` until its memo lapses; `sids` only serves the sweep of frontends
+            // that died unseen, and the registry's departures catch the rest.
+            let key = self.keys.sid(sid);
+            let left: RedisResult<(i64, i64)> = redis::pipe()
+                .srem(&key, name)
+                .scard(&key)
+                .query_async(&mut self.conn())
+                .await;
+            if self.check(left)?.1 == 0 {
+                let gone: RedisResult<i64> = self.conn().srem(self.keys.sids(), sid).await;
+                self.check(gone)?;
+                self.sids_added.lock().remove(sid);
+            }
+            return Ok(());
+        }
         let forgot: RedisResult<i64> = FORGET
             .key(self.keys.sid(sid))
             .key(self.keys.sids())
@@ -218,6 +331,24 @@ impl Store for RedisStore {
     }
 
     async fn claim_epoch(&self) -> Result<bool, ChannelError> {
+        if self.cluster() {
+            // One mark per master: any master can lose its data alone.
+            let ranges = self.conn.masters().await;
+            let mut missing = false;
+            for (first, last) in self.check(ranges)? {
+                let Some(tag) = shaddock_redis::tag_in(first, last) else {
+                    continue;
+                };
+                let set: RedisResult<Option<String>> = redis::cmd("SET")
+                    .arg(self.keys.epoch_tagged(&tag))
+                    .arg("1")
+                    .arg("NX")
+                    .query_async(&mut self.conn())
+                    .await;
+                missing |= self.check(set)?.is_some();
+            }
+            return Ok(missing);
+        }
         let set: RedisResult<Option<String>> = redis::cmd("SET")
             .arg(self.keys.epoch())
             .arg("1")
