@@ -9,7 +9,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down test test-pomelo build lint fmt bench chaos services browser-deps clean
+.PHONY: up down test test-pomelo build lint fmt bench bench-redis chaos services browser-deps clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -58,6 +58,10 @@ chaos: build
 # Shaddock and the Node.js Pomelo chat under the same load generator; writes BENCHMARKS.md.
 bench:
 	./tests/bench/run.sh
+
+# Redis round trips per user and per chat message, single Redis and Redis Cluster (docs/scaling.md).
+bench-redis:
+	./tests/bench/redis_ops.sh
 
 clean:
 	$(CARGO) clean
