@@ -33,6 +33,7 @@ pub mod limits;
 pub mod membership;
 pub mod remote;
 pub mod room;
+pub mod store_loss;
 
 /// The server type.
 pub const SERVER_TYPE: &str = "chat";
@@ -182,7 +183,7 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
         .spawn(membership::watch(state.clone(), grace, app.token.clone()));
     app.tracker
         .spawn(membership::sweep(state.clone(), rounds, grace, app.token.clone()));
-    app.tracker.spawn(membership::watch_store(
+    app.tracker.spawn(store_loss::watch_store(
         state.clone(),
         heartbeat,
         app.token.clone(),

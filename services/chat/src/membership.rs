@@ -48,9 +48,10 @@
 //!    connector that is never in the registry, so [`sweep`] visits its rooms on every tick
 //!    and removes the places past their deadline, with `onLeave`.
 //! 5. **A store that lost its data** (a Redis restart without persistence: the epoch mark is
-//!    gone, found by [`watch_store`] or by a leave that finds nobody): every connector is asked
-//!    for a silent round. For a while after, a leave that finds nobody is still announced: the
-//!    store may have forgotten a member the others still believe in.
+//!    gone or another, found every heartbeat or by a leave that finds nobody): every connector
+//!    is asked for a silent round. For a while after, a leave that finds nobody is still
+//!    announced (the store may have forgotten a member the others still believe in), and
+//!    members put back are told what they missed meanwhile (`crate::store_loss`).
 //! 6. **A chat server cut off and back** (paused, or its NATS gone) may hear no change of the
 //!    server list although the others routed its rooms elsewhere meanwhile: on its return
 //!    ([`shaddock_bus::Registry::rejoins`]) each room first waits for the server it routes to
@@ -82,16 +83,13 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// How long after the store lost its data a leave that finds nobody is still announced.
-const STORE_LOSS_WINDOW: Duration = Duration::from_secs(30);
-
 /// The parts of the current round of each connector that have arrived, and what the members
 /// of a purged connector last saw of each room.
 #[derive(Debug, Default)]
 pub struct Rounds {
     by_sid: Mutex<HashMap<String, RoundSeen>>,
-    /// When the store was last found without its data.
-    store_lost_at: Mutex<Option<tokio::time::Instant>>,
+    /// What this server knows of the store's losses of data.
+    pub loss: crate::store_loss::StoreLoss,
     /// (sid, rid) -> the room's uids when that connector's members were purged from it: what
     /// they still believe, if their sessions were alive after all (a paused connector).
     purged_views: Mutex<HashMap<(String, String), BTreeSet<String>>>,
@@ -106,14 +104,6 @@ struct RoundSeen {
 }
 
 impl Rounds {
-    /// True for a while after the store lost its data: a leave that finds nobody may be of a
-    /// member the store forgot, whom the others still believe in.
-    pub fn store_recently_lost(&self) -> bool {
-        self.store_lost_at
-            .lock()
-            .is_some_and(|at| at.elapsed() < STORE_LOSS_WINDOW)
-    }
-
     /// Notes a part; once every part of its round is in, returns every room the round listed.
     fn record(&self, call: &Sync) -> Option<HashSet<String>> {
         let mut by_sid = self.by_sid.lock();
@@ -320,6 +310,9 @@ async fn reconcile_room(
             }
         }
     }
+    if !put_back.is_empty() {
+        crate::store_loss::after_put_back(&state, &channel, &put_back, view.announce).await?;
+    }
     if live.is_empty() && kept == 0 {
         // Nothing of this connector is left here (a leave forgets it too; this covers a
         // room that was already empty of it).
@@ -442,52 +435,6 @@ pub async fn sweep(state: ChatState, every: Duration, grace: Duration, token: Ca
             if now.duration_since(since) >= grace {
                 purge_frontend(&state, sid, None).await;
             }
-        }
-    }
-}
-
-/// The store was found without its epoch mark (a Redis restart without persistence, or a new
-/// store): remember when, and ask every connector for a silent round, three times (a
-/// connector whose NATS is still reconnecting misses one).
-pub fn store_lost(state: &ChatState) {
-    *state.rounds.store_lost_at.lock() = Some(tokio::time::Instant::now());
-    tracing::warn!(
-        "the channel store has no epoch mark (new, or it lost its data): asking connectors for a round"
-    );
-    let rpc = state.rpc.clone();
-    tokio::spawn(async move {
-        for wait in [0, 2, 5] {
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            if let Err(e) = rpc.notify_all(Resync { announce: false }).await {
-                tracing::warn!(error = %e, "cannot ask for a round");
-            }
-        }
-    });
-}
-
-/// A leave found nobody: if that is because the store has just lost its data (before
-/// [`watch_store`] noticed), say so now, so that the leave is still announced.
-pub async fn check_store_on_missed_leave(state: &ChatState) {
-    if !state.rounds.store_recently_lost()
-        && let Ok(true) = state.channels.store().claim_epoch().await
-    {
-        store_lost(state);
-    }
-}
-
-/// Watches the channel store for lost data: when its epoch mark is missing (a Redis restart
-/// without persistence), asks every connector for a silent round.
-pub async fn watch_store(state: ChatState, every: Duration, token: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match state.channels.store().claim_epoch().await {
-            Ok(true) => store_lost(&state),
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "channel store unreachable"),
         }
     }
 }

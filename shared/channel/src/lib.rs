@@ -12,7 +12,7 @@ pub mod service;
 pub mod store;
 
 pub use service::{Channel, ChannelService, Delivery, PushReport};
-pub use store::{Added, ChannelStore, HELD_SID, Member, MemoryStore, RedisStore, Store};
+pub use store::{Added, ChannelStore, Epoch, HELD_SID, Member, MemoryStore, RedisStore, Store};
 
 /// What can go wrong with a channel.
 #[derive(Debug, thiserror::Error)]

@@ -198,6 +198,10 @@ async fn the_store_remembers_which_channels_a_frontend_has_members_in(store: Cha
 }
 
 async fn the_epoch_mark_is_claimed_once(store: ChannelStore) {
-    assert!(store.claim_epoch().await.unwrap(), "a new store has no mark");
-    assert!(!store.claim_epoch().await.unwrap());
+    let first = store.claim_epoch("one").await.unwrap();
+    assert!(first.claimed, "a new store has no mark");
+    let again = store.claim_epoch("two").await.unwrap();
+    assert!(!again.claimed);
+    assert_eq!(again.mark, first.mark, "the first token stays the mark");
+    assert!(first.mark.contains("one") && !first.mark.contains("two"));
 }

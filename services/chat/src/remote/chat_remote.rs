@@ -96,6 +96,7 @@ async fn add(
     // Replaced: the same user came back through the same connector before its old session's
     // leave arrived; Resumed: it took back its held place. Either way the others never heard
     // it leave, so they hear no join either.
+    state.rounds.loss.entered(rid, &joiner.uid, added == Added::New);
     if added == Added::New {
         let others: Vec<Member> = members.iter().filter(|m| m.uid != joiner.uid).cloned().collect();
         announce_add(state, &others, &joiner.uid, rid).await;
@@ -182,11 +183,12 @@ async fn kick(
     // retried leave must leave alone): the store may have lost it with its data.
     let found_nobody = !left && channel.member(&leaver.uid).await.map_err(err)?.is_none();
     if found_nobody {
-        crate::membership::check_store_on_missed_leave(state).await;
+        crate::store_loss::check_on_missed_leave(state).await;
+        state.rounds.loss.left(rid, &leaver.uid);
     }
     // A retry that finds nobody of that uid: its first attempt may have removed the member
     // in the store and lost only the answer (Redis restarting), so nobody was told.
-    if left || (found_nobody && (retry || state.rounds.store_recently_lost())) {
+    if left || (found_nobody && (retry || state.rounds.loss.recent())) {
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Added, Member, Store};
+use super::{Added, Epoch, Member, Store};
 use crate::ChannelError;
 
 /// Membership held in this process.
@@ -16,7 +16,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    epoch: bool,
+    epoch: Option<String>,
     /// name -> uid -> stored member.
     channels: HashMap<String, HashMap<String, String>>,
     /// sid -> channel names.
@@ -128,11 +128,11 @@ impl Store for MemoryStore {
         Ok(self.inner.lock().by_sid.keys().cloned().collect())
     }
 
-    async fn claim_epoch(&self) -> Result<bool, ChannelError> {
+    async fn claim_epoch(&self, token: &str) -> Result<Epoch, ChannelError> {
         let mut inner = self.inner.lock();
-        let missing = !inner.epoch;
-        inner.epoch = true;
-        Ok(missing)
+        let claimed = inner.epoch.is_none();
+        let mark = inner.epoch.get_or_insert_with(|| token.to_owned()).clone();
+        Ok(Epoch { claimed, mark })
     }
 
     async fn ping(&self) -> bool {

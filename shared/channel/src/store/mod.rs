@@ -85,6 +85,15 @@ impl Member {
 /// ([`Added::Resumed`]). Server ids never start with `~`.
 pub const HELD_SID: &str = "~held";
 
+/// The store's epoch mark, as [`Store::claim_epoch`] found or set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    /// The mark was missing and this call set it.
+    pub claimed: bool,
+    /// The mark: it changes whenever the store loses its data.
+    pub mark: String,
+}
+
 /// What `add` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -134,10 +143,11 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ChannelError>> + Send;
     /// The frontends that have (or had, until purged) members.
     fn sids(&self) -> impl Future<Output = Result<Vec<String>, ChannelError>> + Send;
-    /// Marks the store as holding this cluster's membership. True when the mark was missing:
-    /// the store is new, or it lost its data (a Redis restart without persistence), and the
-    /// frontends must tell it again who is where.
-    fn claim_epoch(&self) -> impl Future<Output = Result<bool, ChannelError>> + Send;
+    /// Marks the store as holding this cluster's membership, with `token` if the mark is
+    /// missing: the store is new, or it lost its data (a Redis restart without persistence),
+    /// and the frontends must tell it again who is where. Answers the mark as it is now: a
+    /// chat server that finds another mark than the one it saw last knows of the loss too.
+    fn claim_epoch(&self, token: &str) -> impl Future<Output = Result<Epoch, ChannelError>> + Send;
     /// True when the store answers.
     fn ping(&self) -> impl Future<Output = bool> + Send;
 }
@@ -240,8 +250,8 @@ impl ChannelStore {
     }
 
     /// See [`Store::claim_epoch`].
-    pub async fn claim_epoch(&self) -> Result<bool, ChannelError> {
-        on_store!(self, s => s.claim_epoch().await)
+    pub async fn claim_epoch(&self, token: &str) -> Result<Epoch, ChannelError> {
+        on_store!(self, s => s.claim_epoch(token).await)
     }
 
     pub async fn ping(&self) -> bool {

@@ -19,7 +19,7 @@ use redis::{AsyncCommands, RedisResult, Script};
 use shaddock_redis::Redis;
 
 use super::keys::Keys;
-use super::{Added, Member, Store};
+use super::{Added, Epoch, Member, Store};
 use crate::ChannelError;
 
 /// Adds a member unless another frontend holds the uid (a held place is anyone's to take
@@ -82,6 +82,17 @@ static LEAVE_IN_ROOM: LazyLock<Script> = LazyLock::new(|| {
            if string.sub(v, 1, string.len(ARGV[3])) == ARGV[3] then return 1 end \
          end \
          return 2",
+    )
+});
+
+/// Sets the epoch mark unless it is set (SET NX GET, which Redis before 7 lacks).
+/// KEYS: the mark. ARGV: a new token. Answers {1, token} when it set it, else {0, the mark}.
+static EPOCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('GET', KEYS[1]) \
+         if v then return {0, v} end \
+         redis.call('SET', KEYS[1], ARGV[1]) \
+         return {1, ARGV[1]}",
     )
 });
 
@@ -176,6 +187,17 @@ impl RedisStore {
             .arg(name)
             .arg(&member.sid);
         invocation
+    }
+
+    /// Sets `key` to `token` unless it is set; answers what it holds.
+    async fn claim_mark(&self, key: String, token: &str) -> Result<Epoch, ChannelError> {
+        let answer: RedisResult<(i64, String)> =
+            EPOCH.key(key).arg(token).invoke_async(&mut self.conn()).await;
+        let (claimed, mark) = self.check(answer)?;
+        Ok(Epoch {
+            claimed: claimed == 1,
+            mark,
+        })
     }
 
     /// Counts a failed command.
@@ -330,32 +352,31 @@ impl Store for RedisStore {
         self.check(sids)
     }
 
-    async fn claim_epoch(&self) -> Result<bool, ChannelError> {
-        if self.cluster() {
-            // One mark per master: any master can lose its data alone.
-            let ranges = self.conn.masters().await;
-            let mut missing = false;
-            for (first, last) in self.check(ranges)? {
-                let Some(tag) = shaddock_redis::tag_in(first, last) else {
-                    continue;
-                };
-                let set: RedisResult<Option<String>> = redis::cmd("SET")
-                    .arg(self.keys.epoch_tagged(&tag))
-                    .arg("1")
-                    .arg("NX")
-                    .query_async(&mut self.conn())
-                    .await;
-                missing |= self.check(set)?.is_some();
-            }
-            return Ok(missing);
+    async fn claim_epoch(&self, token: &str) -> Result<Epoch, ChannelError> {
+        if !self.cluster() {
+            return self.claim_mark(self.keys.epoch(), token).await;
         }
-        let set: RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(self.keys.epoch())
-            .arg("1")
-            .arg("NX")
-            .query_async(&mut self.conn())
-            .await;
-        Ok(self.check(set)?.is_some())
+        // One mark per master: any master can lose its data alone. The marks together are the
+        // cluster's.
+        let ranges = self.conn.masters().await;
+        let mut all = Epoch {
+            claimed: false,
+            mark: String::new(),
+        };
+        let mut ranges = self.check(ranges)?;
+        ranges.sort_unstable();
+        for (first, last) in ranges {
+            let Some(tag) = shaddock_redis::tag_in(first, last) else {
+                continue;
+            };
+            let one = self.claim_mark(self.keys.epoch_tagged(&tag), token).await?;
+            all.claimed |= one.claimed;
+            if !all.mark.is_empty() {
+                all.mark.push(',');
+            }
+            all.mark.push_str(&one.mark);
+        }
+        Ok(all)
     }
 
     async fn ping(&self) -> bool {

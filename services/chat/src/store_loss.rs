@@ -1,0 +1,274 @@
+//! A store that lost its data (a Redis restart without persistence, a master without a replica
+//! back empty): how every chat server learns of it, and what members put back afterwards are
+//! told. Part 5 of the state machine in [`crate::membership`].
+//!
+//! # Learning of the loss
+//! The store holds an epoch mark, a token set by whoever finds it missing. Each chat server
+//! remembers the mark it saw last (every heartbeat, and at once when a leave finds nobody): the
+//! one that sets it asks every connector for a silent round, and the others, finding another
+//! mark than theirs, know of the loss too.
+//!
+//! # While the store is rebuilt
+//! The rounds put members back silently, one connector at a time, so for a while the store
+//! lacks members the others still believe in. Per room, for [`WINDOW`] after the loss:
+//! - a leave that found nobody is announced to whoever is stored, and remembered;
+//! - a user who entered (`onAdd` to whoever was stored) is remembered.
+//!
+//! A member put back later missed both, so it is told each remembered leave (of a user still
+//! gone) and each remembered enter (of a user still there); each who entered is told of it
+//! (`onAdd`: the list it got on entering lacked it). A member put back that was announced as
+//! gone (the leave was of an older session of it) is announced again (`onAdd`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shaddock_channel::{Channel, ChannelError, Member};
+use shaddock_remote::session_remote::Resync;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ChatState;
+use crate::room::{announce_add, tell};
+
+/// How long after the store lost its data a leave that finds nobody is still announced, and
+/// what happened in each room is remembered for members put back.
+pub const WINDOW: Duration = Duration::from_secs(30);
+
+/// Users remembered per room at most (a bound on what a flood of enters can make it hold).
+const REMEMBERED: usize = 1000;
+
+/// What this server knows of the store's losses.
+#[derive(Debug, Default)]
+pub struct StoreLoss {
+    /// When the store was last found without its data.
+    lost_at: Mutex<Option<Instant>>,
+    /// The epoch mark this server saw last.
+    mark: Mutex<Option<String>>,
+    /// Per room, since the loss: uids whose leave found nobody, and uids that entered.
+    rooms: Mutex<HashMap<String, SinceLoss>>,
+}
+
+/// What happened in one room since the store lost its data.
+#[derive(Debug, Default, Clone)]
+pub struct SinceLoss {
+    pub left: Vec<String>,
+    pub entered: Vec<String>,
+}
+
+impl StoreLoss {
+    /// True for [`WINDOW`] after the store lost its data.
+    pub fn recent(&self) -> bool {
+        self.lost_at.lock().is_some_and(|at| at.elapsed() < WINDOW)
+    }
+
+    fn lost(&self) {
+        *self.lost_at.lock() = Some(Instant::now());
+        self.rooms.lock().clear();
+    }
+
+    /// A leave of `uid` found nobody in `rid`.
+    pub fn left(&self, rid: &str, uid: &str) {
+        if !self.recent() {
+            return;
+        }
+        let mut rooms = self.rooms.lock();
+        let room = rooms.entry(rid.to_owned()).or_default();
+        room.entered.retain(|u| u != uid);
+        if !room.left.iter().any(|u| u == uid) && room.left.len() < REMEMBERED {
+            room.left.push(uid.to_owned());
+        }
+    }
+
+    /// `uid` entered `rid`; `announced`: as a newcomer (`onAdd` to those stored).
+    pub fn entered(&self, rid: &str, uid: &str, announced: bool) {
+        if !self.recent() {
+            return;
+        }
+        let mut rooms = self.rooms.lock();
+        let room = rooms.entry(rid.to_owned()).or_default();
+        room.left.retain(|u| u != uid);
+        if announced && !room.entered.iter().any(|u| u == uid) && room.entered.len() < REMEMBERED {
+            room.entered.push(uid.to_owned());
+        }
+    }
+
+    /// What happened in `rid` since a recent loss.
+    fn since(&self, rid: &str) -> Option<SinceLoss> {
+        if !self.recent() {
+            return None;
+        }
+        self.rooms.lock().get(rid).cloned()
+    }
+
+    /// `uid`, put back, is no longer among those who left.
+    fn back(&self, rid: &str, uid: &str) {
+        if let Some(room) = self.rooms.lock().get_mut(rid) {
+            room.left.retain(|u| u != uid);
+        }
+    }
+}
+
+/// Members were put back in `rid` by a round (`announced`: with `onAdd` to the others): tells
+/// them, and those who entered meanwhile, what they missed while the store was rebuilt.
+pub async fn after_put_back(
+    state: &ChatState,
+    channel: &Channel,
+    put_back: &[Member],
+    announced: bool,
+) -> Result<(), ChannelError> {
+    let rid = channel.name();
+    let Some(missed) = state.rounds.loss.since(rid) else {
+        return Ok(());
+    };
+    let members = channel.members().await?;
+    let now: BTreeSet<&str> = members.iter().map(|m| m.uid.as_str()).collect();
+    for member in put_back {
+        if missed.left.contains(&member.uid) {
+            // Announced as gone by a leave of an older session: it is here.
+            state.rounds.loss.back(rid, &member.uid);
+            if !announced {
+                let others: Vec<Member> = members.iter().filter(|o| o.uid != member.uid).cloned().collect();
+                announce_add(state, &others, &member.uid, rid).await;
+            }
+        }
+        for uid in missed
+            .left
+            .iter()
+            .filter(|u| !now.contains(u.as_str()) && **u != member.uid)
+        {
+            tell(state, member, "onLeave", uid, rid).await;
+        }
+        for uid in missed
+            .entered
+            .iter()
+            .filter(|u| now.contains(u.as_str()) && **u != member.uid)
+        {
+            tell(state, member, "onAdd", uid, rid).await;
+        }
+    }
+    if !announced {
+        for newcomer in members.iter().filter(|m| missed.entered.contains(&m.uid)) {
+            for member in put_back.iter().filter(|p| p.uid != newcomer.uid) {
+                tell(state, newcomer, "onAdd", &member.uid, rid).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The store lost its data: remember when, and (`ask`) ask every connector for a silent round,
+/// three times (a connector whose NATS is still reconnecting misses one).
+fn store_lost(state: &ChatState, ask: bool) {
+    state.rounds.loss.lost();
+    tracing::warn!(
+        asking = ask,
+        "the channel store lost its data (or is new): connectors tell it again who is where"
+    );
+    if !ask {
+        return;
+    }
+    let rpc = state.rpc.clone();
+    tokio::spawn(async move {
+        for wait in [0, 2, 5] {
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            if let Err(e) = rpc.notify_all(Resync { announce: false }).await {
+                tracing::warn!(error = %e, "cannot ask for a round");
+            }
+        }
+    });
+}
+
+/// Claims the epoch mark and compares it with the one seen last: a loss found here asks for
+/// rounds; one found by another server (another mark) is only remembered.
+async fn check_epoch(state: &ChatState) -> Result<(), ChannelError> {
+    let token = format!(
+        "{}-{}",
+        state.server_id,
+        crate::membership::now_ms().wrapping_mul(1000) + u64::from(std::process::id() % 1000)
+    );
+    let epoch = state.channels.store().claim_epoch(&token).await?;
+    let changed = {
+        let mut seen = state.rounds.loss.mark.lock();
+        let changed = seen.as_ref().is_some_and(|m| *m != epoch.mark);
+        *seen = Some(epoch.mark);
+        changed
+    };
+    if epoch.claimed {
+        store_lost(state, true);
+    } else if changed {
+        store_lost(state, false);
+    }
+    Ok(())
+}
+
+/// A leave found nobody: if that is because the store has just lost its data (before
+/// [`watch_store`] noticed), learn it now, so that the leave is still announced.
+pub async fn check_on_missed_leave(state: &ChatState) {
+    if !state.rounds.loss.recent() {
+        let _ = check_epoch(state).await;
+    }
+}
+
+/// Checks the store's epoch mark every `every` (see the module doc).
+pub async fn watch_store(state: ChatState, every: Duration, token: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = check_epoch(&state).await {
+            tracing::debug!(error = %e, "channel store unreachable");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreLoss;
+
+    #[test]
+    fn nothing_is_remembered_unless_the_store_lost_its_data_recently() {
+        let loss = StoreLoss::default();
+        loss.left("r", "a*r");
+        loss.entered("r", "b*r", true);
+        assert!(!loss.recent());
+        assert!(loss.since("r").is_none());
+    }
+
+    #[test]
+    fn a_user_who_leaves_and_enters_again_is_remembered_as_entered_only() {
+        let loss = StoreLoss::default();
+        loss.lost();
+        loss.left("r", "a*r");
+        loss.left("r", "a*r");
+        loss.entered("r", "b*r", true);
+        let seen = loss.since("r").unwrap();
+        assert_eq!(
+            (seen.left, seen.entered),
+            (vec!["a*r".to_owned()], vec!["b*r".to_owned()])
+        );
+        loss.entered("r", "a*r", true);
+        loss.left("r", "b*r");
+        let seen = loss.since("r").unwrap();
+        assert_eq!(
+            (seen.left, seen.entered),
+            (vec!["b*r".to_owned()], vec!["a*r".to_owned()])
+        );
+        // Taking back a place (not announced) only cancels the leave.
+        loss.entered("r", "b*r", false);
+        let seen = loss.since("r").unwrap();
+        assert!(seen.left.is_empty());
+        assert_eq!(seen.entered, vec!["a*r".to_owned()]);
+    }
+
+    #[test]
+    fn a_new_loss_forgets_the_last_one() {
+        let loss = StoreLoss::default();
+        loss.lost();
+        loss.left("r", "a*r");
+        loss.lost();
+        assert!(loss.since("r").is_none_or(|s| s.left.is_empty()));
+    }
+}
