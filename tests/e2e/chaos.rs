@@ -1,6 +1,5 @@
 //! A short chaos run (a minute; `CHAOS_SECS` to change it): faults one at a time while users
-//! chat, and no promise broken after any of them. `make chaos` runs it longer, with Redis
-//! wipes too (`CHAOS_WIPE=1` here).
+//! chat, and no promise broken after any of them. `make chaos` runs it longer.
 
 use std::time::Duration;
 
@@ -12,10 +11,8 @@ async fn a_minute_of_faults_breaks_no_promise() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    // Redis wipes only when asked (CHAOS_WIPE=1): see `ChaosConfig::wipe_redis`.
     let report = run(ChaosConfig {
         duration: Duration::from_secs(secs),
-        wipe_redis: std::env::var("CHAOS_WIPE").is_ok_and(|v| v == "1"),
         ..ChaosConfig::default()
     })
     .await;

@@ -12,12 +12,15 @@ use shaddock_redis::{Redis, room_tag, slot, testing::LocalCluster};
 
 use crate::support::{SEND, connect, enter, receives_push, stored_members, users};
 
+/// Sends `text` from `from` until `to` receives it (at most `within`).
 async fn chats(from: &Client, to: &mut Client, text: &str, within: Duration) -> bool {
     let started = std::time::Instant::now();
     while started.elapsed() < within {
         let body = json!({"rid": "room", "content": text, "from": "x", "target": "*"});
-        if matches!(from.request(SEND, body).await, Ok(v) if v == json!({})) {
-            return receives_push(to, Duration::from_secs(1), |p| p.body["msg"] == text).await;
+        if matches!(from.request(SEND, body).await, Ok(v) if v == json!({}))
+            && receives_push(to, Duration::from_millis(500), |p| p.body["msg"] == text).await
+        {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -28,7 +31,8 @@ async fn chats(from: &Client, to: &mut Client, text: &str, within: Duration) -> 
 async fn on_a_redis_cluster_a_dead_master_is_replaced_by_its_replica_and_rooms_keep_their_members() {
     let mut redis = LocalCluster::start(3, 1).await;
     let config = TestConfig::with_urls("rediscluster", "", "nats://127.0.0.1:4222", &redis.url());
-    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let log = std::env::temp_dir().join(format!("{}-chat.log", config.namespace));
+    let _chat = Server::start_logged("chat", "chat-server-1", &config, &log).await;
     let c1 = Server::start("connector", "connector-server-1", &config).await;
     let c2 = Server::start("connector", "connector-server-2", &config).await;
     let mut alice = connect(&c1.url()).await;
@@ -44,6 +48,12 @@ async fn on_a_redis_cluster_a_dead_master_is_replaced_by_its_replica_and_rooms_k
         .await
         .expect("a master holds the room");
     let replica = redis.replica_of(master).await.expect("the master has a replica");
+    // What the master acknowledged has reached its replica (see below for what it may not).
+    assert!(
+        redis
+            .wait_replicated(master, replica, Duration::from_secs(10))
+            .await
+    );
     redis.kill(master).await;
     assert!(
         redis.wait_until_master(replica, Duration::from_secs(15)).await,
@@ -51,9 +61,13 @@ async fn on_a_redis_cluster_a_dead_master_is_replaced_by_its_replica_and_rooms_k
     );
 
     // The room kept its members: messages flow again, a newcomer sees everyone, nobody left.
-    assert!(
-        chats(&alice, &mut bob, "after", Duration::from_secs(10)).await,
-        "chat resumes"
+    let failed_over = std::time::Instant::now();
+    let resumed = chats(&alice, &mut bob, "after", Duration::from_secs(10)).await;
+    let chat_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(resumed, "chat resumes; the chat server said:\n{chat_log}");
+    println!(
+        "chat resumed {:?} after the replica took over",
+        failed_over.elapsed()
     );
     let live = redis.nodes[replica].url();
     assert_eq!(

@@ -156,6 +156,31 @@ impl LocalCluster {
         false
     }
 
+    /// Waits until replica `r` has every write master `m` has made so far (replication is
+    /// asynchronous: a master killed before that loses what its replica lacks).
+    pub async fn wait_replicated(&self, m: usize, r: usize, within: Duration) -> bool {
+        let offset = |port: u16, field: &'static str| async move {
+            let info = cli(port, &["INFO", "replication"]).await.unwrap_or_default();
+            info.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let Some(target) = offset(self.nodes[m].port, "master_repl_offset:").await else {
+            return false;
+        };
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if offset(self.nodes[r].port, "slave_repl_offset:")
+                .await
+                .is_some_and(|o| o >= target)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// The replica of node `i` (a master), if one runs.
     pub async fn replica_of(&self, i: usize) -> Option<usize> {
         let id = cli(self.nodes[i].port, &["CLUSTER", "MYID"]).await?;
