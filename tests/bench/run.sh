@@ -79,13 +79,13 @@ PY
   say "$system c: held $held of $total, server RSS $before -> $after KiB"
 }
 
-A_RATES=20,50,100,200,400,700,1000,1500,2000,3000
+A_RATES=5,20,50,100,200,400,700,1000,1500,2000,3000
 B_RATES=5,20,50,100,200,300,400,700
 H_RATES=20,100,300
 SHADDOCK_IDLE=${SHADDOCK_IDLE:-100000}
 POMELO_IDLE=${POMELO_IDLE:-10000}
 DUR=5
-if [ "$QUICK" = 1 ]; then A_RATES=20,100,400; B_RATES=5,50,200; H_RATES=50,200; SHADDOCK_IDLE=6000; POMELO_IDLE=2000; DUR=3; fi
+if [ "$QUICK" = 1 ]; then A_RATES=5,100,400; B_RATES=5,50,200; H_RATES=50,200; SHADDOCK_IDLE=6000; POMELO_IDLE=2000; DUR=3; fi
 
 # ---- Shaddock ----
 PIDS=()
@@ -101,6 +101,8 @@ start shaddock-gate gate-server-1
 for _ in $(seq 1 100); do reachable 5014 && reachable 5050 && reachable 5051 && break; sleep 0.1; done
 sleep 1
 SW=shaddock-connector,shaddock-chat,shaddock-gate,nats-server,redis-server
+# Pomelo's servers by type (the master spawns each with serverType=...), then the master.
+PW=serverType=connector,serverType=chat,serverType=gate,peer-pomelo
 lg shaddock a --gate 127.0.0.1:5014 --rooms 1 --users-per-room 1000 --rate $A_RATES --duration $DUR --stop-at-saturation --watch $SW --room-prefix a
 lg shaddock b --gate 127.0.0.1:5014 --rooms 100 --users-per-room 10 --rate $B_RATES --duration $DUR --stop-at-saturation --watch $SW --room-prefix b
 # (h) what room history costs: (b) at a few rates with history off, beside (b) above (on).
@@ -134,10 +136,10 @@ if ! command -v node >/dev/null; then say "node is missing: Pomelo runs skipped"
     nodelay=0; [ $variant = pomelo-nodelay ] && nodelay=1
     say "starting Pomelo ($variant): master, gate, 2 connectors, 2 chat servers"
     (cd "$OUT/peer-pomelo" && CHAT_NODELAY=$nodelay ./run.sh start) >>"$LOG" 2>&1 || { say "Pomelo did not start"; exit 1; }
-    lg $variant a --gate 127.0.0.1:3014 --rooms 1 --users-per-room 1000 --rate $A_RATES --duration $DUR --stop-at-saturation --watch peer-pomelo --room-prefix a
-    lg $variant b --gate 127.0.0.1:3014 --rooms 100 --users-per-room 10 --rate $B_RATES --duration $DUR --stop-at-saturation --watch peer-pomelo --room-prefix b
+    lg $variant a --gate 127.0.0.1:3014 --rooms 1 --users-per-room 1000 --rate $A_RATES --duration $DUR --stop-at-saturation --watch $PW --room-prefix a
+    lg $variant b --gate 127.0.0.1:3014 --rooms 100 --users-per-room 10 --rate $B_RATES --duration $DUR --stop-at-saturation --watch $PW --room-prefix b
     if [ $variant = pomelo ]; then
-      lg $variant d --gate 127.0.0.1:3014 --mode enter --rooms 300 --users-per-room 10 --concurrency 128 --watch peer-pomelo --room-prefix d --offset 500000
+      lg $variant d --gate 127.0.0.1:3014 --mode enter --rooms 300 --users-per-room 10 --concurrency 128 --watch $PW --room-prefix d --offset 500000
       idle $variant peer-pomelo/app.js 2 "$POMELO_IDLE" 127.0.0.1:3050 127.0.0.1:3051
     fi
     (cd "$OUT/peer-pomelo" && ./run.sh stop) >>"$LOG" 2>&1

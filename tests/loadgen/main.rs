@@ -282,6 +282,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for rate in rates {
         let cpu_before = sampler.report();
+        let own_before = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0);
         let sent0 = stats.sent.load(Ordering::Relaxed);
         let delivered0 = stats.delivered.load(Ordering::Relaxed);
         let errors0 = stats.send_errors.load(Ordering::Relaxed);
@@ -382,6 +383,8 @@ async fn main() -> anyhow::Result<()> {
             "reconnects": stats.reconnects.load(Ordering::Relaxed),
             "recovered": stats.recovered.load(Ordering::Relaxed),
             "recovery_failures": stats.recovery_failures.load(Ordering::Relaxed),
+            // This load generator's own CPU over the step, beside the servers'.
+            "loadgen_cpu_seconds": procstat::cpu_seconds(std::process::id()).unwrap_or(0.0) - own_before,
             "processes": procs.iter().map(|(name, cpu, peak, now, start)| {
                 let before = cpu_before.iter().find(|b| &b.0 == name).map(|b| b.1).unwrap_or(0.0);
                 json!({"name": name, "cpu_seconds": cpu - before, "peak_rss_kib": peak, "rss_kib": now, "rss_start_kib": start})
