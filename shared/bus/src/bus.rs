@@ -8,9 +8,9 @@
 //! - A subscription's queue is bounded: when a subscriber falls behind, messages are dropped
 //!   (async-nats reports a slow consumer) rather than slowing the publisher.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::BusError;
+use crate::batch;
+use crate::coalesce::Coalescer;
 use crate::reply::{Forget, PendingReply, ReplyMux};
 use crate::stats::BusStats;
 
@@ -45,8 +47,19 @@ pub enum Bus {
 #[derive(Debug, Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
-    replies: Arc<ReplyMux>,
+    shared: Arc<NatsShared>,
     stats: BusStats,
+}
+
+#[derive(Debug)]
+struct NatsShared {
+    replies: Arc<ReplyMux>,
+    /// Publishes waiting for the end of the instant (see [`crate::batch`]).
+    out: Arc<Coalescer>,
+    /// This server's own subject: answers to its requests may come inside batches sent
+    /// there, once it is subscribed (`home_live`).
+    home: Option<String>,
+    home_live: AtomicBool,
 }
 
 impl Bus {
@@ -54,6 +67,18 @@ impl Bus {
     /// Connects to `url`: one NATS server, or several of a cluster, comma-separated (the
     /// client picks one and fails over to the others, and to those the cluster announces).
     pub async fn connect_nats(url: &str, name: &str) -> Result<Self, BusError> {
+        Self::connect_nats_at(url, name, None, true).await
+    }
+
+    /// As [`Bus::connect_nats`], for a server whose own subject is `home`: answers to its
+    /// requests then travel in batches with what else goes there (see [`crate::batch`]).
+    /// `batching`: whether this server sends batches at all.
+    pub async fn connect_nats_at(
+        url: &str,
+        name: &str,
+        home: Option<String>,
+        batching: bool,
+    ) -> Result<Self, BusError> {
         let stats = BusStats::default();
         let counted = stats.clone();
         let client = async_nats::ConnectOptions::new()
@@ -86,10 +111,16 @@ impl Bus {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-        let replies = ReplyMux::start(&client).await?;
+        let replies = ReplyMux::start(&client, home.as_deref()).await?;
+        let out = Coalescer::start(client.clone(), stats.clone(), batching);
         Ok(Bus::Nats(NatsBus {
             client,
-            replies,
+            shared: Arc::new(NatsShared {
+                replies,
+                out,
+                home,
+                home_live: AtomicBool::new(false),
+            }),
             stats,
         }))
     }
@@ -107,13 +138,17 @@ impl Bus {
         }
     }
 
+    /// Publishes at once (after what was batched before it, so a handle's messages keep
+    /// their order).
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
-            Bus::Nats(n) => n
-                .client
-                .publish(subject, payload)
-                .await
-                .map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Nats(n) => {
+                let _sending = n.shared.out.send_pending().await;
+                n.client
+                    .publish(subject, payload)
+                    .await
+                    .map_err(|e| BusError::Publish(e.to_string()))
+            }
             Bus::Local(l) => {
                 l.deliver(&subject, None, payload);
                 Ok(())
@@ -135,21 +170,57 @@ impl Bus {
     /// published before; the answer is awaited on the returned [`PendingReply`].
     pub async fn send_request(&self, subject: String, payload: Bytes, timeout: Duration) -> PendingReply {
         let sent = match self {
-            Bus::Nats(n) => n.replies.send(&n.client, subject, payload, timeout).await,
+            Bus::Nats(n) => {
+                let _sending = n.shared.out.send_pending().await;
+                let batchable = n.shared.home_live.load(Ordering::Relaxed);
+                n.shared.replies
+                    .send(&n.client, subject, payload, timeout, batchable)
+                    .await
+            }
             Bus::Local(l) => l.send_request(subject, payload, timeout),
         };
         sent.unwrap_or_else(PendingReply::failed)
             .counting(self.stats().request_failures.clone())
     }
 
+    /// Publishes at the end of this instant, in one message with whatever else this handle
+    /// publishes to the same server meanwhile (the in-process bus delivers at once). The
+    /// order of a handle's messages is kept.
+    pub fn publish_batched(&self, subject: String, payload: Bytes) {
+        match self {
+            Bus::Nats(n) => n.shared.out.queue(subject, None, payload),
+            Bus::Local(l) => {
+                l.deliver(&subject, None, payload);
+            }
+        }
+    }
+
+    /// Answers a request as [`Bus::publish_batched`] publishes: with the pushes that go to
+    /// the same server, when the requester takes its answers in batches.
+    pub fn respond_batched(&self, incoming: &Incoming, payload: Bytes) {
+        if let Some(reply) = &incoming.reply {
+            self.publish_batched(reply.clone(), payload);
+        }
+    }
+
     pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
         match self {
-            Bus::Nats(n) => n
-                .client
-                .subscribe(subject)
-                .await
-                .map(Subscription::Nats)
-                .map_err(|e| BusError::Subscribe(e.to_string())),
+            Bus::Nats(n) => {
+                let sub = n
+                    .client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| BusError::Subscribe(e.to_string()))?;
+                let home = n.shared.home.as_deref() == Some(subject.as_str());
+                if home {
+                    n.shared.home_live.store(true, Ordering::Relaxed);
+                }
+                Ok(Subscription::Nats(NatsSubscription {
+                    sub,
+                    unpacked: VecDeque::new(),
+                    replies: home.then(|| n.shared.replies.clone()),
+                }))
+            }
             Bus::Local(l) => Ok(Subscription::Local(l.subscribe(subject))),
         }
     }
@@ -165,11 +236,13 @@ impl Bus {
     /// Waits until everything published so far has left this process.
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
-            Bus::Nats(n) => n
-                .client
-                .flush()
-                .await
-                .map_err(|e| BusError::Publish(e.to_string())),
+            Bus::Nats(n) => {
+                drop(n.shared.out.send_pending().await);
+                n.client
+                    .flush()
+                    .await
+                    .map_err(|e| BusError::Publish(e.to_string()))
+            }
             Bus::Local(_) => Ok(()),
         }
     }
@@ -186,19 +259,55 @@ impl Bus {
 /// A stream of messages on one subject; dropping it unsubscribes.
 #[derive(Debug)]
 pub enum Subscription {
-    Nats(async_nats::Subscriber),
+    Nats(NatsSubscription),
     Local(mpsc::Receiver<Incoming>),
 }
 
+/// A NATS subscription, and the rest of a batch being read.
+#[derive(Debug)]
+pub struct NatsSubscription {
+    sub: async_nats::Subscriber,
+    unpacked: VecDeque<Incoming>,
+    /// On the server's own subject: where answers inside batches go.
+    replies: Option<Arc<ReplyMux>>,
+}
+
 impl Subscription {
-    /// The next message; `None` once the bus is gone.
+    /// The next message; `None` once the bus is gone. A batch gives its messages one by one.
     pub async fn next(&mut self) -> Option<Incoming> {
         match self {
-            Subscription::Nats(s) => s.next().await.map(|m| Incoming {
-                subject: m.subject.to_string(),
-                reply: m.reply.map(|r| r.to_string()),
-                payload: m.payload,
-            }),
+            Subscription::Nats(NatsSubscription {
+                sub,
+                unpacked,
+                replies,
+            }) => loop {
+                if let Some(m) = unpacked.pop_front() {
+                    return Some(m);
+                }
+                let m = sub.next().await?;
+                if !batch::is_batch(&m.payload) {
+                    return Some(Incoming {
+                        subject: m.subject.to_string(),
+                        reply: m.reply.map(|r| r.to_string()),
+                        payload: m.payload,
+                    });
+                }
+                for item in batch::read(&m.payload) {
+                    match item.subject {
+                        None => unpacked.push_back(Incoming {
+                            subject: m.subject.to_string(),
+                            reply: item.reply,
+                            payload: item.payload,
+                        }),
+                        Some(to) => match replies {
+                            Some(mux) if mux.owns(&to) => mux.answer_to(&to, item.payload),
+                            _ => {
+                                tracing::debug!(subject = %to, "a batched message for another subject: dropped")
+                            }
+                        },
+                    }
+                }
+            },
             Subscription::Local(r) => r.recv().await,
         }
     }

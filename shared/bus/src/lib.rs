@@ -8,13 +8,16 @@
 //!
 //! # Layout
 //! - [`bus`]: `Bus` (publish, request with timeout, subscribe) over NATS or in process.
+//! - [`batch`]: several messages to one server in one NATS message (`publish_batched`).
 //! - [`reply`]: a request sent in order now and answered later ([`PendingReply`]).
 //! - [`envelope`]: what travels between servers, and the session a request carries.
 //! - [`subject`]: the only place that formats subjects.
 //! - [`registry`]: servers announce themselves and heartbeat; everybody keeps the live list.
 //! - [`route`]: crc32 routing over a list sorted by server id.
 
+pub mod batch;
 pub mod bus;
+mod coalesce;
 pub mod envelope;
 pub mod registry;
 pub mod reply;

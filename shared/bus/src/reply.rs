@@ -29,11 +29,23 @@ pub(crate) struct ReplyMux {
 }
 
 impl ReplyMux {
-    /// Subscribes to `<inbox>.*` and routes what arrives there until the client is gone.
-    pub(crate) async fn start(client: &async_nats::Client) -> Result<Arc<Self>, BusError> {
-        let prefix = client.new_inbox();
+    /// Subscribes to `<inbox>.>` and routes what arrives there until the client is gone. A
+    /// server with a subject of its own (`home`) has its inbox under it,
+    /// `<home>._r.<id>`, so that answers may come in batches sent to `home`.
+    pub(crate) async fn start(
+        client: &async_nats::Client,
+        home: Option<&str>,
+    ) -> Result<Arc<Self>, BusError> {
+        let prefix = match home {
+            Some(home) => {
+                let inbox = client.new_inbox();
+                let id = inbox.rsplit('.').next().unwrap_or("0").to_owned();
+                format!("{home}{}{id}", crate::coalesce::REPLY_TOKEN)
+            }
+            None => client.new_inbox(),
+        };
         let mut sub = client
-            .subscribe(format!("{prefix}.*"))
+            .subscribe(format!("{prefix}.>"))
             .await
             .map_err(|e| BusError::Subscribe(e.to_string()))?;
         let mux = Arc::new(Self {
@@ -53,11 +65,32 @@ impl ReplyMux {
     }
 
     fn answer(&self, msg: async_nats::Message) {
-        let Some(n) = msg
-            .subject
-            .as_str()
-            .rsplit('.')
-            .next()
+        let result = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            Err(BusError::NoResponders(String::new()))
+        } else {
+            Ok(msg.payload)
+        };
+        self.settle(msg.subject.as_str(), result);
+    }
+
+    /// True when `subject` is an answer to a request of this connection.
+    pub(crate) fn owns(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    /// An answer that came inside a batch.
+    pub(crate) fn answer_to(&self, subject: &str, payload: Bytes) {
+        self.settle(subject, Ok(payload));
+    }
+
+    /// Hands the answer on `<prefix>.<n>[.b]` to request `n`.
+    fn settle(&self, subject: &str, result: Result<Bytes, BusError>) {
+        let Some(n) = subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split('.').next())
             .and_then(|t| t.parse::<u64>().ok())
         else {
             return;
@@ -65,21 +98,18 @@ impl ReplyMux {
         let Some(tx) = self.waiting.lock().remove(&n) else {
             return; // answered after its timeout
         };
-        let result = if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-            Err(BusError::NoResponders(String::new()))
-        } else {
-            Ok(msg.payload)
-        };
         let _ = tx.send(result);
     }
 
-    /// Publishes `payload` to `subject` with a reply inbox of its own.
+    /// Publishes `payload` to `subject` with a reply inbox of its own; `batchable` when the
+    /// answer may come inside a batch to this server's subject (it is subscribed).
     pub(crate) async fn send(
         self: &Arc<Self>,
         client: &async_nats::Client,
         subject: String,
         payload: Bytes,
         timeout: Duration,
+        batchable: bool,
     ) -> Result<PendingReply, BusError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -89,7 +119,7 @@ impl ReplyMux {
             mux.waiting.lock().remove(&n);
         });
         client
-            .publish_with_reply(subject.clone(), format!("{}.{n}", self.prefix), payload)
+            .publish_with_reply(subject.clone(), self.reply_subject(n, batchable), payload)
             .await
             .map_err(|e| BusError::Publish(e.to_string()))?;
         Ok(PendingReply {
@@ -101,6 +131,17 @@ impl ReplyMux {
             },
             failures: None,
         })
+    }
+}
+
+impl ReplyMux {
+    fn reply_subject(&self, n: u64, batchable: bool) -> String {
+        // Only an inbox under a server subject can be answered in a batch sent there.
+        if batchable && self.prefix.contains(crate::coalesce::REPLY_TOKEN) {
+            format!("{}.{n}{}", self.prefix, crate::coalesce::BATCHABLE_SUFFIX)
+        } else {
+            format!("{}.{n}", self.prefix)
+        }
     }
 }
 

@@ -14,4 +14,6 @@ pub struct BusStats {
     pub slow_consumer_events: Counter,
     /// Requests that timed out or found nobody.
     pub request_failures: Counter,
+    /// Messages that left inside a batch with others (see [`crate::batch`]).
+    pub batched_messages: Counter,
 }

@@ -152,3 +152,75 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
     assert_eq!(a.list().servers("connector")[0].id, "connector-a");
     token.cancel();
 }
+
+#[tokio::test]
+async fn pushes_and_the_answer_for_one_server_arrive_in_one_message_and_in_order() {
+    let ns = namespace();
+    let home = subject::server(&ns, "connector-1");
+    let connector = Bus::connect_nats_at(NATS, "connector-1", Some(home.clone()), true)
+        .await
+        .unwrap();
+    let mut pushes = connector.subscribe(home.clone()).await.unwrap();
+    let chat = Bus::connect_nats_at(NATS, "chat-1", Some(subject::server(&ns, "chat-1")), true)
+        .await
+        .unwrap();
+    let mut requests = chat.subscribe(subject::server(&ns, "chat-1")).await.unwrap();
+    // The subscriptions are known to the server before anything is sent.
+    chat.flush().await.unwrap();
+    let responder = chat.clone();
+    let to = home.clone();
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            for n in 0..3u8 {
+                responder.publish_batched(to.clone(), Bytes::from(vec![b'p', n]));
+            }
+            responder.respond_batched(&m, Bytes::from_static(b"done"));
+        }
+    });
+    let asked = connector
+        .send_request(
+            subject::server(&ns, "chat-1"),
+            Bytes::from_static(b"send"),
+            Duration::from_secs(2),
+        )
+        .await;
+    // The answer comes through the connector's own subscription: it must be read.
+    for n in 0..3u8 {
+        let m = tokio::time::timeout(Duration::from_secs(2), pushes.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&m.payload[..], &[b'p', n], "pushes keep their order");
+        assert_eq!(m.subject, home);
+    }
+    assert_eq!(&asked.answer().await.unwrap()[..], b"done");
+    // The three pushes and the answer left together, in one NATS message.
+    assert_eq!(chat.stats().batched_messages.get(), 4);
+}
+
+#[tokio::test]
+async fn an_answer_to_a_server_not_yet_subscribed_to_its_subject_comes_directly() {
+    let ns = namespace();
+    let home = subject::server(&ns, "connector-2");
+    let connector = Bus::connect_nats_at(NATS, "connector-2", Some(home), true)
+        .await
+        .unwrap();
+    let chat = Bus::connect_nats(NATS, "chat").await.unwrap();
+    let mut requests = chat.subscribe(subject::server(&ns, "chat-2")).await.unwrap();
+    chat.flush().await.unwrap();
+    let responder = chat.clone();
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            responder.respond_batched(&m, Bytes::from_static(b"ok"));
+        }
+    });
+    let reply = connector
+        .request(
+            subject::server(&ns, "chat-2"),
+            Bytes::new(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"ok");
+}

@@ -221,7 +221,6 @@ impl ChannelService {
     ) -> Result<PushReport, ChannelError> {
         let mut report = PushReport::default();
         let mut confirms = Vec::new();
-        let mut failed = None;
         // One envelope per sid group, split only when a group would outgrow NATS' max_payload.
         let mut chunks: Vec<(&String, &[String])> = Vec::with_capacity(groups.len());
         // Held places (`HELD_SID`) have no session anywhere: nothing to send them.
@@ -237,10 +236,9 @@ impl ChannelService {
             report.groups += 1;
             match delivery {
                 Delivery::Publish => {
-                    // One frontend that cannot be reached does not cost the others their push.
-                    if let Err(e) = self.inner.bus.publish(subject, payload).await {
-                        failed.get_or_insert(e);
-                    }
+                    // Leaves with what else goes to that frontend in this instant (the answer
+                    // to the sender, other rooms' pushes): one NATS message.
+                    self.inner.bus.publish_batched(subject, payload);
                 }
                 Delivery::Confirm => {
                     let bus = self.inner.bus.clone();
@@ -274,10 +272,7 @@ impl ChannelService {
                 return Err(ChannelError::AllFailed);
             }
         }
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
     async fn groups(&self, name: &str) -> Result<Arc<Groups>, ChannelError> {

@@ -300,6 +300,9 @@ pub struct TlsOptions {
 pub struct RpcOptions {
     /// A request not answered by then fails (the client sees `{"code":500}`).
     pub timeout_ms: u64,
+    /// Pushes and answers a server sends to the same server in the same instant leave in one
+    /// NATS message (`false`: each alone, for comparisons).
+    pub batching: bool,
 }
 
 /// The route dictionary sent to clients.
@@ -464,7 +467,10 @@ impl Default for RegistryOptions {
 
 impl Default for RpcOptions {
     fn default() -> Self {
-        Self { timeout_ms: 5000 }
+        Self {
+            timeout_ms: 5000,
+            batching: true,
+        }
     }
 }
 

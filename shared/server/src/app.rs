@@ -69,7 +69,9 @@ impl App {
             _ => {
                 let started = std::time::Instant::now();
                 loop {
-                    match Bus::connect_nats(&config.nats_url, &me.id).await {
+                    let home = shaddock_bus::subject::server(&config.namespace, &me.id);
+                    let batching = config.rpc.batching;
+                    match Bus::connect_nats_at(&config.nats_url, &me.id, Some(home), batching).await {
                         Ok(bus) => break bus,
                         Err(e) if started.elapsed() < CONNECT_PATIENCE => {
                             tracing::warn!(error = %e, "nats not reachable yet, retrying");

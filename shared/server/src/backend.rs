@@ -187,11 +187,8 @@ impl Backend {
         };
         if msg.reply.is_some() {
             match reply.encode() {
-                Ok(bytes) => {
-                    if let Err(e) = bus.respond(&msg, bytes).await {
-                        tracing::debug!(error = %e, "cannot answer");
-                    }
-                }
+                // With the pushes this handler made to the requester's server, in one message.
+                Ok(bytes) => bus.respond_batched(&msg, bytes),
                 Err(e) => tracing::warn!(error = %e, "cannot encode reply"),
             }
         }

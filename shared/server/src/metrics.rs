@@ -155,6 +155,11 @@ impl Metrics {
             "Bus requests that timed out or found nobody",
             stats.request_failures.clone(),
         );
+        self.register(
+            "bus_batched_messages",
+            "Bus messages that left inside a batch with others to the same server",
+            stats.batched_messages.clone(),
+        );
     }
 
     /// The OpenMetrics text exposition.
