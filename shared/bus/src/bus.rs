@@ -173,7 +173,8 @@ impl Bus {
             Bus::Nats(n) => {
                 let _sending = n.shared.out.send_pending().await;
                 let batchable = n.shared.home_live.load(Ordering::Relaxed);
-                n.shared.replies
+                n.shared
+                    .replies
                     .send(&n.client, subject, payload, timeout, batchable)
                     .await
             }
