@@ -181,12 +181,12 @@ async fn pushes_and_the_answer_for_one_server_arrive_in_one_message_and_in_order
         .send_request(
             subject::server(&ns, "chat-1"),
             Bytes::from_static(b"send"),
-            Duration::from_secs(2),
+            Duration::from_secs(10),
         )
         .await;
     // The answer comes through the connector's own subscription: it must be read.
     for n in 0..3u8 {
-        let m = tokio::time::timeout(Duration::from_secs(2), pushes.next())
+        let m = tokio::time::timeout(Duration::from_secs(10), pushes.next())
             .await
             .unwrap()
             .unwrap();
@@ -218,7 +218,7 @@ async fn an_answer_to_a_server_not_yet_subscribed_to_its_subject_comes_directly(
         .request(
             subject::server(&ns, "chat-2"),
             Bytes::new(),
-            Duration::from_secs(2),
+            Duration::from_secs(10),
         )
         .await
         .unwrap();
