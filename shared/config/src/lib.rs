@@ -301,8 +301,8 @@ pub struct RpcOptions {
     /// A request not answered by then fails (the client sees `{"code":500}`).
     pub timeout_ms: u64,
     /// Pushes and answers a server sends to the same server in the same instant leave in one
-    /// NATS message. Off by default: it cut CPU and latency under chat load, but in two of
-    /// three runs of 100k connections entering at once many were dropped (see #17's note).
+    /// NATS message. Off by default: it cut CPU and latency under chat load, but in three of
+    /// five runs of 100k connections entering at once many were dropped (see #17's note).
     pub batching: bool,
 }
 
