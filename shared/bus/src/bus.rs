@@ -54,8 +54,9 @@ pub struct NatsBus {
 #[derive(Debug)]
 struct NatsShared {
     replies: Arc<ReplyMux>,
-    /// Publishes waiting for the end of the instant (see [`crate::batch`]).
-    out: Arc<Coalescer>,
+    /// Publishes waiting for the end of the instant (see [`crate::batch`]); `None` with
+    /// batching off, where every publish leaves at once.
+    out: Option<Arc<Coalescer>>,
     /// This server's own subject: answers to its requests may come inside batches sent
     /// there, once it is subscribed (`home_live`).
     home: Option<String>,
@@ -112,7 +113,7 @@ impl Bus {
                 reason: e.to_string(),
             })?;
         let replies = ReplyMux::start(&client, home.as_deref()).await?;
-        let out = Coalescer::start(client.clone(), stats.clone(), batching);
+        let out = batching.then(|| Coalescer::start(client.clone(), stats.clone()));
         Ok(Bus::Nats(NatsBus {
             client,
             shared: Arc::new(NatsShared {
@@ -143,7 +144,7 @@ impl Bus {
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
             Bus::Nats(n) => {
-                let _sending = n.shared.out.send_pending().await;
+                let _sending = n.send_pending().await;
                 n.client
                     .publish(subject, payload)
                     .await
@@ -171,7 +172,7 @@ impl Bus {
     pub async fn send_request(&self, subject: String, payload: Bytes, timeout: Duration) -> PendingReply {
         let sent = match self {
             Bus::Nats(n) => {
-                let _sending = n.shared.out.send_pending().await;
+                let _sending = n.send_pending().await;
                 let batchable = n.shared.home_live.load(Ordering::Relaxed);
                 n.shared
                     .replies
@@ -184,23 +185,25 @@ impl Bus {
             .counting(self.stats().request_failures.clone())
     }
 
-    /// Publishes at the end of this instant, in one message with whatever else this handle
-    /// publishes to the same server meanwhile (the in-process bus delivers at once). The
-    /// order of a handle's messages is kept.
-    pub fn publish_batched(&self, subject: String, payload: Bytes) {
+    /// With batching on, queues `payload` to leave at the end of this instant in one message
+    /// with whatever else this handle publishes to the same server meanwhile (a failure is
+    /// then only logged); otherwise [`Bus::publish`]. The order of a handle's messages is kept.
+    pub async fn publish_batched(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
-            Bus::Nats(n) => n.shared.out.queue(subject, None, payload),
-            Bus::Local(l) => {
-                l.deliver(&subject, None, payload);
+            Bus::Nats(NatsBus { shared, .. }) if let Some(out) = &shared.out => {
+                out.queue(subject, None, payload);
+                Ok(())
             }
+            _ => self.publish(subject, payload).await,
         }
     }
 
     /// Answers a request as [`Bus::publish_batched`] publishes: with the pushes that go to
     /// the same server, when the requester takes its answers in batches.
-    pub fn respond_batched(&self, incoming: &Incoming, payload: Bytes) {
-        if let Some(reply) = &incoming.reply {
-            self.publish_batched(reply.clone(), payload);
+    pub async fn respond_batched(&self, incoming: &Incoming, payload: Bytes) -> Result<(), BusError> {
+        match &incoming.reply {
+            Some(reply) => self.publish_batched(reply.clone(), payload).await,
+            None => Ok(()),
         }
     }
 
@@ -238,7 +241,7 @@ impl Bus {
     pub async fn flush(&self) -> Result<(), BusError> {
         match self {
             Bus::Nats(n) => {
-                drop(n.shared.out.send_pending().await);
+                drop(n.send_pending().await);
                 n.client
                     .flush()
                     .await
@@ -253,6 +256,17 @@ impl Bus {
         match self {
             Bus::Nats(n) => n.client.connection_state() == async_nats::connection::State::Connected,
             Bus::Local(_) => true,
+        }
+    }
+}
+
+impl NatsBus {
+    /// Sends what was batched, and holds the batcher's lock so the caller's own message
+    /// leaves after it; nothing to do with batching off.
+    async fn send_pending(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.shared.out {
+            Some(out) => Some(out.send_pending().await),
+            None => None,
         }
     }
 }

@@ -36,8 +36,6 @@ struct Queued {
 
 pub(crate) struct Coalescer {
     client: async_nats::Client,
-    /// Off (`rpc.batching = false`, for comparisons): every message leaves alone.
-    batching: bool,
     stats: BusStats,
     queued: Mutex<Vec<Queued>>,
     wake: Arc<Notify>,
@@ -62,11 +60,10 @@ impl Drop for Coalescer {
 
 impl Coalescer {
     /// A coalescer on `client` and its flusher task, which ends when the coalescer is dropped.
-    pub(crate) fn start(client: async_nats::Client, stats: BusStats, batching: bool) -> Arc<Self> {
+    pub(crate) fn start(client: async_nats::Client, stats: BusStats) -> Arc<Self> {
         let wake = Arc::new(Notify::new());
         let this = Arc::new(Self {
             client,
-            batching,
             stats,
             queued: Mutex::new(Vec::new()),
             wake: wake.clone(),
@@ -76,11 +73,9 @@ impl Coalescer {
         tokio::spawn(async move {
             loop {
                 wake.notified().await;
+                // Let the tasks woken with this one queue theirs first.
+                tokio::task::yield_now().await;
                 let Some(this) = weak.upgrade() else { break };
-                if this.batching {
-                    // Let the tasks woken with this one queue theirs first.
-                    tokio::task::yield_now().await;
-                }
                 drop(this.send_pending().await);
             }
         });
@@ -113,14 +108,6 @@ impl Coalescer {
     async fn send(&self, queued: Vec<Queued>) {
         // Groups by server, in the order each was first met; a group keeps its order.
         let mut groups: Vec<(String, Vec<Queued>)> = Vec::new();
-        if !self.batching {
-            for q in &queued {
-                if let Err(e) = self.publish_one(q).await {
-                    tracing::warn!(subject = %q.subject, error = %e, "a publish failed");
-                }
-            }
-            return;
-        }
         for q in queued {
             let bucket = bucket_of(&q.subject);
             match groups.iter_mut().find(|g| g.0 == bucket) {

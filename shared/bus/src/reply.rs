@@ -101,6 +101,15 @@ impl ReplyMux {
         let _ = tx.send(result);
     }
 
+    fn reply_subject(&self, n: u64, batchable: bool) -> String {
+        // Only an inbox under a server subject can be answered in a batch sent there.
+        if batchable && self.prefix.contains(crate::coalesce::REPLY_TOKEN) {
+            format!("{}.{n}{}", self.prefix, crate::coalesce::BATCHABLE_SUFFIX)
+        } else {
+            format!("{}.{n}", self.prefix)
+        }
+    }
+
     /// Publishes `payload` to `subject` with a reply inbox of its own; `batchable` when the
     /// answer may come inside a batch to this server's subject (it is subscribed).
     pub(crate) async fn send(
@@ -131,17 +140,6 @@ impl ReplyMux {
             },
             failures: None,
         })
-    }
-}
-
-impl ReplyMux {
-    fn reply_subject(&self, n: u64, batchable: bool) -> String {
-        // Only an inbox under a server subject can be answered in a batch sent there.
-        if batchable && self.prefix.contains(crate::coalesce::REPLY_TOKEN) {
-            format!("{}.{n}{}", self.prefix, crate::coalesce::BATCHABLE_SUFFIX)
-        } else {
-            format!("{}.{n}", self.prefix)
-        }
     }
 }
 

@@ -172,9 +172,15 @@ async fn pushes_and_the_answer_for_one_server_arrive_in_one_message_and_in_order
     tokio::spawn(async move {
         while let Some(m) = requests.next().await {
             for n in 0..3u8 {
-                responder.publish_batched(to.clone(), Bytes::from(vec![b'p', n]));
+                responder
+                    .publish_batched(to.clone(), Bytes::from(vec![b'p', n]))
+                    .await
+                    .unwrap();
             }
-            responder.respond_batched(&m, Bytes::from_static(b"done"));
+            responder
+                .respond_batched(&m, Bytes::from_static(b"done"))
+                .await
+                .unwrap();
         }
     });
     let asked = connector
@@ -211,7 +217,10 @@ async fn an_answer_to_a_server_not_yet_subscribed_to_its_subject_comes_directly(
     let responder = chat.clone();
     tokio::spawn(async move {
         while let Some(m) = requests.next().await {
-            responder.respond_batched(&m, Bytes::from_static(b"ok"));
+            responder
+                .respond_batched(&m, Bytes::from_static(b"ok"))
+                .await
+                .unwrap();
         }
     });
     let reply = connector

@@ -221,6 +221,7 @@ impl ChannelService {
     ) -> Result<PushReport, ChannelError> {
         let mut report = PushReport::default();
         let mut confirms = Vec::new();
+        let mut failed = None;
         // One envelope per sid group, split only when a group would outgrow NATS' max_payload.
         let mut chunks: Vec<(&String, &[String])> = Vec::with_capacity(groups.len());
         // Held places (`HELD_SID`) have no session anywhere: nothing to send them.
@@ -236,9 +237,12 @@ impl ChannelService {
             report.groups += 1;
             match delivery {
                 Delivery::Publish => {
-                    // Leaves with what else goes to that frontend in this instant (the answer
-                    // to the sender, other rooms' pushes): one NATS message.
-                    self.inner.bus.publish_batched(subject, payload);
+                    // With batching on, leaves with what else goes to that frontend in this
+                    // instant (the answer to the sender, other rooms' pushes). One frontend
+                    // that cannot be reached does not cost the others their push.
+                    if let Err(e) = self.inner.bus.publish_batched(subject, payload).await {
+                        failed.get_or_insert(e);
+                    }
                 }
                 Delivery::Confirm => {
                     let bus = self.inner.bus.clone();
@@ -272,7 +276,10 @@ impl ChannelService {
                 return Err(ChannelError::AllFailed);
             }
         }
-        Ok(report)
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
     }
 
     async fn groups(&self, name: &str) -> Result<Arc<Groups>, ChannelError> {

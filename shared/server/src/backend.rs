@@ -187,8 +187,13 @@ impl Backend {
         };
         if msg.reply.is_some() {
             match reply.encode() {
-                // With the pushes this handler made to the requester's server, in one message.
-                Ok(bytes) => bus.respond_batched(&msg, bytes),
+                // With batching on, with the pushes this handler made to the requester's
+                // server, in one message.
+                Ok(bytes) => {
+                    if let Err(e) = bus.respond_batched(&msg, bytes).await {
+                        tracing::debug!(error = %e, "cannot answer");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot encode reply"),
             }
         }
