@@ -4,7 +4,7 @@
 #   make down    stop what `make up` started
 #   make test    every test: unit, NATS/Redis integration, end-to-end
 #   make bench   the benchmark suite
-#   make chaos   faults while users chat, then checks (DURATION=15m; default 5m)
+#   make chaos   faults while users chat, then checks (DURATION=15m; default 5m; FAULTS=nats-restart)
 #   make lint    rustfmt and clippy
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -50,10 +50,12 @@ fmt:
 
 # Kill -9, SIGSTOP, NATS and Redis restarts, network pauses, one at a time, while simulated
 # users chat on private NATS and Redis; after each, membership, views and messages are checked.
+# FAULTS=nats-restart,kill-9 injects only those kinds; SEED=n picks another sequence.
 DURATION ?= 5m
+SEED ?= 1
 chaos: build
 	$(CARGO) build -p shaddock-e2e --bin shaddock-chaos
-	./target/debug/shaddock-chaos --duration $(DURATION)
+	./target/debug/shaddock-chaos --duration $(DURATION) --seed $(SEED) $(if $(FAULTS),--faults $(FAULTS))
 
 # Shaddock and the Node.js Pomelo chat under the same load generator; writes BENCHMARKS.md.
 bench:

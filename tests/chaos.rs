@@ -42,7 +42,18 @@ pub struct ChaosConfig {
     pub seed: u64,
     /// Half the Redis restarts lose every key (a wipe), as a Redis without persistence does.
     pub wipe_redis: bool,
+    /// The kinds of fault to inject (see [`FAULT_KINDS`]); empty means all of them.
+    pub faults: Vec<String>,
 }
+
+/// The kinds of fault, as `--faults` names them and as a fault's report begins.
+pub const FAULT_KINDS: [&str; 5] = [
+    "kill-9",
+    "sigstop",
+    "nats-restart",
+    "redis-restart",
+    "network-pause",
+];
 
 impl Default for ChaosConfig {
     fn default() -> Self {
@@ -52,6 +63,7 @@ impl Default for ChaosConfig {
             rooms: 3,
             seed: 1,
             wipe_redis: true,
+            faults: Vec::new(),
         }
     }
 }
@@ -245,7 +257,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     tokio::time::sleep(Duration::from_secs(2)).await;
     while started.elapsed() < cfg.duration {
         tokio::time::sleep(Duration::from_millis(1000 + rng.next_u64() % 2000)).await;
-        let fault = inject(&mut cluster, &mut nats, &mut redis, &mut rng, cfg.wipe_redis).await;
+        let fault = inject(&mut cluster, &mut nats, &mut redis, &mut rng, &cfg).await;
         report.faults.push(fault.clone());
         round += 1;
         calm.store(true, Ordering::SeqCst);
@@ -268,17 +280,24 @@ async fn inject(
     nats: &mut PrivateServer,
     redis: &mut PrivateServer,
     rng: &mut XorShift,
-    wipe_redis: bool,
+    cfg: &ChaosConfig,
 ) -> String {
-    let pause = Duration::from_millis(300 + rng.next_u64() % 2500);
-    let kind = if rng.next_u64().is_multiple_of(2) {
-        "chat"
-    } else {
-        "connector"
+    let (pause, kind, i, draw) = loop {
+        let pause = Duration::from_millis(300 + rng.next_u64() % 2500);
+        let kind = if rng.next_u64().is_multiple_of(2) {
+            "chat"
+        } else {
+            "connector"
+        };
+        let i = (rng.next_u64() as usize) % if kind == "chat" { CHATS } else { CONNECTORS };
+        let draw = rng.next_u64() % 7;
+        let name = FAULT_KINDS[[0, 0, 1, 1, 2, 3, 4][draw as usize]];
+        if cfg.faults.is_empty() || cfg.faults.iter().any(|f| f == name) {
+            break (pause, kind, i, draw);
+        }
     };
-    let i = (rng.next_u64() as usize) % if kind == "chat" { CHATS } else { CONNECTORS };
     let id = Cluster::id(kind, i);
-    match rng.next_u64() % 7 {
+    match draw {
         0 | 1 => {
             cluster.kill(kind, i).await;
             tokio::time::sleep(pause).await;
@@ -299,7 +318,7 @@ async fn inject(
         }
         5 => {
             // The draw happens either way: the rest of a seed's sequence stays the same.
-            let wipe = rng.next_u64().is_multiple_of(2) && wipe_redis;
+            let wipe = rng.next_u64().is_multiple_of(2) && cfg.wipe_redis;
             redis.stop().await;
             if wipe {
                 redis.wipe();

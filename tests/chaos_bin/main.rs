@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use shaddock_e2e::chaos::{ChaosConfig, run};
+use shaddock_e2e::chaos::{ChaosConfig, FAULT_KINDS, run};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +23,10 @@ struct Args {
     rooms: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Only these kinds of fault, comma-separated: kill-9, sigstop, nats-restart,
+    /// redis-restart, network-pause (default: all).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Option<Duration> {
@@ -50,7 +54,12 @@ async fn main() -> ExitCode {
         rooms: args.rooms,
         seed: args.seed,
         wipe_redis: true,
+        faults: args.faults,
     };
+    if let Some(unknown) = cfg.faults.iter().find(|f| !FAULT_KINDS.contains(&f.as_str())) {
+        eprintln!("shaddock-chaos: no fault kind {unknown:?}; the kinds are {FAULT_KINDS:?}");
+        return ExitCode::from(64);
+    }
     println!("chaos: {cfg:?}");
     let report = run(cfg).await;
     print!("{report}");

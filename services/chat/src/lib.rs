@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shaddock_bus::{Registry, subject};
-use shaddock_channel::{ChannelService, ChannelStore};
+use shaddock_channel::{Channel, ChannelService, ChannelStore};
 use shaddock_console::Console;
 use shaddock_history::{History, Retention};
 use shaddock_server::backend::Backend;
@@ -65,6 +65,17 @@ impl ChatState {
             .list()
             .pick(SERVER_TYPE, rid)
             .is_some_and(|s| s.id == self.server_id)
+    }
+
+    /// Room `rid`, to push into. A server serving a room it does not own (a connector still
+    /// routes by an older server list, or this one does) has not followed the room's changes,
+    /// which went to the owner: it reads the members afresh rather than from its cache.
+    pub fn room_to_push(&self, rid: &str) -> Channel {
+        if !self.owns(rid) {
+            tracing::debug!(%rid, "serving a room this server does not own");
+            self.channels.invalidate_room(rid);
+        }
+        self.channels.channel(rid)
     }
 }
 

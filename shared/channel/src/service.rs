@@ -360,6 +360,10 @@ impl Channel {
         if removed {
             self.service
                 .update_cache(&self.name, |g| g.remove(&member.uid, &member.sid));
+        } else {
+            // The store had no such member: the cached grouping may be older than the store
+            // (it lost its data, or another server changed the room); read it afresh.
+            self.service.invalidate_room(&self.name);
         }
         Ok(removed)
     }
@@ -488,6 +492,22 @@ mod tests {
         assert_eq!(room.member("a").await.unwrap(), Some(a.clone()));
         assert!(room.leave(&a).await.unwrap());
         assert_eq!(room.user_amount().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_leave_that_finds_nobody_in_the_store_drops_the_cached_member_too() {
+        let store = ChannelStore::memory();
+        let svc = ChannelService::new(store.clone(), Bus::local(), "t", Duration::from_secs(60));
+        let room = svc.channel("room");
+        let a = Member::new("a", "connector-1");
+        room.add(&a).await.unwrap();
+        room.add(&Member::new("b", "connector-1")).await.unwrap();
+        room.members().await.unwrap(); // warm the cache
+        // The store forgets `a` behind the cache's back (it lost its data, say).
+        assert!(store.leave("room", &a).await.unwrap());
+        assert!(!room.leave(&a).await.unwrap());
+        assert_eq!(room.member("a").await.unwrap(), None);
+        assert_eq!(room.user_amount().await.unwrap(), 1);
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
     let msg = body.get("content").unwrap_or(&Value::Null);
     let payload =
         serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;
-    let channel = state.channels.channel(rid);
+    let channel = state.room_to_push(rid);
     let pushed = if target == "*" {
         publish(state, rid, "onChat", &payload, To::Room(&channel), false).await
     } else {

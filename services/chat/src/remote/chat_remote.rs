@@ -181,7 +181,16 @@ async fn kick(
     }
     // Found nobody of that uid at all (not merely another session of it, which a late or
     // retried leave must leave alone): the store may have lost it with its data.
-    let found_nobody = !left && channel.member(&leaver.uid).await.map_err(err)?.is_none();
+    // The store itself, not this server's cache of the room: after a loss of the store's
+    // data the cache still names members the store has forgotten.
+    let found_nobody = !left
+        && state
+            .channels
+            .store()
+            .member(rid, &leaver.uid)
+            .await
+            .map_err(err)?
+            .is_none();
     if found_nobody {
         crate::store_loss::check_on_missed_leave(state).await;
         state.rounds.loss.left(rid, &leaver.uid);
@@ -198,7 +207,7 @@ async fn kick(
 /// The admin console's push to one room: through the room's history and order, as a chat
 /// message goes; a room with nobody in it gets nothing.
 async fn broadcast(state: &ChatState, b: Broadcast) -> Result<usize, HandlerError> {
-    let channel = state.channels.channel(&b.rid);
+    let channel = state.room_to_push(&b.rid);
     let members = channel.user_amount().await.map_err(err)?;
     if members == 0 {
         return Ok(0);
