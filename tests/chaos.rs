@@ -75,6 +75,8 @@ pub struct ChaosReport {
     pub checks: usize,
     pub messages_checked: usize,
     pub violations: Vec<String>,
+    /// Where the servers' logs are (stderr; `RUST_LOG` sets their level).
+    pub logs: PathBuf,
 }
 
 impl std::fmt::Display for ChaosReport {
@@ -89,6 +91,7 @@ impl std::fmt::Display for ChaosReport {
             "checks: {} (messages checked: {})",
             self.checks, self.messages_checked
         )?;
+        writeln!(f, "servers' logs: {}", self.logs.display())?;
         writeln!(f, "violations: {}", self.violations.len())?;
         for v in &self.violations {
             writeln!(f, "  - {v}")?;
@@ -257,7 +260,10 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     tokio::time::sleep(Duration::from_secs(2)).await;
     while started.elapsed() < cfg.duration {
         tokio::time::sleep(Duration::from_millis(1000 + rng.next_u64() % 2000)).await;
+        let at = time_of_day();
         let fault = inject(&mut cluster, &mut nats, &mut redis, &mut rng, &cfg).await;
+        // When, to find it in the servers' logs (kept in the log directory).
+        let fault = format!("{fault} (at {at} UTC)");
         report.faults.push(fault.clone());
         round += 1;
         calm.store(true, Ordering::SeqCst);
@@ -271,6 +277,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     report
         .violations
         .extend(cluster.panics().into_iter().map(|p| format!("panic: {p}")));
+    report.logs = cluster.logs.clone();
     report
 }
 
@@ -496,6 +503,21 @@ async fn check(
             Some(_) => {}
         }
     }
+}
+
+/// Now as `HH:MM:SS.mmm` (UTC), as the servers' logs write it.
+fn time_of_day() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() % 86_400_000)
+        .unwrap_or_default();
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 fn name_of(uid: &str) -> String {

@@ -137,6 +137,7 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
     let store_errors = store.errors();
     let registry = app.join_registry(None).await?;
     let channels = ChannelService::new(store, app.bus.clone(), &app.config.namespace, app.rpc_timeout());
+    channels.follow(registry.clone());
     let rpc = app.rpc(&registry);
     let handoff = Arc::new(handoff::Handoff::new(&app.me.id, rpc.clone()));
     let hold = handoff.clone();

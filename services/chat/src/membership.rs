@@ -310,6 +310,17 @@ async fn reconcile_room(
             }
         }
     }
+    if report.removed > 0 || !put_back.is_empty() {
+        tracing::debug!(
+            %rid,
+            sid = %view.sid,
+            purging = view.purging,
+            announce = view.announce,
+            removed = report.removed,
+            put_back = ?put_back.iter().map(|m| m.uid.as_str()).collect::<Vec<_>>(),
+            "round"
+        );
+    }
     if !put_back.is_empty() {
         crate::store_loss::after_put_back(&state, &channel, &put_back, view.announce).await?;
     }

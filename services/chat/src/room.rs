@@ -81,6 +81,7 @@ pub fn user_name<'a>(uid: &'a str, rid: &str) -> &'a str {
 
 /// Pushes `onAdd` for `uid` to `others` (the joiner never hears its own).
 pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: &str) {
+    tracing::debug!(%rid, %uid, to = others.len(), "onAdd");
     let audience = Audience::Except(uid.to_owned());
     push_event(state, rid, others, &audience, "onAdd", user_name(uid, rid)).await;
 }
@@ -88,6 +89,7 @@ pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: 
 /// Tells `to` alone that `uid` is in the room (`onAdd`) or not (`onLeave`): what it missed
 /// while it was purged.
 pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &str) {
+    tracing::debug!(%rid, to = %to.uid, %route, %uid, "telling a member what it missed");
     let audience = Audience::Only(vec![to.uid.clone()]);
     push_event(
         state,
@@ -104,6 +106,7 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
 pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
     match channel.members().await {
         Ok(members) => {
+            tracing::debug!(rid = %channel.name(), %uid, to = members.len(), "onLeave");
             let audience = Audience::Except(uid.to_owned());
             let user = user_name(uid, channel.name());
             push_event(state, channel.name(), &members, &audience, "onLeave", user).await;

@@ -161,6 +161,9 @@ pub async fn after_put_back(
 /// three times (a connector whose NATS is still reconnecting misses one).
 fn store_lost(state: &ChatState, ask: bool) {
     state.rounds.loss.lost();
+    // The cached groupings name members the store no longer has: a round comparing with them
+    // would keep what it must put back.
+    state.channels.invalidate_cache();
     tracing::warn!(
         asking = ask,
         "the channel store lost its data (or is new): connectors tell it again who is where"

@@ -61,6 +61,8 @@ struct NatsShared {
     /// there, once it is subscribed (`home_live`).
     home: Option<String>,
     home_live: AtomicBool,
+    /// When the connection last came up (first connect or reconnect).
+    connected_at: Arc<parking_lot::Mutex<tokio::time::Instant>>,
 }
 
 impl Bus {
@@ -82,15 +84,19 @@ impl Bus {
     ) -> Result<Self, BusError> {
         let stats = BusStats::default();
         let counted = stats.clone();
+        let connected_at = Arc::new(parking_lot::Mutex::new(tokio::time::Instant::now()));
+        let marked = connected_at.clone();
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connection_timeout(Duration::from_secs(3))
             .event_callback(move |event| {
                 let stats = counted.clone();
+                let marked = marked.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            *marked.lock() = tokio::time::Instant::now();
                             stats.nats_connects.inc();
                             tracing::info!("nats connected")
                         }
@@ -121,6 +127,7 @@ impl Bus {
                 out,
                 home,
                 home_live: AtomicBool::new(false),
+                connected_at,
             }),
             stats,
         }))
@@ -252,6 +259,16 @@ impl Bus {
     }
 
     /// True while the transport is connected (always for the in-process bus).
+    /// When the connection to NATS last came up; `None` for an in-process bus (always up).
+    /// A subject another server subscribed before is only live again once that server has
+    /// reconnected too: what was published to it meanwhile is lost.
+    pub fn connected_since(&self) -> Option<tokio::time::Instant> {
+        match self {
+            Bus::Nats(n) => Some(*n.shared.connected_at.lock()),
+            Bus::Local(_) => None,
+        }
+    }
+
     pub fn is_connected(&self) -> bool {
         match self {
             Bus::Nats(n) => n.client.connection_state() == async_nats::connection::State::Connected,

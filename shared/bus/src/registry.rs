@@ -142,7 +142,14 @@ pub struct Registry {
     /// True once the list is known to be complete: another server's roster has been heard,
     /// or one heartbeat has passed since this server said `Hello` (nobody was there).
     complete: watch::Receiver<bool>,
+    /// When each other server was last heard first hand (see [`Registry::is_heard`]).
+    heard: Heard,
+    bus: Bus,
+    timing: RegistryTiming,
 }
+
+/// Server id -> when its heartbeat last arrived.
+type Heard = Arc<parking_lot::Mutex<HashMap<String, Instant>>>;
 
 impl Registry {
     /// Joins the registry and keeps the list current until `token` is cancelled, when it
@@ -162,8 +169,10 @@ impl Registry {
         let (complete_tx, complete) = watch::channel(false);
         let (draining, draining_rx) = watch::channel(false);
         let (rejoins_tx, rejoins) = watch::channel(0u64);
+        let heard = Heard::default();
         let task = RegistryTask {
-            bus,
+            bus: bus.clone(),
+            heard: heard.clone(),
             subject,
             me,
             timing,
@@ -178,7 +187,30 @@ impl Registry {
             draining: Arc::new(draining),
             rejoins,
             complete,
+            heard,
+            bus,
+            timing,
         })
+    }
+
+    /// True when server `id` has been heard since this server's bus last (re)connected, and
+    /// lately: then its subjects are live (a server subscribes again before it heartbeats
+    /// again). Otherwise what is published to it now may be lost: after a NATS restart, the
+    /// servers that reconnect first would otherwise push into subjects nobody listens on yet.
+    pub fn is_heard(&self, id: &str) -> bool {
+        if !self.bus.is_connected() {
+            return false;
+        }
+        let Some(at) = self.heard.lock().get(id).copied() else {
+            return false;
+        };
+        let fresh_for = (self.timing.heartbeat * 3).max(self.timing.lapse / 2);
+        self.bus.connected_since().is_none_or(|up| at >= up) && at.elapsed() < fresh_for
+    }
+
+    /// How long a server may go unheard before it leaves the list.
+    pub fn lapse(&self) -> Duration {
+        self.timing.lapse
     }
 
     /// Tells everyone at once that this server is draining (see [`ServerInfo::draining`]).
@@ -248,6 +280,7 @@ struct RegistryTask {
     tx: watch::Sender<Arc<ServerList>>,
     complete_tx: watch::Sender<bool>,
     rejoins: watch::Sender<u64>,
+    heard: Heard,
 }
 
 impl RegistryTask {
@@ -331,6 +364,7 @@ impl RegistryTask {
         match a {
             Announce::Hello(info) | Announce::Alive(info) if info.id == self.me.id => {}
             Announce::Hello(info) => {
+                self.heard.lock().insert(info.id.clone(), Instant::now());
                 // The roster leaves before this server may route anything to the newcomer.
                 let roster = std::iter::once(&self.me)
                     .chain(self.seen.values().map(|(s, _)| s))
@@ -339,11 +373,15 @@ impl RegistryTask {
                 self.announce(Announce::Roster(roster)).await;
                 self.see(info);
             }
-            Announce::Alive(info) => self.see(info),
+            Announce::Alive(info) => {
+                self.heard.lock().insert(info.id.clone(), Instant::now());
+                self.see(info)
+            }
             Announce::Roster(servers) => {
                 let mut servers = servers.into_iter();
                 let mut changed = false;
                 if let Some(sender) = servers.next().filter(|s| s.id != self.me.id) {
+                    self.heard.lock().insert(sender.id.clone(), Instant::now());
                     changed |= self.note(sender);
                 }
                 // Second hand: learnt if unknown, never kept alive by hearsay.
@@ -358,6 +396,7 @@ impl RegistryTask {
                 self.complete_tx.send_replace(true);
             }
             Announce::Bye(id) => {
+                self.heard.lock().remove(&id);
                 if self.seen.remove(&id).is_some() {
                     tracing::info!(server.id = %id, "server left");
                     self.publish_list();
@@ -392,6 +431,7 @@ impl RegistryTask {
             let alive = at.elapsed() < lapse;
             if !alive {
                 tracing::warn!(server.id = %id, "server heartbeat lapsed");
+                self.heard.lock().remove(id);
             }
             alive
         });

@@ -10,16 +10,19 @@
 //! - `push_message` sends ONE envelope per sid group to `<ns>.srv.<sid>`, the body encoded
 //!   once by the caller. With [`Delivery::Confirm`] it waits for each frontend's failIds
 //!   (uids without a session there), as Pomelo's callback does; with [`Delivery::Publish`] it
-//!   does not wait.
+//!   does not wait, except for a frontend the registry has not heard since this server's NATS
+//!   connection came back ([`ChannelService::follow`]): NATS drops what is published to a
+//!   subject nobody listens on, so that push goes as a request, retried while nobody
+//!   listens, for at most a registry lapse.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use shaddock_bus::envelope::{decode_value, encode_push};
-use shaddock_bus::{Bus, Envelope, Reply, subject};
+use shaddock_bus::{Bus, BusError, Envelope, Registry, Reply, subject};
 
 use crate::ChannelError;
 use crate::store::{Added, ChannelStore, HELD_SID, Member};
@@ -125,7 +128,12 @@ struct Inner {
     /// Bumped before every membership change: a grouping read from the store while one was
     /// under way may be stale, so it is used once and not cached.
     generation: AtomicU64,
+    /// Who is heard (see [`ChannelService::follow`]).
+    registry: OnceLock<Registry>,
 }
+
+/// How soon a push to a frontend nobody listens on yet is tried again.
+const UNHEARD_RETRY: Duration = Duration::from_millis(50);
 
 impl ChannelService {
     pub fn new(store: ChannelStore, bus: Bus, namespace: &str, timeout: Duration) -> Self {
@@ -137,8 +145,16 @@ impl ChannelService {
                 timeout,
                 cache: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),
+                registry: OnceLock::new(),
             }),
         }
+    }
+
+    /// Pushes to a frontend `registry` has not heard lately (see [`Registry::is_heard`]) wait
+    /// until it listens, for at most a lapse, rather than vanish: after a NATS restart, the
+    /// frontends that reconnect last would otherwise miss what the others already send.
+    pub fn follow(&self, registry: Registry) {
+        let _ = self.inner.registry.set(registry);
     }
 
     pub fn store(&self) -> &ChannelStore {
@@ -221,6 +237,7 @@ impl ChannelService {
     ) -> Result<PushReport, ChannelError> {
         let mut report = PushReport::default();
         let mut confirms = Vec::new();
+        let mut unheard = Vec::new();
         let mut failed = None;
         // One envelope per sid group, split only when a group would outgrow NATS' max_payload.
         let mut chunks: Vec<(&String, &[String])> = Vec::with_capacity(groups.len());
@@ -236,6 +253,19 @@ impl ChannelService {
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
+                Delivery::Publish
+                    if let Some(registry) = self.inner.registry.get()
+                        && !registry.is_heard(sid) =>
+                {
+                    let (bus, timeout) = (self.inner.bus.clone(), self.inner.timeout);
+                    let until = tokio::time::Instant::now() + registry.lapse();
+                    unheard.push(async move {
+                        (
+                            sid,
+                            push_when_listening(&bus, subject, payload, timeout, until).await,
+                        )
+                    });
+                }
                 Delivery::Publish => {
                     // With batching on, leaves with what else goes to that frontend in this
                     // instant (the answer to the sender, other rooms' pushes). One frontend
@@ -252,6 +282,12 @@ impl ChannelService {
                         (uids, answer)
                     });
                 }
+            }
+        }
+        for (sid, result) in futures_util::future::join_all(unheard).await {
+            // Not a failure of the push: a frontend gone for a lapse is purged from its rooms.
+            if let Err(e) = result {
+                tracing::warn!(%sid, error = %e, "push to a frontend not heard lately failed");
             }
         }
         if delivery == Delivery::Confirm && !confirms.is_empty() {
@@ -321,6 +357,25 @@ impl ChannelService {
     fn update_cache(&self, name: &str, f: impl FnOnce(&mut Groups)) {
         if let Some(c) = self.inner.cache.lock().get_mut(name) {
             f(Arc::make_mut(&mut c.groups));
+        }
+    }
+}
+
+/// Sends a push as a request, again while nobody listens on `subject`, until `until`.
+async fn push_when_listening(
+    bus: &Bus,
+    subject: String,
+    payload: bytes::Bytes,
+    timeout: Duration,
+    until: tokio::time::Instant,
+) -> Result<(), BusError> {
+    loop {
+        match bus.request(subject.clone(), payload.clone(), timeout).await {
+            Ok(_) => return Ok(()),
+            Err(BusError::NoResponders(_)) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(UNHEARD_RETRY).await
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -492,6 +547,61 @@ mod tests {
         assert_eq!(room.member("a").await.unwrap(), Some(a.clone()));
         assert!(room.leave(&a).await.unwrap());
         assert_eq!(room.user_amount().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_push_to_a_frontend_not_heard_yet_reaches_it_once_it_listens() {
+        use shaddock_bus::registry::RegistryTiming;
+        let bus = Bus::local();
+        let (token, tracker) = (
+            tokio_util::sync::CancellationToken::new(),
+            tokio_util::task::TaskTracker::new(),
+        );
+        let me = shaddock_bus::ServerInfo {
+            id: "chat-1".into(),
+            server_type: "chat".into(),
+            host: "127.0.0.1".into(),
+            client_port: None,
+            incarnation: 1,
+            draining: false,
+        };
+        let timing = RegistryTiming {
+            heartbeat: Duration::from_millis(50),
+            lapse: Duration::from_secs(5),
+        };
+        let registry = Registry::start(bus.clone(), "t", me, timing, token.clone(), &tracker)
+            .await
+            .unwrap();
+        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
+        svc.follow(registry);
+        let pushing = tokio::spawn({
+            let svc = svc.clone();
+            async move {
+                let members = [Member::new("a", "connector-1")];
+                svc.push_message_by_uids("onChat", b"{}", &members, None, Delivery::Publish)
+                    .await
+            }
+        });
+        // Nobody listens on connector-1's subject yet (its NATS connection is coming back).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!pushing.is_finished(), "the push waits for its frontend");
+        let mut c1 = frontend(&bus, "t", "connector-1").await;
+        let msg = tokio::time::timeout(Duration::from_secs(2), c1.next())
+            .await
+            .expect("the push arrives once the frontend listens")
+            .unwrap();
+        let Envelope::Push { uids, .. } = Envelope::decode(&msg.payload).unwrap() else {
+            panic!("not a push")
+        };
+        assert_eq!(uids, vec!["a"]);
+        bus.respond(
+            &msg,
+            Reply::value(&Vec::<String>::new()).unwrap().encode().unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(pushing.await.unwrap().unwrap().groups, 1);
+        token.cancel();
     }
 
     #[tokio::test]

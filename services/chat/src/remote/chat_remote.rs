@@ -197,7 +197,11 @@ async fn kick(
     }
     // A retry that finds nobody of that uid: its first attempt may have removed the member
     // in the store and lost only the answer (Redis restarting), so nobody was told.
-    if left || (found_nobody && (retry || state.rounds.loss.recent())) {
+    let announce = left || (found_nobody && (retry || state.rounds.loss.recent()));
+    if found_nobody {
+        tracing::debug!(%rid, uid = %leaver.uid, retry, announce, "a leave found nobody");
+    }
+    if announce {
         announce_leave(state, &channel, &leaver.uid).await;
     }
     Ok(left)
