@@ -56,6 +56,13 @@
 //!    server list although the others routed its rooms elsewhere meanwhile: on its return
 //!    ([`shaddock_bus::Registry::rejoins`]) each room first waits for the server it routes to
 //!    without this one (a barrier, `crate::handoff`) and is then read afresh from the store.
+//! 7. **Pushes across a NATS restart.** Servers reconnect one by one, and NATS drops what is
+//!    published to a subject nobody listens on: a chat server back first would push a room's
+//!    messages, `onAdd` and `onLeave` into connectors not yet subscribed again. A push to a
+//!    connector the registry has not heard since this server's connection came back goes as
+//!    a request, retried while nobody listens, for at most a lapse
+//!    (`shaddock_channel::ChannelService::follow`). A store that lost its data, and a leave
+//!    that removed nothing, also drop the room cache: it may name members the store forgot.
 //!
 //! The store forgets what becomes empty (a room with no member, a connector with no room), so
 //! nothing grows without bound; the chat server's per-room cache expires (see

@@ -12,8 +12,9 @@
 //!   (uids without a session there), as Pomelo's callback does; with [`Delivery::Publish`] it
 //!   does not wait, except for a frontend the registry has not heard since this server's NATS
 //!   connection came back ([`ChannelService::follow`]): NATS drops what is published to a
-//!   subject nobody listens on, so that push goes as a request, retried while nobody
-//!   listens, for at most a registry lapse.
+//!   subject nobody listens on, so the first push to it goes as a request, retried while
+//!   nobody listens (for at most a registry lapse). An answer, or a short wait with none (a
+//!   paused frontend: NATS holds its messages), shows its subject is live again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,10 +131,15 @@ struct Inner {
     generation: AtomicU64,
     /// Who is heard (see [`ChannelService::follow`]).
     registry: OnceLock<Registry>,
+    /// sid -> when a push to it last showed that its subject is live.
+    listening: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// How soon a push to a frontend nobody listens on yet is tried again.
 const UNHEARD_RETRY: Duration = Duration::from_millis(50);
+/// How long a push to a frontend not heard lately waits for its answer: with none by then, a
+/// subscriber exists (NATS answers at once when there is none), it is only slow or paused.
+const UNHEARD_PROBE: Duration = Duration::from_millis(250);
 
 impl ChannelService {
     pub fn new(store: ChannelStore, bus: Bus, namespace: &str, timeout: Duration) -> Self {
@@ -146,6 +152,7 @@ impl ChannelService {
                 cache: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 registry: OnceLock::new(),
+                listening: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -155,6 +162,20 @@ impl ChannelService {
     /// frontends that reconnect last would otherwise miss what the others already send.
     pub fn follow(&self, registry: Registry) {
         let _ = self.inner.registry.set(registry);
+    }
+
+    /// True when frontend `sid` may not be listening on its subject: not heard lately, and no
+    /// push showed its subject live since this server's NATS connection came up.
+    fn may_not_listen(&self, sid: &str) -> bool {
+        let Some(registry) = self.inner.registry.get() else {
+            return false;
+        };
+        if registry.is_heard(sid) {
+            return false;
+        }
+        let up = self.inner.bus.connected_since();
+        let shown = self.inner.listening.lock().get(sid).copied();
+        !(self.inner.bus.is_connected() && shown.is_some_and(|at| up.is_none_or(|up| at >= up)))
     }
 
     pub fn store(&self) -> &ChannelStore {
@@ -253,18 +274,12 @@ impl ChannelService {
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
-                Delivery::Publish
-                    if let Some(registry) = self.inner.registry.get()
-                        && !registry.is_heard(sid) =>
-                {
-                    let (bus, timeout) = (self.inner.bus.clone(), self.inner.timeout);
-                    let until = tokio::time::Instant::now() + registry.lapse();
-                    unheard.push(async move {
-                        (
-                            sid,
-                            push_when_listening(&bus, subject, payload, timeout, until).await,
-                        )
-                    });
+                Delivery::Publish if self.may_not_listen(sid) => {
+                    let lapse = self.inner.registry.get().map(Registry::lapse).unwrap_or_default();
+                    let until = tokio::time::Instant::now() + lapse;
+                    let bus = self.inner.bus.clone();
+                    unheard
+                        .push(async move { (sid, push_when_listening(&bus, subject, payload, until).await) });
                 }
                 Delivery::Publish => {
                     // With batching on, leaves with what else goes to that frontend in this
@@ -285,9 +300,16 @@ impl ChannelService {
             }
         }
         for (sid, result) in futures_util::future::join_all(unheard).await {
-            // Not a failure of the push: a frontend gone for a lapse is purged from its rooms.
-            if let Err(e) = result {
-                tracing::warn!(%sid, error = %e, "push to a frontend not heard lately failed");
+            match result {
+                Ok(()) => {
+                    self.inner
+                        .listening
+                        .lock()
+                        .insert(sid.clone(), tokio::time::Instant::now());
+                }
+                // Not a failure of the push: a frontend gone for a lapse is purged from its
+                // rooms.
+                Err(e) => tracing::warn!(%sid, error = %e, "push to a frontend not heard lately failed"),
             }
         }
         if delivery == Delivery::Confirm && !confirms.is_empty() {
@@ -361,17 +383,18 @@ impl ChannelService {
     }
 }
 
-/// Sends a push as a request, again while nobody listens on `subject`, until `until`.
+/// Sends a push as a request, again while nobody listens on `subject`, until `until`. Ok once
+/// it was answered, or not answered soon ([`UNHEARD_PROBE`]): then it waits in a paused
+/// subscriber's queue.
 async fn push_when_listening(
     bus: &Bus,
     subject: String,
     payload: bytes::Bytes,
-    timeout: Duration,
     until: tokio::time::Instant,
 ) -> Result<(), BusError> {
     loop {
-        match bus.request(subject.clone(), payload.clone(), timeout).await {
-            Ok(_) => return Ok(()),
+        match bus.request(subject.clone(), payload.clone(), UNHEARD_PROBE).await {
+            Ok(_) | Err(BusError::Timeout) => return Ok(()),
             Err(BusError::NoResponders(_)) if tokio::time::Instant::now() < until => {
                 tokio::time::sleep(UNHEARD_RETRY).await
             }
@@ -549,14 +572,8 @@ mod tests {
         assert_eq!(room.user_amount().await.unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn a_push_to_a_frontend_not_heard_yet_reaches_it_once_it_listens() {
-        use shaddock_bus::registry::RegistryTiming;
-        let bus = Bus::local();
-        let (token, tracker) = (
-            tokio_util::sync::CancellationToken::new(),
-            tokio_util::task::TaskTracker::new(),
-        );
+    /// A chat server's registry on `bus`, where no frontend has been heard.
+    async fn chat_registry(bus: &Bus, token: &tokio_util::sync::CancellationToken) -> Registry {
         let me = shaddock_bus::ServerInfo {
             id: "chat-1".into(),
             server_type: "chat".into(),
@@ -565,13 +582,21 @@ mod tests {
             incarnation: 1,
             draining: false,
         };
-        let timing = RegistryTiming {
+        let timing = shaddock_bus::registry::RegistryTiming {
             heartbeat: Duration::from_millis(50),
             lapse: Duration::from_secs(5),
         };
-        let registry = Registry::start(bus.clone(), "t", me, timing, token.clone(), &tracker)
+        let tracker = tokio_util::task::TaskTracker::new();
+        Registry::start(bus.clone(), "t", me, timing, token.clone(), &tracker)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_push_to_a_frontend_not_heard_yet_reaches_it_once_it_listens() {
+        let bus = Bus::local();
+        let token = tokio_util::sync::CancellationToken::new();
+        let registry = chat_registry(&bus, &token).await;
         let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
         svc.follow(registry);
         let pushing = tokio::spawn({
@@ -601,6 +626,34 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(pushing.await.unwrap().unwrap().groups, 1);
+        token.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_frontend_that_listens_but_does_not_answer_holds_a_push_up_only_once() {
+        // Paused (SIGSTOP): NATS keeps its messages, so waiting for it would only stall rooms.
+        let bus = Bus::local();
+        let token = tokio_util::sync::CancellationToken::new();
+        let registry = chat_registry(&bus, &token).await;
+        let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(5));
+        svc.follow(registry);
+        let mut c1 = frontend(&bus, "t", "connector-1").await;
+        let members = [Member::new("a", "connector-1")];
+        for _ in 0..2 {
+            let started = Instant::now();
+            svc.push_message_by_uids("onChat", b"{}", &members, None, Delivery::Publish)
+                .await
+                .unwrap();
+            assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        }
+        let started = Instant::now();
+        svc.push_message_by_uids("onChat", b"{}", &members, None, Delivery::Publish)
+            .await
+            .unwrap();
+        assert!(started.elapsed() < UNHEARD_PROBE / 2, "shown live, it is published to");
+        for _ in 0..3 {
+            assert!(c1.next().await.is_some());
+        }
         token.cancel();
     }
 
