@@ -644,13 +644,20 @@ mod tests {
             svc.push_message_by_uids("onChat", b"{}", &members, None, Delivery::Publish)
                 .await
                 .unwrap();
-            assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
         }
         let started = Instant::now();
         svc.push_message_by_uids("onChat", b"{}", &members, None, Delivery::Publish)
             .await
             .unwrap();
-        assert!(started.elapsed() < UNHEARD_PROBE / 2, "shown live, it is published to");
+        assert!(
+            started.elapsed() < UNHEARD_PROBE / 2,
+            "shown live, it is published to"
+        );
         for _ in 0..3 {
             assert!(c1.next().await.is_some());
         }
