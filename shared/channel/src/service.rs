@@ -274,12 +274,15 @@ impl ChannelService {
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
-                Delivery::Publish if self.may_not_listen(sid) => {
-                    let lapse = self.inner.registry.get().map(Registry::lapse).unwrap_or_default();
-                    let until = tokio::time::Instant::now() + lapse;
+                Delivery::Publish
+                    if let Some(registry) = self.inner.registry.get()
+                        && self.may_not_listen(sid) =>
+                {
                     let bus = self.inner.bus.clone();
-                    unheard
-                        .push(async move { (sid, push_when_listening(&bus, subject, payload, until).await) });
+                    unheard.push(async move {
+                        let sent = push_when_listening(&bus, registry, sid, subject, payload).await;
+                        (sid, sent)
+                    });
                 }
                 Delivery::Publish => {
                     // With batching on, leaves with what else goes to that frontend in this
@@ -383,19 +386,24 @@ impl ChannelService {
     }
 }
 
-/// Sends a push as a request, again while nobody listens on `subject`, until `until`. Ok once
-/// it was answered, or not answered soon ([`UNHEARD_PROBE`]): then it waits in a paused
-/// subscriber's queue.
+/// Sends a push to frontend `sid` as a request, again while nobody listens on `subject`, for
+/// at most a lapse and while the registry still lists `sid` (a frontend that died is not
+/// waited for: its members are purged). Ok once it was answered, or not answered soon
+/// ([`UNHEARD_PROBE`]): then it waits in a paused subscriber's queue.
 async fn push_when_listening(
     bus: &Bus,
+    registry: &Registry,
+    sid: &str,
     subject: String,
     payload: bytes::Bytes,
-    until: tokio::time::Instant,
 ) -> Result<(), BusError> {
+    let until = tokio::time::Instant::now() + registry.lapse();
     loop {
         match bus.request(subject.clone(), payload.clone(), UNHEARD_PROBE).await {
             Ok(_) | Err(BusError::Timeout) => return Ok(()),
-            Err(BusError::NoResponders(_)) if tokio::time::Instant::now() < until => {
+            Err(BusError::NoResponders(_))
+                if tokio::time::Instant::now() < until && registry.list().contains(sid) =>
+            {
                 tokio::time::sleep(UNHEARD_RETRY).await
             }
             Err(e) => return Err(e),
@@ -574,16 +582,26 @@ mod tests {
 
     /// A chat server's registry on `bus`, where no frontend has been heard.
     async fn chat_registry(bus: &Bus, token: &tokio_util::sync::CancellationToken) -> Registry {
+        server_registry(bus, token, "chat-1", Duration::from_millis(50)).await
+    }
+
+    /// Server `id` in the registry on `bus`, heartbeating every `heartbeat` (lapse: 5 s).
+    async fn server_registry(
+        bus: &Bus,
+        token: &tokio_util::sync::CancellationToken,
+        id: &str,
+        heartbeat: Duration,
+    ) -> Registry {
         let me = shaddock_bus::ServerInfo {
-            id: "chat-1".into(),
-            server_type: "chat".into(),
+            id: id.into(),
+            server_type: id.split('-').next().unwrap_or(id).into(),
             host: "127.0.0.1".into(),
             client_port: None,
             incarnation: 1,
             draining: false,
         };
         let timing = shaddock_bus::registry::RegistryTiming {
-            heartbeat: Duration::from_millis(50),
+            heartbeat,
             lapse: Duration::from_secs(5),
         };
         let tracker = tokio_util::task::TaskTracker::new();
@@ -597,6 +615,11 @@ mod tests {
         let bus = Bus::local();
         let token = tokio_util::sync::CancellationToken::new();
         let registry = chat_registry(&bus, &token).await;
+        // connector-1 says hello, then is not heard for longer than the chat server trusts
+        // (half a lapse) while it is still listed.
+        server_registry(&bus, &token, "connector-1", Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        assert!(registry.list().contains("connector-1") && !registry.is_heard("connector-1"));
         let svc = ChannelService::new(ChannelStore::memory(), bus.clone(), "t", Duration::from_secs(1));
         svc.follow(registry);
         let pushing = tokio::spawn({
