@@ -181,16 +181,9 @@ async fn kick(
     }
     // Found nobody of that uid at all (not merely another session of it, which a late or
     // retried leave must leave alone): the store may have lost it with its data.
-    // The store itself, not this server's cache of the room: after a loss of the store's
-    // data the cache still names members the store has forgotten.
-    let found_nobody = !left
-        && state
-            .channels
-            .store()
-            .member(rid, &leaver.uid)
-            .await
-            .map_err(err)?
-            .is_none();
+    // A leave that removed nothing dropped the room's cached grouping, so this reads the
+    // store afresh (after a loss of its data, the cache still named the leaver).
+    let found_nobody = !left && channel.member(&leaver.uid).await.map_err(err)?.is_none();
     if found_nobody {
         crate::store_loss::check_on_missed_leave(state).await;
         state.rounds.loss.left(rid, &leaver.uid);
