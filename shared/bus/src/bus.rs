@@ -258,7 +258,19 @@ impl Bus {
         }
     }
 
-    /// True while the transport is connected (always for the in-process bus).
+    /// Waits until the NATS server has handled everything this bus sent so far, its
+    /// subscriptions included, so that another connection's publishes reach them (one round
+    /// trip; [`Bus::flush`] only writes the socket). Immediate for the in-process bus.
+    pub async fn sync(&self, timeout: Duration) -> Result<(), BusError> {
+        match self {
+            Bus::Nats(n) => {
+                drop(n.send_pending().await);
+                n.shared.replies.sync(&n.client, timeout).await
+            }
+            Bus::Local(_) => Ok(()),
+        }
+    }
+
     /// When the connection to NATS last came up; `None` for an in-process bus (always up).
     /// A subject another server subscribed before is only live again once that server has
     /// reconnected too: what was published to it meanwhile is lost.
@@ -269,6 +281,7 @@ impl Bus {
         }
     }
 
+    /// True while the transport is connected (always for the in-process bus).
     pub fn is_connected(&self) -> bool {
         match self {
             Bus::Nats(n) => n.client.connection_state() == async_nats::connection::State::Connected,

@@ -110,6 +110,37 @@ impl ReplyMux {
         }
     }
 
+    /// A fresh answer number, where its answer will come, and what forgets it when dropped.
+    fn expect(self: &Arc<Self>) -> (u64, oneshot::Receiver<Result<Bytes, BusError>>, Forget) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(n, tx);
+        let mux = self.clone();
+        let forget = Forget::new(move || {
+            mux.waiting.lock().remove(&n);
+        });
+        (n, rx, forget)
+    }
+
+    /// Waits until the NATS server has handled everything sent on this connection before
+    /// (its subscriptions included): a message to one of this connection's own inboxes comes
+    /// back only after them. `Client::flush` only writes the socket.
+    pub(crate) async fn sync(
+        self: &Arc<Self>,
+        client: &async_nats::Client,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let (n, rx, _forget) = self.expect();
+        client
+            .publish(format!("{}.{n}", self.prefix), Bytes::new())
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(BusError::Timeout),
+        }
+    }
+
     /// Publishes `payload` to `subject` with a reply inbox of its own; `batchable` when the
     /// answer may come inside a batch to this server's subject (it is subscribed).
     pub(crate) async fn send(
@@ -120,13 +151,7 @@ impl ReplyMux {
         timeout: Duration,
         batchable: bool,
     ) -> Result<PendingReply, BusError> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiting.lock().insert(n, tx);
-        let mux = self.clone();
-        let guard = Forget::new(move || {
-            mux.waiting.lock().remove(&n);
-        });
+        let (n, rx, guard) = self.expect();
         client
             .publish_with_reply(subject.clone(), self.reply_subject(n, batchable), payload)
             .await

@@ -166,7 +166,7 @@ async fn pushes_and_the_answer_for_one_server_arrive_in_one_message_and_in_order
         .unwrap();
     let mut requests = chat.subscribe(subject::server(&ns, "chat-1")).await.unwrap();
     // The subscriptions are known to the server before anything is sent.
-    chat.flush().await.unwrap();
+    chat.sync(Duration::from_secs(10)).await.unwrap();
     let responder = chat.clone();
     let to = home.clone();
     tokio::spawn(async move {
@@ -213,7 +213,7 @@ async fn an_answer_to_a_server_not_yet_subscribed_to_its_subject_comes_directly(
         .unwrap();
     let chat = Bus::connect_nats(NATS, "chat").await.unwrap();
     let mut requests = chat.subscribe(subject::server(&ns, "chat-2")).await.unwrap();
-    chat.flush().await.unwrap();
+    chat.sync(Duration::from_secs(10)).await.unwrap();
     let responder = chat.clone();
     tokio::spawn(async move {
         while let Some(m) = requests.next().await {
@@ -232,4 +232,27 @@ async fn an_answer_to_a_server_not_yet_subscribed_to_its_subject_comes_directly(
         .await
         .unwrap();
     assert_eq!(&reply[..], b"ok");
+}
+
+#[tokio::test]
+async fn a_subscription_is_known_to_the_server_once_sync_returns() {
+    let ns = namespace();
+    let asker = Bus::connect_nats(NATS, "asker").await.unwrap();
+    let answerer = Bus::connect_nats(NATS, "answerer").await.unwrap();
+    // Each round a fresh subject: a request sent by another connection right after the
+    // sync must find its subscriber, never "no responders".
+    for round in 0..50 {
+        let to = subject::server(&ns, &format!("s{round}"));
+        let mut sub = answerer.subscribe(to.clone()).await.unwrap();
+        answerer.sync(Duration::from_secs(10)).await.unwrap();
+        let asked = asker
+            .send_request(to, Bytes::new(), Duration::from_secs(10))
+            .await;
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the request reaches the subscriber")
+            .unwrap();
+        answerer.respond(&m, Bytes::from_static(b"ok")).await.unwrap();
+        assert_eq!(&asked.answer().await.unwrap()[..], b"ok", "round {round}");
+    }
 }
