@@ -262,10 +262,14 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-async fn wait_port(port: u16) {
+/// Waits until `child` listens on `port`; false when it exits first (it could not bind).
+async fn wait_listening(child: &mut Child, port: u16) -> bool {
     for _ in 0..100 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -335,10 +339,17 @@ impl PrivateServer {
         nodes
     }
 
+    /// Starts it on `port`, or on another free port when another test took that one first
+    /// (a port is only free when it was looked at).
     async fn start(program: &'static str, port: u16) -> Self {
         let mut s = Self::prepare(program, port, Vec::new());
-        s.restart().await;
-        s
+        for _ in 0..10 {
+            if s.launch().await {
+                return s;
+            }
+            s = Self::prepare(program, free_port(), Vec::new());
+        }
+        panic!("{program} did not start");
     }
 
     fn prepare(program: &'static str, port: u16, args: Vec<String>) -> Self {
@@ -363,6 +374,16 @@ impl PrivateServer {
 
     /// Starts it (again) on the same port with the same data directory.
     pub async fn restart(&mut self) {
+        assert!(
+            self.launch().await,
+            "{} exited at once on port {}",
+            self.program,
+            self.port
+        );
+    }
+
+    /// Starts it and waits until it listens; false when it exited first.
+    async fn launch(&mut self) -> bool {
         let port = self.port.to_string();
         let program = if self.program == "redis-server-volatile" {
             "redis-server"
@@ -386,11 +407,11 @@ impl PrivateServer {
             }
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
-        self.child = Some(
+        let child = self.child.insert(
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("{} cannot start: {e}", self.program)),
         );
-        wait_port(self.port).await;
+        wait_listening(child, self.port).await
     }
 
     /// Deletes what it keeps on disk (stop it first): a restart then begins empty.

@@ -58,27 +58,7 @@ impl LocalCluster {
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .arg("--cluster-config-file")
-                .arg(dir.join(format!("nodes-{port}.conf")))
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server starts");
-            nodes.push(Node {
-                port,
-                child: Some(child),
-            });
-        }
-        for node in &nodes {
-            wait_for(|| std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()).await;
+            nodes.push(start_node(&dir).await);
         }
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let formed = Command::new("redis-cli")
@@ -212,6 +192,42 @@ impl Drop for LocalCluster {
 }
 
 /// What `redis-cli -p port args…` prints, if it answers.
+/// Starts one cluster-mode node on a free port and waits until it accepts connections. A
+/// port is only free when it was looked at: another test may take it (or its bus port) before
+/// the node binds it, and the node then exits; it is tried again on another port.
+async fn start_node(dir: &std::path::Path) -> Node {
+    for _ in 0..10 {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join(format!("nodes-{port}.conf")))
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break; // it could not bind: another port
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Node {
+                    port,
+                    child: Some(child),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("a redis node did not start");
+}
+
 async fn cli(port: u16, args: &[&str]) -> Option<String> {
     let out = tokio::time::timeout(
         Duration::from_secs(2),
@@ -232,17 +248,6 @@ async fn cluster_ok(port: u16) -> bool {
     cli(port, &["CLUSTER", "INFO"])
         .await
         .is_some_and(|info| info.contains("cluster_state:ok"))
-}
-
-async fn wait_for(ready: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "a redis node did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn wait_for_async<F, Fut>(ready: F)
