@@ -75,7 +75,7 @@ pub struct Frontend {
     port: u16,
     /// Cancelled to stop accepting connections (the first step of a drain).
     listening: CancellationToken,
-    /// The sockets' writers: a drain waits for them to flush their kicks.
+    /// The sockets: a drain waits for them to flush their kicks.
     pub(crate) sockets: TaskTracker,
     /// What `on_close` started for closed sessions (their leaves): a drain waits for them, so
     /// that nothing of this server's sessions is left in flight when it says goodbye.
