@@ -345,7 +345,11 @@ impl Session {
         let mut state = self.inner.state.lock();
         match state.settings.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
-            None => state.settings.push((key.to_owned(), value)),
+            None => {
+                // One more at a time: a first push would make room for four.
+                state.settings.reserve_exact(1);
+                state.settings.push((key.to_owned(), value));
+            }
         }
     }
 
