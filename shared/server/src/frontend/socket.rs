@@ -22,6 +22,7 @@ use shaddock_protocol::package::{self, PackageType};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Instrument;
 
 use super::Frontend;
@@ -83,61 +84,46 @@ enum Next {
     Close,
 }
 
-/// Runs one client connection (WebSocket or raw TCP) to its end.
-pub(crate) async fn run(
-    (stream, mut sink): (FrameReader, FrameWriter),
+/// Runs one client connection (WebSocket or raw TCP) to its end. The set-up is done before
+/// the future is made, and the future keeps each thing once: a socket's whole task is its
+/// largest allocation while it is idle.
+pub(crate) fn run(
+    (stream, sink): (FrameReader, FrameWriter),
     fe: Arc<Frontend>,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static {
     // A drain waits for every socket to have written its kick.
-    let _writing = fe.sockets.token();
-    let (tx, mut outbox) = outbox(fe.limits.send_queue);
+    let writing = fe.sockets.token();
+    let (tx, outbox) = outbox(fe.limits.send_queue);
     let closing = fe.token.child_token();
     let session = fe.sessions.create(tx, closing.clone());
     let span = tracing::debug_span!("connection", peer.addr = %peer, session.id = session.id());
     if fe.is_draining() {
         session.kick(super::builder::DRAIN_REASON);
     }
-    let metrics = fe.metrics.clone();
-    metrics.connections.inc();
-    metrics.connections_total.inc();
-    async {
+    fe.metrics.connections.inc();
+    fe.metrics.connections_total.inc();
+    let mut conn = Connection {
+        state: State::Inited,
+        deadline: Instant::now() + Duration::from_millis(fe.limits.handshake_timeout_ms),
+        rate: RateLimit::new(fe.limits.requests_per_second, fe.limits.request_burst),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(fe.limits.max_in_flight.max(1))),
+        fe,
+        session,
+        stream,
+        sink,
+        outbox,
+        closing,
+        _held: (permit, writing),
+    };
+    async move {
         tracing::debug!("connected");
-        Connection {
-            fe: fe.clone(),
-            session: session.clone(),
-            state: State::Inited,
-            deadline: Instant::now() + Duration::from_millis(fe.limits.handshake_timeout_ms),
-            rate: RateLimit::new(fe.limits.requests_per_second, fe.limits.request_burst),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(fe.limits.max_in_flight.max(1))),
-        }
-        .serve(stream, &mut sink, &mut outbox, &closing)
-        .await;
-        closing.cancel();
-        fe.sessions.remove(&session);
-        if let Some(on_close) = fe.on_close.clone() {
-            // After the requests this session sent before it closed: its last messages reach
-            // the room before its leave does.
-            let closed = session.clone();
-            let job = async move { on_close(closed) };
-            if let Err(Busy) = fe.requests.submit(session.id(), job) {
-                on_close_now(&fe, session.clone());
-            }
-        }
-        // What is still queued (a KICK, a last answer), then a close frame.
-        let last = async {
-            while let Some(more) = outbox.try_recv() {
-                sink.feed(more).await?;
-            }
-            sink.close().await
-        };
-        let _ = tokio::time::timeout(CLOSE_GRACE, last).await;
+        conn.serve().await;
+        conn.finish().await;
         tracing::debug!("closed");
     }
     .instrument(span)
-    .await;
-    metrics.connections.dec();
 }
 
 /// The close callback when the session's queue is full (it holds at most `max_in_flight`).
@@ -155,6 +141,15 @@ struct Connection {
     rate: RateLimit,
     /// Bounds the requests of this session being handled at once (each holds its body).
     in_flight: Arc<tokio::sync::Semaphore>,
+    stream: FrameReader,
+    sink: FrameWriter,
+    /// What the session queued for this socket.
+    outbox: OutboxReader,
+    /// Cancelled to end the socket (a kick, a slow client, shutdown).
+    closing: CancellationToken,
+    /// Held until the socket ends: its place under `limits.max_connections`, and the
+    /// drain's count of sockets still writing.
+    _held: (OwnedSemaphorePermit, TaskTrackerToken),
 }
 
 /// A token bucket per session: `rate` requests a second, `burst` at once. Refused requests
@@ -209,16 +204,10 @@ impl RateLimit {
 impl Connection {
     /// Reads the client's frames and writes what its session queued, in one task (a second
     /// task per socket cost about 0.9 KiB per idle connection), until either side ends.
-    async fn serve(
-        &mut self,
-        mut stream: FrameReader,
-        sink: &mut FrameWriter,
-        outbox: &mut OutboxReader,
-        closing: &CancellationToken,
-    ) {
+    async fn serve(&mut self) {
         loop {
             let frame = tokio::select! {
-                _ = closing.cancelled() => return,
+                _ = self.closing.cancelled() => return,
                 _ = tokio::time::sleep_until(self.deadline) => {
                     match self.state {
                         State::Working => tracing::debug!("heartbeat timeout"),
@@ -226,14 +215,16 @@ impl Connection {
                     }
                     return;
                 }
-                first = outbox.recv() => {
-                    if let Err(e) = write_queued(sink, outbox, first, closing).await {
+                first = self.outbox.recv() => {
+                    let written =
+                        write_queued(&mut self.sink, &mut self.outbox, first, &self.closing).await;
+                    if let Err(e) = written {
                         tracing::debug!(error = %e, "write failed");
                         return;
                     }
                     continue;
                 }
-                frame = stream.next() => frame,
+                frame = self.stream.next() => frame,
             };
             let bytes: Bytes = match frame {
                 None => return,
@@ -256,6 +247,32 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// After the socket ended: forgets the session, starts its close callback, and writes
+    /// what is still queued (a KICK, a last answer), then a close frame.
+    async fn finish(&mut self) {
+        let fe = &self.fe;
+        self.closing.cancel();
+        fe.sessions.remove(&self.session);
+        if let Some(on_close) = fe.on_close.clone() {
+            // After the requests this session sent before it closed: its last messages reach
+            // the room before its leave does.
+            let closed = self.session.clone();
+            let job = async move { on_close(closed) };
+            if let Err(Busy) = fe.requests.submit(self.session.id(), job) {
+                on_close_now(fe, self.session.clone());
+            }
+        }
+        let (sink, outbox) = (&mut self.sink, &mut self.outbox);
+        let last = async {
+            while let Some(more) = outbox.try_recv() {
+                sink.feed(more).await?;
+            }
+            sink.close().await
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, last).await;
+        fe.metrics.connections.dec();
     }
 
     /// Without heartbeats (the gate), a socket silent for `limits.idle_timeout_ms` is closed:
