@@ -205,10 +205,19 @@ impl Connection {
     /// Reads the client's frames and writes what its session queued, in one task (a second
     /// task per socket cost about 0.9 KiB per idle connection), until either side ends.
     async fn serve(&mut self) {
+        // Made once, not per turn of the loop: every write to the socket is a turn, and a
+        // fresh timer and cancellation wait each time would cost two registrations per push.
+        let closing = self.closing.clone();
+        let cancelled = closing.cancelled();
+        let timer = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(cancelled, timer);
         loop {
+            if timer.deadline() != self.deadline {
+                timer.as_mut().reset(self.deadline);
+            }
             let frame = tokio::select! {
-                _ = self.closing.cancelled() => return,
-                _ = tokio::time::sleep_until(self.deadline) => {
+                _ = &mut cancelled => return,
+                _ = &mut timer => {
                     match self.state {
                         State::Working => tracing::debug!("heartbeat timeout"),
                         _ => tracing::debug!("handshake timeout"),
@@ -217,7 +226,7 @@ impl Connection {
                 }
                 first = self.outbox.recv() => {
                     let written =
-                        write_queued(&mut self.sink, &mut self.outbox, first, &self.closing).await;
+                        write_queued(&mut self.sink, &mut self.outbox, first, cancelled.as_mut()).await;
                     if let Err(e) = written {
                         tracing::debug!(error = %e, "write failed");
                         return;
@@ -564,7 +573,7 @@ async fn write_queued(
     sink: &mut FrameWriter,
     outbox: &mut OutboxReader,
     first: Bytes,
-    closing: &CancellationToken,
+    closing: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), String> {
     let write = async {
         sink.feed(first).await?;
@@ -576,7 +585,7 @@ async fn write_queued(
     tokio::pin!(write);
     tokio::select! {
         r = &mut write => r,
-        _ = closing.cancelled() => tokio::time::timeout(CLOSE_GRACE, &mut write)
+        _ = closing => tokio::time::timeout(CLOSE_GRACE, &mut write)
             .await
             .unwrap_or_else(|_| Err("flush timed out".to_owned())),
     }
