@@ -275,9 +275,7 @@ impl Connection {
         }
         let (sink, outbox) = (&mut self.sink, &mut self.outbox);
         let last = async {
-            while let Some(more) = outbox.try_recv() {
-                sink.feed(more).await?;
-            }
+            feed_queued(sink, outbox).await?;
             sink.close().await
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, last).await;
@@ -567,6 +565,14 @@ fn respond(fe: &Frontend, session: &Session, id: u32, route: &str, body: &[u8]) 
     }
 }
 
+/// Hands the sink everything queued now, without flushing.
+async fn feed_queued(sink: &mut FrameWriter, outbox: &mut OutboxReader) -> Result<(), String> {
+    while let Some(more) = outbox.try_recv() {
+        sink.feed(more).await?;
+    }
+    Ok(())
+}
+
 /// Writes `first` and whatever else is queued, several frames per flush. A write that is
 /// still stuck when the socket starts closing gets a grace period to finish.
 async fn write_queued(
@@ -577,9 +583,7 @@ async fn write_queued(
 ) -> Result<(), String> {
     let write = async {
         sink.feed(first).await?;
-        while let Some(more) = outbox.try_recv() {
-            sink.feed(more).await?;
-        }
+        feed_queued(sink, outbox).await?;
         sink.flush().await
     };
     tokio::pin!(write);
