@@ -41,9 +41,14 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     let rpc = app.rpc(fe.registry());
     let incarnation = app.incarnation;
     fe.forward(CHAT, "rid").deliver_pushes();
-    handler::entry_handler::register(&mut fe, rpc.clone(), incarnation, app.config.auth.secret.expose());
+    let leaves = handler::entry_handler::Leaves::new(rpc.clone(), incarnation, fe.leaves());
+    handler::entry_handler::register(
+        &mut fe,
+        rpc.clone(),
+        leaves.clone(),
+        app.config.auth.secret.expose(),
+    );
 
-    let (tracker, leave_rpc) = (fe.leaves(), rpc.clone());
     let resume = app.config.resume.clone();
     fe.on_close(move |session| {
         // Handed back by a drain: the user comes back through another connector, and keeps
@@ -53,12 +58,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         } else {
             resume.abrupt_grace_ms
         };
-        tracker.spawn(handler::entry_handler::on_user_leave(
-            leave_rpc.clone(),
-            incarnation,
-            session,
-            resume_ms,
-        ));
+        leaves.spawn(session, resume_ms);
     });
     // Membership rounds: on a timer, and at once when a chat server asks.
     let (ask, asked) = tokio::sync::mpsc::unbounded_channel();

@@ -31,17 +31,17 @@ struct Enter {
     /// When not empty, enter needs a login token (see [`crate::auth`]).
     secret: Arc<str>,
     /// Where leaves run (retried apart from the enter's answer; a drain waits for them).
-    leaves: tokio_util::task::TaskTracker,
+    leaves: Leaves,
 }
 
-pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, incarnation: u64, secret: &str) {
+pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, leaves: Leaves, secret: &str) {
     let ctx = Enter {
         rpc,
         sessions: fe.sessions().clone(),
-        incarnation,
+        incarnation: leaves.incarnation,
         max_chars: fe.limits().max_name_chars,
         secret: Arc::from(secret),
-        leaves: fe.leaves(),
+        leaves,
     };
     fe.handler(ROUTE, move |session: Session, body: Value| {
         let ctx = ctx.clone();
@@ -157,8 +157,7 @@ impl Enter {
                 // have reached the chat server first and found nothing. Leave again (it is
                 // idempotent) so that no member outlives its session.
                 if session.is_closed() {
-                    self.leaves
-                        .spawn(on_user_leave(rpc.clone(), incarnation, session, 0));
+                    self.leaves.spawn(session, 0);
                 }
                 Ok(entered(users, recover.as_ref(), recovery))
             }
@@ -176,8 +175,7 @@ impl Enter {
                 // it back, or the member would outlive the session.
                 // Apart: it may be retried for a while, and the client is answered now (a
                 // later bind of this session has another entry, which it never removes).
-                self.leaves
-                    .spawn(on_user_leave(rpc.clone(), incarnation, session.clone(), 0));
+                self.leaves.spawn(session.clone(), 0);
                 sessions.unbind(&session);
                 Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
             }
@@ -194,41 +192,79 @@ fn room_member(session: &Session, uid: String, incarnation: u64) -> RoomMember {
     }
 }
 
-/// Pomelo's `onUserLeave`: a closed session leaves its room, or with `resume_ms` > 0 keeps
-/// its place that long for the user to come back (see `ResumeOptions`). The member is read
-/// from the session now; the returned future sends it.
-pub fn on_user_leave(
+/// Pomelo's `onUserLeave`, for every session of one connector: a closed session leaves its
+/// room, or with `resume_ms` > 0 keeps its place that long for the user to come back (see
+/// `ResumeOptions`).
+///
+/// At most [`LEAVES_IN_FLIGHT`] calls are out at once; the rest wait here. When thousands of
+/// sockets close together (a load balancer or a client fleet going away), sending every leave
+/// at once queued them at the chat servers past their deadline: each was then refused unrun,
+/// retried, and refused again, and the connector's own heartbeat waited behind them until the
+/// others thought it dead. Waiting here costs no deadline, so every leave sent is one done.
+#[derive(Debug, Clone)]
+pub struct Leaves {
     rpc: RpcClient,
     incarnation: u64,
-    session: Session,
-    resume_ms: u64,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let kick = session.uid().and_then(|uid| {
-        let rid = session.get("rid")?.as_str()?.to_owned();
-        Some(Kick {
-            rid,
-            member: room_member(&session, uid, incarnation),
-            resume_ms,
-            retry: false,
-        })
-    });
-    async move {
+    tracker: tokio_util::task::TaskTracker,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Leaves one connector has out at once (see [`Leaves`]).
+pub const LEAVES_IN_FLIGHT: usize = 256;
+
+impl Leaves {
+    /// Leaves run on `tracker` (a drain waits for it).
+    pub fn new(rpc: RpcClient, incarnation: u64, tracker: tokio_util::task::TaskTracker) -> Self {
+        Self {
+            rpc,
+            incarnation,
+            tracker,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(LEAVES_IN_FLIGHT)),
+        }
+    }
+
+    /// Sends the leave of `session` (its member is read now) until a chat server takes it.
+    pub fn spawn(&self, session: Session, resume_ms: u64) {
+        let kick = session.uid().and_then(|uid| {
+            let rid = session.get("rid")?.as_str()?.to_owned();
+            Some(Kick {
+                rid,
+                member: room_member(&session, uid, self.incarnation),
+                resume_ms,
+                retry: false,
+            })
+        });
         if let Some(kick) = kick {
-            send_leave(rpc, kick).await;
+            let rpc = self.rpc.clone();
+            let call = move |kick: Kick| {
+                let rpc = rpc.clone();
+                async move { rpc.call(kick).await.map(drop) }
+            };
+            self.tracker.spawn(send_leave(call, self.in_flight.clone(), kick));
         }
     }
 }
 
 /// Retried until a chat server takes it (NATS or the room's server may be down for a while):
 /// a leave that is never heard is a ghost that everyone else still sees. Kicks are exact
-/// (this session's bind only), so a repeat never removes anyone else.
-async fn send_leave(rpc: RpcClient, kick: Kick) {
+/// (this session's bind only), so a repeat, or a leave that waited its turn, never removes
+/// anyone else.
+async fn send_leave<F, C>(call: C, in_flight: Arc<tokio::sync::Semaphore>, kick: Kick)
+where
+    C: Fn(Kick) -> F,
+    F: Future<Output = Result<(), shaddock_bus::BusError>>,
+{
     let uid = kick.member.uid.clone();
     let mut wait = Duration::from_millis(250);
     let deadline = tokio::time::Instant::now() + LEAVE_RETRY_FOR;
     let mut kick = kick;
     loop {
-        match rpc.call(kick.clone()).await {
+        let result = {
+            // Never closed; held for the call only, not while waiting to retry.
+            let _permit = in_flight.acquire().await;
+            call(kick.clone()).await
+        };
+        match result {
             Ok(_) => return,
             Err(e) if tokio::time::Instant::now() + wait < deadline => {
                 tracing::warn!(%uid, error = %e, "chatRemote.kick failed, retrying");
@@ -252,6 +288,55 @@ const LEAVE_RETRY_FOR: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn leaves_beyond_the_bound_wait_their_turn_and_all_are_sent_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(LEAVES_IN_FLIGHT));
+        let (now, most, done) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let call = {
+            let (now, most, done) = (now.clone(), most.clone(), done.clone());
+            move |_kick: Kick| {
+                let (now, most, done) = (now.clone(), most.clone(), done.clone());
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let leaves = 4 * LEAVES_IN_FLIGHT;
+        for i in 0..leaves {
+            let kick = Kick {
+                rid: format!("room{i}"),
+                member: RoomMember {
+                    uid: format!("u{i}*room{i}"),
+                    sid: "connector-1".into(),
+                    incarnation: 1,
+                    session: 1,
+                },
+                resume_ms: 0,
+                retry: false,
+            };
+            tracker.spawn(send_leave(call.clone(), in_flight.clone(), kick));
+        }
+        tracker.close();
+        tracker.wait().await;
+        assert_eq!(done.load(Ordering::SeqCst), leaves, "every leave is sent, once");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            LEAVES_IN_FLIGHT,
+            "never more at once than the bound"
+        );
+    }
     use shaddock_remote::chat_remote::RecoveredMessage;
 
     #[test]
