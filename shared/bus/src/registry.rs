@@ -8,6 +8,9 @@
 //!   servers that are too busy (or stopped) to answer it themselves: a chat server that starts
 //!   must know every room's current owner before it serves a room.
 //! - A server missing for `lapse` leaves the list; `Bye` (on shutdown) removes it at once.
+//!   It must also have heard its own heartbeat come back a lapse after the other's last one:
+//!   an overloaded server hears everyone late, itself included, and must not take them all
+//!   for dead.
 //! - While this server's own bus is disconnected nobody is expired, and after a reconnect
 //!   everyone gets a fresh `lapse`: a NATS restart must not look like every server dying.
 //! - A server always lists itself.
@@ -350,7 +353,7 @@ impl RegistryTask {
                     was_connected = connected;
                     cut_off = !hearing;
                     if connected && hearing {
-                        self.expire();
+                        self.expire(heard_self);
                     }
                     self.announce(Announce::Alive(self.me.clone())).await;
                 }
@@ -424,11 +427,17 @@ impl RegistryTask {
         changed
     }
 
-    fn expire(&mut self) {
+    /// Drops the servers not heard for a lapse, and only if this server heard its own
+    /// heartbeat come back (about) a lapse after their last: when this server's inbound is
+    /// late (NATS or this process overloaded), everyone's heartbeats are late together with
+    /// its own, and only silence while its own still come through says another one is gone.
+    /// Its own are heard once a heartbeat, hence the heartbeat of slack.
+    fn expire(&mut self, heard_self: Instant) {
         let lapse = self.timing.lapse;
+        let while_heard = lapse.saturating_sub(self.timing.heartbeat);
         let before = self.seen.len();
         self.seen.retain(|id, (_, at)| {
-            let alive = at.elapsed() < lapse;
+            let alive = at.elapsed() < lapse || heard_self.saturating_duration_since(*at) < while_heard;
             if !alive {
                 tracing::warn!(server.id = %id, "server heartbeat lapsed");
                 self.heard.lock().remove(id);
@@ -495,6 +504,33 @@ mod tests {
             heartbeat: Duration::from_millis(100),
             lapse: Duration::from_millis(300),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_is_expired_only_after_a_lapse_in_which_this_one_heard_itself() {
+        let (tx, _) = watch::channel(Arc::new(ServerList::default()));
+        let mut task = RegistryTask {
+            bus: Bus::local(),
+            heard: Heard::default(),
+            subject: "t.registry".into(),
+            me: info("chat-1", "chat"),
+            timing: timing(),
+            seen: HashMap::new(),
+            tx,
+            complete_tx: watch::channel(false).0,
+            rejoins: watch::channel(0).0,
+        };
+        task.note(info("connector-1", "connector"));
+        let last_heard = Instant::now();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // This server's own heartbeats were as late as the other's: its inbound is behind,
+        // and the other may well be alive.
+        task.expire(last_heard + Duration::from_millis(150));
+        assert!(task.seen.contains_key("connector-1"));
+        // Its own came back a lapse (less the heartbeat between two of its own) after the
+        // other's last one: the other is gone.
+        task.expire(last_heard + Duration::from_millis(200));
+        assert!(!task.seen.contains_key("connector-1"));
     }
 
     #[tokio::test]
