@@ -42,12 +42,7 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     let incarnation = app.incarnation;
     fe.forward(CHAT, "rid").deliver_pushes();
     let leaves = handler::entry_handler::Leaves::new(rpc.clone(), incarnation, fe.leaves());
-    handler::entry_handler::register(
-        &mut fe,
-        rpc.clone(),
-        leaves.clone(),
-        app.config.auth.secret.expose(),
-    );
+    handler::entry_handler::register(&mut fe, leaves.clone(), app.config.auth.secret.expose());
 
     let resume = app.config.resume.clone();
     fe.on_close(move |session| {

@@ -24,21 +24,18 @@ pub const ROUTE: &str = "connector.entryHandler.enter";
 /// What `enter` needs besides the request.
 #[derive(Debug, Clone)]
 struct Enter {
-    rpc: RpcClient,
     sessions: SessionService,
-    incarnation: u64,
     max_chars: usize,
     /// When not empty, enter needs a login token (see [`crate::auth`]).
     secret: Arc<str>,
-    /// Where leaves run (retried apart from the enter's answer; a drain waits for them).
+    /// Where leaves run (retried apart from the enter's answer; a drain waits for them); its
+    /// RPC client and incarnation are the enter's too.
     leaves: Leaves,
 }
 
-pub fn register(fe: &mut FrontendBuilder, rpc: RpcClient, leaves: Leaves, secret: &str) {
+pub fn register(fe: &mut FrontendBuilder, leaves: Leaves, secret: &str) {
     let ctx = Enter {
-        rpc,
         sessions: fe.sessions().clone(),
-        incarnation: leaves.incarnation,
         max_chars: fe.limits().max_name_chars,
         secret: Arc::from(secret),
         leaves,
@@ -126,7 +123,7 @@ impl Enter {
                 return Ok(json!({"code": 500, "error": true, "reason": "invalid token"}));
             }
         }
-        let (rpc, sessions, incarnation) = (&self.rpc, &self.sessions, self.incarnation);
+        let (rpc, sessions, incarnation) = (&self.leaves.rpc, &self.sessions, self.leaves.incarnation);
 
         let uid = format!("{username}*{rid}");
         if session.uid().is_some() {
@@ -288,6 +285,7 @@ const LEAVE_RETRY_FOR: Duration = Duration::from_secs(30);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shaddock_remote::chat_remote::RecoveredMessage;
 
     #[tokio::test]
     async fn leaves_beyond_the_bound_wait_their_turn_and_all_are_sent_once() {
@@ -337,7 +335,6 @@ mod tests {
             "never more at once than the bound"
         );
     }
-    use shaddock_remote::chat_remote::RecoveredMessage;
 
     #[test]
     fn recover_is_asked_with_true_and_a_position_needs_both_parts() {
