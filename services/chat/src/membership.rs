@@ -372,7 +372,7 @@ pub async fn watch(state: ChatState, grace: Duration, token: CancellationToken) 
     let mut rx = state.registry.watch();
     let mut rejoins = state.registry.rejoins();
     let mut last = rx.borrow_and_update().clone();
-    let purged: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+    let purged = Purged::default();
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -406,23 +406,58 @@ pub async fn watch(state: ChatState, grace: Duration, token: CancellationToken) 
                 tokio::time::sleep(grace).await;
                 let list = state.registry.list();
                 let back = list.servers("connector").iter().any(|s| s.id == gone.id);
-                if !back {
-                    purge_frontend(&state, &gone.id, None).await;
-                    purged.lock().insert((gone.id.clone(), gone.incarnation));
+                if back {
+                    return;
+                }
+                purge_frontend(&state, &gone.id, None).await;
+                let is_back = || {
+                    let list = state.registry.list();
+                    let servers = list.servers("connector");
+                    servers
+                        .iter()
+                        .any(|s| s.id == gone.id && s.incarnation == gone.incarnation)
+                };
+                if purged.done(&gone.id, gone.incarnation, is_back) {
+                    ask_round(&state, &gone.id).await;
                 }
             });
         }
         for back in now.servers("connector") {
-            let was_purged = purged.lock().remove(&(back.id.clone(), back.incarnation));
-            if was_purged {
-                tracing::warn!(server.id = %back.id, "a purged connector is back: asking for a round");
-                let resync = Resync { announce: true };
-                if let Err(e) = state.rpc.notify_server(&back.id, resync).await {
-                    tracing::warn!(error = %e, "cannot ask for a round");
-                }
+            if purged.take(&back.id, back.incarnation) {
+                ask_round(&state, &back.id).await;
             }
         }
         last = now;
+    }
+}
+
+/// Connectors purged after a lapse, until they come back as the same incarnation. Exactly one
+/// of the purge task and the watch loop asks a returning connector for its round: the loop if
+/// it comes back after the purge, the task if it came back while the purge ran (the loop then
+/// found no mark, and no later change of the server list may come to find it).
+#[derive(Clone, Default)]
+struct Purged(Arc<Mutex<HashSet<(String, u64)>>>);
+
+impl Purged {
+    /// The purge of `id` is done: marks it, then reads the server list. True if it is back
+    /// already and its round is now the caller's to ask.
+    fn done(&self, id: &str, incarnation: u64, is_back: impl FnOnce() -> bool) -> bool {
+        self.0.lock().insert((id.to_owned(), incarnation));
+        is_back() && self.take(id, incarnation)
+    }
+
+    /// True, once, if `id` as `incarnation` was purged and not yet asked for a round.
+    fn take(&self, id: &str, incarnation: u64) -> bool {
+        self.0.lock().remove(&(id.to_owned(), incarnation))
+    }
+}
+
+/// Asks a purged connector that is back for a round that announces: its members are put back
+/// with `onAdd`.
+async fn ask_round(state: &ChatState, sid: &str) {
+    tracing::warn!(server.id = %sid, "a purged connector is back: asking for a round");
+    if let Err(e) = state.rpc.notify_server(sid, Resync { announce: true }).await {
+        tracing::warn!(error = %e, "cannot ask for a round");
     }
 }
 
@@ -454,5 +489,32 @@ pub async fn sweep(state: ChatState, every: Duration, grace: Duration, token: Ca
                 purge_frontend(&state, sid, None).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Purged;
+
+    #[test]
+    fn a_connector_back_while_its_purge_ran_is_asked_for_its_round_by_the_purge() {
+        let purged = Purged::default();
+        // The watch loop heard it come back before the purge was done: no mark yet.
+        assert!(!purged.take("connector-1", 7));
+        assert!(purged.done("connector-1", 7, || true));
+        // Asked once: the loop's next look finds nothing left to ask.
+        assert!(!purged.take("connector-1", 7));
+    }
+
+    #[test]
+    fn a_connector_back_after_its_purge_is_asked_by_the_watch_loop_once() {
+        let purged = Purged::default();
+        assert!(!purged.done("connector-1", 7, || false));
+        assert!(
+            !purged.take("connector-1", 8),
+            "another incarnation lost its sessions"
+        );
+        assert!(purged.take("connector-1", 7));
+        assert!(!purged.take("connector-1", 7));
     }
 }
