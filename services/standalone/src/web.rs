@@ -35,7 +35,7 @@ fn js(body: &'static str) -> impl IntoResponse {
 }
 
 pub async fn bind(bind: &str, port: u16) -> anyhow::Result<TcpListener> {
-    Ok(TcpListener::bind((bind, port)).await?)
+    Ok(shaddock_server::app::listen(bind, port).await?)
 }
 
 pub async fn serve(listener: TcpListener, token: CancellationToken) {

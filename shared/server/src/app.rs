@@ -28,6 +28,31 @@ fn raise_fd_limit() {
     }
 }
 
+/// How many connections a client port lets wait for `accept` (the kernel caps it at
+/// `net.core.somaxconn`). Tokio's `TcpListener::bind` asks for 128: a few hundred clients
+/// connecting at once (a reconnect storm, a load balancer's burst) overflowed it, and every
+/// dropped SYN cost its client a one-second retransmit. Node (Pomelo) asks for 511.
+pub const CLIENT_BACKLOG: u32 = 4096;
+
+/// Binds `host`:`port` with [`CLIENT_BACKLOG`], as a client port needs.
+pub async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host((host, port)).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's bind does on Unix: a restarted server rebinds past TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(CLIENT_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")))
+}
+
 /// One running server.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -105,10 +130,10 @@ impl App {
 
     /// Binds the client port of a frontend (0 picks a free one).
     pub async fn bind_client_port(&self) -> anyhow::Result<TcpListener> {
-        let addr = format!("{}:{}", self.me.bind, self.me.client_port.unwrap_or(0));
-        TcpListener::bind(&addr)
+        let port = self.me.client_port.unwrap_or(0);
+        listen(&self.me.bind, port)
             .await
-            .with_context(|| format!("binding {addr}"))
+            .with_context(|| format!("binding {}:{port}", self.me.bind))
     }
 
     /// Announces this server (with the port clients use) and follows the live list.
@@ -296,5 +321,26 @@ where
             tracing::error!(error = %e, error.cause_chain = ?e, "{server_type} server failed");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 128 was tokio's backlog: the 129th connect waiting for `accept` lost its SYN.
+    #[tokio::test]
+    async fn a_client_port_lets_hundreds_of_connections_wait_for_accept() {
+        let listener = listen("127.0.0.1", 0).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut waiting = Vec::new();
+        for i in 0..600 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_millis(500), connect).await {
+                Ok(Ok(s)) => waiting.push(s),
+                other => panic!("connection {i} not taken in while none was accepted: {other:?}"),
+            }
+        }
+        drop(listener);
     }
 }
