@@ -210,13 +210,20 @@ for s in SYSTEMS:
     for r in by[(s, "c")]:
         w(f"| {NAMES[s]} | {fmt(r['target'])} | {fmt(r['held'])} | {r['rss_before_kib']/1024:,.0f} → {r['rss_after_kib']/1024:,.0f} | {fmt(r['kib_per_connection'])} |")
 w("")
-w("## (d) enter storm: 3000 users entering rooms of 10, 128 at a time\n")
-w("| system | entered | enters/s | p50 ms | p99 ms | errors |")
-w("|---|---|---|---|---|---|")
+w("## (d) enter storm: 4 load generators at once, 3000 users each, entering rooms of 10, 128 at a time per generator\n")
+w("Enters per second count every generator's enters over the longest generator's ramp; latencies are merged over "
+  "all enters. CPU is in µs per enter, by process, over that ramp (the users of a generator that finished first "
+  "leave while the others still enter, so a share of leaves is in it); the load generators' own CPU is beside it.\n")
+w("| system | entered | enters/s | p50 ms | p99 ms | errors | " + " | ".join(g for g, _ in GROUPS) + " | servers | load generators |")
+w("|---|---|---|---|---|---|" + "---|" * len(GROUPS) + "---|---|")
 for s in SYSTEMS:
     for r in by[(s, "d")]:
         e = r["enter_latency"]
-        w(f"| {NAMES[s]} | {fmt(r['entered'])} | {fmt(r['enters_per_sec'])} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {fmt(r['enter_errors'])} |")
+        cpu = by_group({"processes": r.get("ramp_processes", [])})
+        n = r["entered"] or 1
+        us = lambda v: fmt(v * 1e6 / n) if v else "–"
+        w(f"| {NAMES[s]} | {fmt(r['entered'])} | {fmt(r['enters_per_sec'])} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {fmt(r['enter_errors'])} | "
+          + " | ".join(us(cpu[g]) for g, _ in GROUPS) + f" | {us(sum(cpu.values()))} | {us(r.get('ramp_loadgen_cpu_seconds'))} |")
 w("")
 w(f"![p99 fanout latency against offered load]({svg_path.split('/', 1)[-1] if svg_path.startswith('docs/') else svg_path})\n".replace("(bench-latency", "(docs/bench-latency"))
 w("Raw results: `run/bench/results.jsonl`; the full log: `run/bench/bench.log`.\n")

@@ -79,6 +79,48 @@ PY
   say "$system c: held $held of $total, server RSS $before -> $after KiB"
 }
 
+ENTER_GENS=4
+enters() { # system gate watch : (d) an enter storm from ENTER_GENS load generators at once, merged
+  local system=$1 gate=$2 watch=$3 pids=() i
+  say "$system d: $ENTER_GENS load generators, 3000 users each, 128 entering at a time"
+  for i in $(seq 0 $((ENTER_GENS - 1))); do
+    "$LG" --label "$system/d$i" --gate "$gate" --mode enter --rooms 300 --users-per-room 10 --concurrency 128 \
+      --watch "$watch" --room-prefix "d$i-" --offset $((500000 + i * 10000)) --sources 127.0.0.$((40 + i)) \
+      > "$OUT/enter-$system-$i.out" 2>>"$LOG" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  cat "$OUT"/enter-"$system"-*.out >> "$LOG"
+  # One record: enters of all generators over the longest ramp; latencies merged exactly; the
+  # servers' CPU as the longest-running generator saw it (the others ran inside it); the
+  # generators' own CPU summed.
+  sed -n 's/^RESULT //p' "$OUT"/enter-"$system"-*.out | python3 -c '
+import json, sys
+rs = [json.loads(l) for l in sys.stdin]
+if not rs: sys.exit(0)
+longest = max(rs, key=lambda r: r["ramp_seconds"])
+counts = {}
+for r in rs:
+    for v, c in r["enter_latency_us"]: counts[v] = counts.get(v, 0) + c
+vals = sorted(counts.items()); n = sum(counts.values())
+def q(f):
+    seen = 0
+    for v, c in vals:
+        seen += c
+        if seen >= f * n: return v / 1000.0
+    return 0.0
+entered = sum(r["entered"] for r in rs)
+print(json.dumps({"label": sys.argv[1] + "/d", "mode": "enter", "generators": len(rs),
+  "users": sum(r["users"] for r in rs), "entered": entered,
+  "enter_errors": sum(r["enter_errors"] for r in rs),
+  "enters_per_sec": entered / max(longest["ramp_seconds"], 1e-3), "ramp_seconds": longest["ramp_seconds"],
+  "enter_latency": {"count": n, "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "p999_ms": q(0.999),
+                    "max_ms": vals[-1][0] / 1000.0 if vals else 0.0},
+  "ramp_processes": longest["ramp_processes"],
+  "ramp_loadgen_cpu_seconds": sum(r["ramp_loadgen_cpu_seconds"] for r in rs)}))
+' "$system" >> "$RESULTS"
+}
+
 A_RATES=5,20,50,100,200,400,700,1000,1500,2000,3000
 B_RATES=5,20,50,100,200,300,400,700
 H_RATES=20,100,300
@@ -116,7 +158,7 @@ say "restarting the chat servers with history on"
 kill "${PIDS[-2]}" "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-2]}" "${PIDS[-1]}" 2>/dev/null
 start shaddock-chat chat-server-1; start shaddock-chat chat-server-2
 sleep 2
-lg shaddock d --gate 127.0.0.1:5014 --mode enter --rooms 300 --users-per-room 10 --concurrency 128 --watch $SW --room-prefix d --offset 500000
+enters shaddock 127.0.0.1:5014 $SW
 say "adding 4 connectors for the idle scenario"
 for n in 3 4 5 6; do start shaddock-connector connector-server-$n; done
 for _ in $(seq 1 100); do reachable 5055 && break; sleep 0.1; done
@@ -139,7 +181,7 @@ if ! command -v node >/dev/null; then say "node is missing: Pomelo runs skipped"
     lg $variant a --gate 127.0.0.1:3014 --rooms 1 --users-per-room 1000 --rate $A_RATES --duration $DUR --stop-at-saturation --watch $PW --room-prefix a
     lg $variant b --gate 127.0.0.1:3014 --rooms 100 --users-per-room 10 --rate $B_RATES --duration $DUR --stop-at-saturation --watch $PW --room-prefix b
     if [ $variant = pomelo ]; then
-      lg $variant d --gate 127.0.0.1:3014 --mode enter --rooms 300 --users-per-room 10 --concurrency 128 --watch $PW --room-prefix d --offset 500000
+      enters $variant 127.0.0.1:3014 $PW
       idle $variant peer-pomelo/app.js 2 "$POMELO_IDLE" 127.0.0.1:3050 127.0.0.1:3051
     fi
     (cd "$OUT/peer-pomelo" && ./run.sh stop) >>"$LOG" 2>&1

@@ -243,7 +243,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let ramp_secs = started.elapsed().as_secs_f64();
     let entered = stats.entered.load(Ordering::Relaxed);
-    sampler.sample();
+    // What the ramp cost, ours beside the servers' (the sampler started with it).
+    let ramp_cpu = sampler.report();
+    let own_ramp_cpu = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let rss_connected: u64 = sampler.report().iter().map(|r| r.3).sum();
     let rss_start: u64 = sampler.rss_start.values().sum();
     eprintln!("[{}] {entered}/{total} entered in {ramp_secs:.1} s", args.label);
@@ -265,6 +267,18 @@ async fn main() -> anyhow::Result<()> {
         "enter_errors": stats.enter_errors.load(Ordering::Relaxed),
         "enters_per_sec": entered as f64 / ramp_secs.max(0.001),
         "enter_latency": percentiles(&enter_hist),
+        // Every recorded enter latency as [µs, count] in an enter storm, so that several
+        // generators of one storm can be merged exactly (tests/bench/run.sh).
+        "enter_latency_us": if args.mode == Mode::Enter {
+            enter_hist.iter_recorded().map(|v| [v.value_iterated_to(), v.count_at_value()]).collect()
+        } else {
+            Vec::new()
+        },
+        "ramp_seconds": ramp_secs,
+        "ramp_loadgen_cpu_seconds": own_ramp_cpu,
+        "ramp_processes": ramp_cpu.iter()
+            .map(|(name, cpu, ..)| json!({"name": name, "cpu_seconds": cpu}))
+            .collect::<Vec<_>>(),
         "kib_per_connection": kib_per_conn,
     });
     println!("{:<28} {}", "label", args.label);
