@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -274,6 +275,29 @@ impl Registry {
     }
 }
 
+/// What the registry task knows of its own link.
+#[derive(Debug)]
+struct Hearing {
+    said_hello: Instant,
+    /// When this server last heard its own heartbeat come back: if it has not for a lapse,
+    /// it is the one cut off (NATS paused, or this process was stopped), and nobody else
+    /// is expired until it hears itself again, then everyone gets a fresh lapse.
+    heard_self: Instant,
+    cut_off: bool,
+    was_connected: bool,
+}
+
+impl Hearing {
+    fn new() -> Self {
+        Self {
+            said_hello: Instant::now(),
+            heard_self: Instant::now(),
+            cut_off: false,
+            was_connected: true,
+        }
+    }
+}
+
 struct RegistryTask {
     bus: Bus,
     subject: String,
@@ -294,15 +318,9 @@ impl RegistryTask {
         token: CancellationToken,
     ) {
         self.announce(Announce::Hello(self.me.clone())).await;
-        let said_hello = Instant::now();
         let mut tick = tokio::time::interval(self.timing.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut was_connected = true;
-        // When this server last heard its own heartbeat come back: if it has not for a lapse,
-        // it is the one cut off (NATS paused, or this process was stopped), and nobody else
-        // is expired until it hears itself again, then everyone gets a fresh lapse.
-        let mut heard_self = Instant::now();
-        let mut cut_off = false;
+        let mut hearing = Hearing::new();
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -315,52 +333,66 @@ impl RegistryTask {
                 }
                 msg = sub.next() => {
                     let Some(msg) = msg else { break };
-                    match rmp_serde::from_slice::<Announce>(&msg.payload) {
-                        Ok(Announce::Alive(info) | Announce::Hello(info)) if info.id == self.me.id => {
-                            heard_self = Instant::now();
-                        }
-                        Ok(a) => self.on_announce(a).await,
-                        Err(e) => tracing::debug!(error = %e, "ignoring a bad registry message"),
-                    }
+                    self.on_message(&msg.payload, &mut hearing).await;
                 }
-                _ = tick.tick() => {
-                    if said_hello.elapsed() >= self.timing.heartbeat {
-                        // Any live server answers a Hello at once: nobody did, so none is there.
-                        self.complete_tx.send_if_modified(|c| !std::mem::replace(c, true));
-                    }
-                    let connected = self.bus.is_connected();
-                    // A healthy server hears itself within a heartbeat; three missed mean it is
-                    // cut off, well before anyone else's lapse could be trusted.
-                    let hearing = heard_self.elapsed() < self.timing.heartbeat * 3;
-                    if (connected && !was_connected) || (hearing && cut_off) {
-                        // Back from a NATS outage or a pause: give everyone a fresh lapse.
-                        let now = Instant::now();
-                        for (_, at) in self.seen.values_mut() {
-                            *at = now;
-                        }
-                        // Tell the watchers even if the list is the same: what they cached
-                        // while cut off may be stale.
-                        self.rejoins.send_modify(|n| *n += 1);
-                        self.publish_list();
-                    }
-                    if !hearing && !cut_off {
-                        tracing::warn!("this server does not hear its own heartbeat: expiring nobody");
-                        // Most often this server was paused and has just woken: say so before
-                        // the Alive below brings traffic back, so that what it does next waits
-                        // for whoever served its work meanwhile. Said again once it hears itself.
-                        self.rejoins.send_modify(|n| *n += 1);
-                    }
-                    was_connected = connected;
-                    cut_off = !hearing;
-                    if connected && hearing {
-                        self.expire(heard_self);
-                    }
-                    self.announce(Announce::Alive(self.me.clone())).await;
-                }
+                _ = tick.tick() => self.on_tick(&mut sub, &mut hearing).await,
             }
         }
         self.announce(Announce::Bye(self.me.id.clone())).await;
         let _ = self.bus.flush().await;
+    }
+
+    async fn on_message(&mut self, payload: &[u8], hearing: &mut Hearing) {
+        match rmp_serde::from_slice::<Announce>(payload) {
+            Ok(Announce::Alive(info) | Announce::Hello(info)) if info.id == self.me.id => {
+                hearing.heard_self = Instant::now();
+            }
+            Ok(a) => self.on_announce(a).await,
+            Err(e) => tracing::debug!(error = %e, "ignoring a bad registry message"),
+        }
+    }
+
+    /// Judges who is alive, then says this server is.
+    async fn on_tick(&mut self, sub: &mut crate::Subscription, hearing: &mut Hearing) {
+        // Everything already received first. After this task was starved (an overloaded
+        // process), its own heartbeat and everyone else's wait here together; `select!` picks
+        // at random, so the tick could come right after this server's own heartbeat and
+        // before the others', and expire them all although their heartbeats were in hand.
+        while let Some(Some(msg)) = sub.next().now_or_never() {
+            self.on_message(&msg.payload, hearing).await;
+        }
+        if hearing.said_hello.elapsed() >= self.timing.heartbeat {
+            // Any live server answers a Hello at once: nobody did, so none is there.
+            self.complete_tx.send_if_modified(|c| !std::mem::replace(c, true));
+        }
+        let connected = self.bus.is_connected();
+        // A healthy server hears itself within a heartbeat; three missed mean it is
+        // cut off, well before anyone else's lapse could be trusted.
+        let hears = hearing.heard_self.elapsed() < self.timing.heartbeat * 3;
+        if (connected && !hearing.was_connected) || (hears && hearing.cut_off) {
+            // Back from a NATS outage or a pause: give everyone a fresh lapse.
+            let now = Instant::now();
+            for (_, at) in self.seen.values_mut() {
+                *at = now;
+            }
+            // Tell the watchers even if the list is the same: what they cached
+            // while cut off may be stale.
+            self.rejoins.send_modify(|n| *n += 1);
+            self.publish_list();
+        }
+        if !hears && !hearing.cut_off {
+            tracing::warn!("this server does not hear its own heartbeat: expiring nobody");
+            // Most often this server was paused and has just woken: say so before
+            // the Alive below brings traffic back, so that what it does next waits
+            // for whoever served its work meanwhile. Said again once it hears itself.
+            self.rejoins.send_modify(|n| *n += 1);
+        }
+        hearing.was_connected = connected;
+        hearing.cut_off = !hears;
+        if connected && hears {
+            self.expire(hearing.heard_self);
+        }
+        self.announce(Announce::Alive(self.me.clone())).await;
     }
 
     async fn on_announce(&mut self, a: Announce) {
@@ -506,20 +538,24 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_server_is_expired_only_after_a_lapse_in_which_this_one_heard_itself() {
-        let (tx, _) = watch::channel(Arc::new(ServerList::default()));
-        let mut task = RegistryTask {
-            bus: Bus::local(),
+    /// The registry task of server `id` (a chat server), not running.
+    fn task_of(id: &str, bus: Bus) -> RegistryTask {
+        RegistryTask {
+            bus,
             heard: Heard::default(),
             subject: "t.registry".into(),
-            me: info("chat-1", "chat"),
+            me: info(id, "chat"),
             timing: timing(),
             seen: HashMap::new(),
-            tx,
+            tx: watch::channel(Arc::new(ServerList::default())).0,
             complete_tx: watch::channel(false).0,
             rejoins: watch::channel(0).0,
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_is_expired_only_after_a_lapse_in_which_this_one_heard_itself() {
+        let mut task = task_of("chat-1", Bus::local());
         task.note(info("connector-1", "connector"));
         let last_heard = Instant::now();
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -531,6 +567,29 @@ mod tests {
         // other's last one: the other is gone.
         task.expire(last_heard + Duration::from_millis(200));
         assert!(!task.seen.contains_key("connector-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_after_a_stall_reads_every_heartbeat_already_received_before_expiring_anyone() {
+        let bus = Bus::local();
+        let mut task = task_of("chat-1", bus.clone());
+        let mut sub = bus.subscribe(task.subject.clone()).await.unwrap();
+        let mut hearing = Hearing::new();
+        task.note(info("connector-1", "connector"));
+        // This task was starved for seconds; meanwhile its own heartbeat and the other's came.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for who in [info("chat-1", "chat"), info("connector-1", "connector")] {
+            let alive = rmp_serde::to_vec(&Announce::Alive(who)).unwrap();
+            bus.publish(task.subject.clone(), alive.into()).await.unwrap();
+        }
+        // The loop reads its own first, then the tick fires.
+        let own = sub.next().await.unwrap();
+        task.on_message(&own.payload, &mut hearing).await;
+        task.on_tick(&mut sub, &mut hearing).await;
+        assert!(
+            task.seen.contains_key("connector-1"),
+            "expired with its heartbeat in hand"
+        );
     }
 
     #[tokio::test]
