@@ -204,11 +204,17 @@ if hoff:
     w("")
 
 w("## (c) idle connections, held with heartbeats\n")
-w("| system | target | held | server RSS before → after (MiB) | KiB per connection |")
-w("|---|---|---|---|---|")
+w("CPU while holding is in cores (CPU seconds per second) over 4 s once every connection is held: heartbeats, "
+  "and for Shaddock its membership rounds and registry.\n")
+w("| system | target | held | server RSS before → after (MiB) | KiB per connection | " + " | ".join(g for g, _ in GROUPS) + " | servers | load generators |")
+w("|---|---|---|---|---|" + "---|" * len(GROUPS) + "---|---|")
 for s in SYSTEMS:
     for r in by[(s, "c")]:
-        w(f"| {NAMES[s]} | {fmt(r['target'])} | {fmt(r['held'])} | {r['rss_before_kib']/1024:,.0f} → {r['rss_after_kib']/1024:,.0f} | {fmt(r['kib_per_connection'])} |")
+        secs = r.get("hold_seconds") or 0
+        cpu = by_group({"processes": r.get("hold_processes", [])})
+        cores = lambda v: fmt(v / secs) if v and secs else "–"
+        w(f"| {NAMES[s]} | {fmt(r['target'])} | {fmt(r['held'])} | {r['rss_before_kib']/1024:,.0f} → {r['rss_after_kib']/1024:,.0f} | {fmt(r['kib_per_connection'])} | "
+          + " | ".join(cores(cpu[g]) for g, _ in GROUPS) + f" | {cores(sum(cpu.values()))} | {cores(r.get('hold_loadgen_cpu_seconds'))} |")
 w("")
 w("## (d) enter storm: 4 load generators at once, 3000 users each, entering rooms of 10, 128 at a time per generator\n")
 w("Enters per second count every generator's enters over the longest generator's ramp; latencies are merged over "

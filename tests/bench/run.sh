@@ -41,6 +41,27 @@ rss_kib() { # sum of VmRSS of processes whose command line contains $1
   done
   echo $total
 }
+cpu_snap() { # patterns (comma-separated) : {"pattern": cpu seconds, ..., "loadgen": seconds} now
+  python3 - "$1" <<'PY'
+import json, os, sys
+pats = sys.argv[1].split(","); out = {p: 0.0 for p in pats}; out["loadgen"] = 0.0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue  # its own command line holds the patterns
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    secs = (int(f[11]) + int(f[12])) / 100.0
+    if "shaddock-loadgen" in cmd:
+        out["loadgen"] += secs
+    else:
+        p = next((p for p in pats if p in cmd), None)
+        if p: out[p] += secs
+print(json.dumps(out))
+PY
+}
 idle() { # system pattern procs total connectors... : idle connections from several loadgen processes
   local system=$1 pattern=$2 procs=$3 total=$4; shift 4
   # Rooms of 10, and at least `total` connections in all.
@@ -61,7 +82,8 @@ idle() { # system pattern procs total connectors... : idle connections from seve
     [ $all = 1 ] && break
     sleep 1
   done
-  sleep 4
+  # What holding costs (heartbeats, membership rounds), by process, over 4 s.
+  local cpu0 cpu1; cpu0=$(cpu_snap "$IDLE_WATCH"); sleep 4; cpu1=$(cpu_snap "$IDLE_WATCH")
   after=$(rss_kib "$pattern")
   local held=0
   for i in $(seq 0 $((procs - 1))); do
@@ -69,12 +91,16 @@ idle() { # system pattern procs total connectors... : idle connections from seve
     held=$((held + ${h:-0}))
   done
   kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null
-  python3 - "$system" "$total" "$held" "$before" "$after" >> "$RESULTS" <<'PY'
+  python3 - "$system" "$total" "$held" "$before" "$after" "$cpu0" "$cpu1" >> "$RESULTS" <<'PY'
 import json, sys
 system, target, held, before, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+c0, c1 = json.loads(sys.argv[6]), json.loads(sys.argv[7])
 print(json.dumps({"label": f"{system}/c", "mode": "idle", "target": target, "held": held,
                   "rss_before_kib": before, "rss_after_kib": after,
-                  "kib_per_connection": (after - before) / held if held else None}))
+                  "kib_per_connection": (after - before) / held if held else None,
+                  "hold_seconds": 4.0,
+                  "hold_processes": [{"name": k, "cpu_seconds": c1[k] - c0.get(k, 0.0)} for k in c1 if k != "loadgen"],
+                  "hold_loadgen_cpu_seconds": c1["loadgen"] - c0.get("loadgen", 0.0)}))
 PY
   say "$system c: held $held of $total, server RSS $before -> $after KiB"
 }
@@ -163,7 +189,7 @@ say "adding 4 connectors for the idle scenario"
 for n in 3 4 5 6; do start shaddock-connector connector-server-$n; done
 for _ in $(seq 1 100); do reachable 5055 && break; sleep 0.1; done
 sleep 1
-idle shaddock shaddock-connector 6 "$SHADDOCK_IDLE" 127.0.0.1:5050 127.0.0.1:5051 127.0.0.1:5052 127.0.0.1:5053 127.0.0.1:5054 127.0.0.1:5055
+IDLE_WATCH=$SW idle shaddock shaddock-connector 6 "$SHADDOCK_IDLE" 127.0.0.1:5050 127.0.0.1:5051 127.0.0.1:5052 127.0.0.1:5053 127.0.0.1:5054 127.0.0.1:5055
 stop_shaddock
 
 # ---- Pomelo (Node.js) ----
@@ -182,7 +208,11 @@ if ! command -v node >/dev/null; then say "node is missing: Pomelo runs skipped"
     lg $variant b --gate 127.0.0.1:3014 --rooms 100 --users-per-room 10 --rate $B_RATES --duration $DUR --stop-at-saturation --watch $PW --room-prefix b
     if [ $variant = pomelo ]; then
       enters $variant 127.0.0.1:3014 $PW
-      idle $variant peer-pomelo/app.js 2 "$POMELO_IDLE" 127.0.0.1:3050 127.0.0.1:3051
+      # Afresh for (c): Node's heap grown by (a), (b) and (d) shrank by more than the idle
+      # connections added (RSS fell 1,127 -> 1,011 MiB in one run), so "before" must be a new start.
+      say "restarting Pomelo for the idle scenario"
+      (cd "$OUT/peer-pomelo" && ./run.sh stop && sleep 1 && CHAT_NODELAY=$nodelay ./run.sh start) >>"$LOG" 2>&1 || { say "Pomelo did not start"; exit 1; }
+      IDLE_WATCH=$PW idle $variant peer-pomelo/app.js 2 "$POMELO_IDLE" 127.0.0.1:3050 127.0.0.1:3051
     fi
     (cd "$OUT/peer-pomelo" && ./run.sh stop) >>"$LOG" 2>&1
     sleep 1
