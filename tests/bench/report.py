@@ -218,8 +218,8 @@ for s in SYSTEMS:
 w("")
 w("## (d) enter storm: 4 load generators at once, 3000 users each, entering rooms of 10, 128 at a time per generator\n")
 w("Enters per second count every generator's enters over the longest generator's ramp; latencies are merged over "
-  "all enters. CPU is in µs per enter, by process, over that ramp (the users of a generator that finished first "
-  "leave while the others still enter, so a share of leaves is in it); the load generators' own CPU is beside it.\n")
+  "all enters. CPU is in µs per enter, by process, over that ramp (every user stays 3 s after its generator "
+  "has finished, so that no leave falls in another generator's ramp); the load generators' own CPU is beside it.\n")
 w("| system | entered | enters/s | p50 ms | p99 ms | errors | " + " | ".join(g for g, _ in GROUPS) + " | servers | load generators |")
 w("|---|---|---|---|---|---|" + "---|" * len(GROUPS) + "---|---|")
 for s in SYSTEMS:

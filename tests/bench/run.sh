@@ -110,7 +110,7 @@ enters() { # system gate watch : (d) an enter storm from ENTER_GENS load generat
   local system=$1 gate=$2 watch=$3 pids=() i
   say "$system d: $ENTER_GENS load generators, 3000 users each, 128 entering at a time"
   for i in $(seq 0 $((ENTER_GENS - 1))); do
-    "$LG" --label "$system/d$i" --gate "$gate" --mode enter --rooms 300 --users-per-room 10 --concurrency 128 \
+    "$LG" --label "$system/d$i" --gate "$gate" --mode enter --rooms 300 --users-per-room 10 --concurrency 128 --linger 3 \
       --watch "$watch" --room-prefix "d$i-" --offset $((500000 + i * 10000)) --sources 127.0.0.$((40 + i)) \
       > "$OUT/enter-$system-$i.out" 2>>"$LOG" &
     pids+=($!)

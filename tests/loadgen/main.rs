@@ -59,6 +59,10 @@ struct Args {
     /// Seconds of chatting (or holding, in idle mode).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Seconds every user stays after the run before it quits (enter mode: so that several
+    /// generators started together all finish entering before any of their users leave).
+    #[arg(long, default_value_t = 0.0)]
+    linger: f64,
     /// Share of messages sent privately to one member (0..1).
     #[arg(long, default_value_t = 0.0)]
     private_share: f64,
@@ -462,6 +466,7 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
+    tokio::time::sleep(Duration::from_secs_f64(args.linger.max(0.0))).await;
     // Quit: every user closes its socket.
     for room in &rooms {
         for (_, tx) in room {
