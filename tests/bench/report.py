@@ -166,6 +166,20 @@ def by_group(r):
     return cpu
 
 
+def process_cells(processes, per, loadgen):
+    """The GROUPS' cells, the servers' total and the load generators' cell, each CPU value
+    turned into text by `per` (µs per request, cores, ...); '–' where there was none."""
+    cpu = by_group({"processes": processes})
+    cell = lambda v: per(v) if v else "–"
+    return " | ".join(cell(cpu[g]) for g, _ in GROUPS) + f" | {cell(sum(cpu.values()))} | {cell(loadgen)}"
+
+
+def process_header(first):
+    """A table's header: `first` columns, then one per group, servers and load generators."""
+    head = "| " + " | ".join(first + [g for g, _ in GROUPS] + ["servers", "load generators"]) + " |"
+    return head + "\n|" + "---|" * (len(first) + len(GROUPS) + 2)
+
+
 w("## (i) CPU by process, in µs per chat request (and per delivery)\n")
 w("Each step's CPU seconds divided by the requests sent in it (µs/request) and, in the last column, "
   "by the deliveries (µs/delivery). Servers are every process of the system (for Shaddock NATS and Redis too); "
@@ -177,12 +191,10 @@ for scenario in ("a", "b"):
         for r in sorted(by[(s, scenario)], key=lambda r: r["rate_per_room"]):
             if not r.get("sent"):
                 continue
-            cpu = by_group(r)
-            us = lambda v: fmt(v * 1e6 / r["sent"]) if v else "–"
-            total = sum(cpu.values())
+            total = sum(by_group(r).values())
             per_delivery = fmt(total * 1e6 / r["delivered"]) if r.get("delivered") else "–"
-            w(f"| {NAMES[s]} | ({scenario}) | {fmt(r['rate_per_room'])} | " + " | ".join(us(cpu[g]) for g, _ in GROUPS)
-              + f" | {us(total)} | {us(r.get('loadgen_cpu_seconds'))} | {per_delivery} |")
+            cells = process_cells(r.get("processes", []), lambda v: fmt(v * 1e6 / r["sent"]), r.get("loadgen_cpu_seconds"))
+            w(f"| {NAMES[s]} | ({scenario}) | {fmt(r['rate_per_room'])} | {cells} | {per_delivery} |")
 w("")
 
 hoff = sorted(by[("shaddock", "hoff")], key=lambda r: r["rate_per_room"])
@@ -206,30 +218,25 @@ if hoff:
 w("## (c) idle connections, held with heartbeats\n")
 w("CPU while holding is in cores (CPU seconds per second) over 4 s once every connection is held: heartbeats, "
   "and for Shaddock its membership rounds and registry.\n")
-w("| system | target | held | server RSS before → after (MiB) | KiB per connection | " + " | ".join(g for g, _ in GROUPS) + " | servers | load generators |")
-w("|---|---|---|---|---|" + "---|" * len(GROUPS) + "---|---|")
+w(process_header(["system", "target", "held", "server RSS before → after (MiB)", "KiB per connection"]))
 for s in SYSTEMS:
     for r in by[(s, "c")]:
         secs = r.get("hold_seconds") or 0
-        cpu = by_group({"processes": r.get("hold_processes", [])})
-        cores = lambda v: fmt(v / secs) if v and secs else "–"
-        w(f"| {NAMES[s]} | {fmt(r['target'])} | {fmt(r['held'])} | {r['rss_before_kib']/1024:,.0f} → {r['rss_after_kib']/1024:,.0f} | {fmt(r['kib_per_connection'])} | "
-          + " | ".join(cores(cpu[g]) for g, _ in GROUPS) + f" | {cores(sum(cpu.values()))} | {cores(r.get('hold_loadgen_cpu_seconds'))} |")
+        cores = lambda v: fmt(v / secs) if secs else "–"
+        cells = process_cells(r.get("hold_processes", []), cores, r.get("hold_loadgen_cpu_seconds"))
+        w(f"| {NAMES[s]} | {fmt(r['target'])} | {fmt(r['held'])} | {r['rss_before_kib']/1024:,.0f} → {r['rss_after_kib']/1024:,.0f} | {fmt(r['kib_per_connection'])} | {cells} |")
 w("")
 w("## (d) enter storm: 4 load generators at once, 3000 users each, entering rooms of 10, 128 at a time per generator\n")
 w("Enters per second count every generator's enters over the longest generator's ramp; latencies are merged over "
   "all enters. CPU is in µs per enter, by process, over that ramp (every user stays 3 s after its generator "
   "has finished, so that no leave falls in another generator's ramp); the load generators' own CPU is beside it.\n")
-w("| system | entered | enters/s | p50 ms | p99 ms | errors | " + " | ".join(g for g, _ in GROUPS) + " | servers | load generators |")
-w("|---|---|---|---|---|---|" + "---|" * len(GROUPS) + "---|---|")
+w(process_header(["system", "entered", "enters/s", "p50 ms", "p99 ms", "errors"]))
 for s in SYSTEMS:
     for r in by[(s, "d")]:
         e = r["enter_latency"]
-        cpu = by_group({"processes": r.get("ramp_processes", [])})
         n = r["entered"] or 1
-        us = lambda v: fmt(v * 1e6 / n) if v else "–"
-        w(f"| {NAMES[s]} | {fmt(r['entered'])} | {fmt(r['enters_per_sec'])} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {fmt(r['enter_errors'])} | "
-          + " | ".join(us(cpu[g]) for g, _ in GROUPS) + f" | {us(sum(cpu.values()))} | {us(r.get('ramp_loadgen_cpu_seconds'))} |")
+        cells = process_cells(r.get("ramp_processes", []), lambda v: fmt(v * 1e6 / n), r.get("ramp_loadgen_cpu_seconds"))
+        w(f"| {NAMES[s]} | {fmt(r['entered'])} | {fmt(r['enters_per_sec'])} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | {fmt(r['enter_errors'])} | {cells} |")
 w("")
 w(f"![p99 fanout latency against offered load]({svg_path.split('/', 1)[-1] if svg_path.startswith('docs/') else svg_path})\n".replace("(bench-latency", "(docs/bench-latency"))
 w("Raw results: `run/bench/results.jsonl`; the full log: `run/bench/bench.log`.\n")

@@ -250,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
     // What the ramp cost, ours beside the servers' (the sampler started with it).
     let ramp_cpu = sampler.report();
     let own_ramp_cpu = procstat::cpu_seconds(std::process::id()).unwrap_or(0.0);
-    let rss_connected: u64 = sampler.report().iter().map(|r| r.3).sum();
+    let rss_connected: u64 = ramp_cpu.iter().map(|r| r.3).sum();
     let rss_start: u64 = sampler.rss_start.values().sum();
     eprintln!("[{}] {entered}/{total} entered in {ramp_secs:.1} s", args.label);
 
