@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use shaddock_channel::{Channel, ChannelError, Delivery, Member};
-use shaddock_history::{Audience, HistoryError};
+use shaddock_history::{Audience, HistoryError, NewEntry};
 
 use crate::ChatState;
 
@@ -15,6 +15,9 @@ pub enum PublishError {
     History(#[from] HistoryError),
     #[error("{0}")]
     Channel(#[from] ChannelError),
+    /// The history write of a whole batch failed.
+    #[error("room history: {0}")]
+    Batch(std::sync::Arc<HistoryError>),
 }
 
 /// Who a push goes to.
@@ -24,6 +27,16 @@ pub enum To<'a> {
     Room(&'a Channel),
     /// These members; the history keeps the message for `audience`.
     Members(&'a [Member], &'a Audience),
+}
+
+impl To<'_> {
+    /// Whom the history keeps the message for.
+    fn audience(&self) -> &Audience {
+        match self {
+            To::Room(_) => &Audience::All,
+            To::Members(_, audience) => audience,
+        }
+    }
 }
 
 /// Pushes `body` on `route` into room `rid`, after recording it in the room's history. A
@@ -37,11 +50,7 @@ pub async fn publish(
     to: To<'_>,
     best_effort: bool,
 ) -> Result<(), PublishError> {
-    let audience = match to {
-        To::Room(_) => &Audience::All,
-        To::Members(_, audience) => audience,
-    };
-    let offset = match state.history.append(rid, route, body, audience).await {
+    let offset = match state.history.append(rid, route, body, to.audience()).await {
         Ok(position) => position.map(|p| p.offset),
         Err(e) if best_effort => {
             tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
@@ -49,6 +58,58 @@ pub async fn publish(
         }
         Err(e) => return Err(e.into()),
     };
+    push(state, route, body, to, offset).await
+}
+
+/// One message of [`publish_batch`]: its body and whom it goes to.
+#[derive(Debug)]
+pub struct Message<'a> {
+    pub body: &'a [u8],
+    pub to: To<'a>,
+}
+
+/// Pushes `messages` on `route` into room `rid`, in order, after recording them all in the
+/// room's history in one write (their offsets follow each other). When that write fails none
+/// is sent; otherwise each push succeeds or fails on its own.
+pub async fn publish_batch(
+    state: &ChatState,
+    rid: &str,
+    route: &str,
+    messages: &[Message<'_>],
+) -> Vec<Result<(), PublishError>> {
+    let entries: Vec<NewEntry<'_>> = messages
+        .iter()
+        .map(|m| NewEntry {
+            route,
+            body: m.body,
+            audience: m.to.audience(),
+        })
+        .collect();
+    let offsets = match state.history.append_batch(rid, &entries).await {
+        Ok(positions) => positions.map(|p| p.into_iter().map(|p| p.offset).collect::<Vec<_>>()),
+        Err(e) => {
+            let e = std::sync::Arc::new(e);
+            return messages
+                .iter()
+                .map(|_| Err(PublishError::Batch(e.clone())))
+                .collect();
+        }
+    };
+    let mut results = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let offset = offsets.as_ref().and_then(|o| o.get(i).copied());
+        results.push(push(state, route, m.body, m.to, offset).await);
+    }
+    results
+}
+
+async fn push(
+    state: &ChatState,
+    route: &str,
+    body: &[u8],
+    to: To<'_>,
+    offset: Option<u64>,
+) -> Result<(), PublishError> {
     match to {
         To::Room(channel) => {
             channel

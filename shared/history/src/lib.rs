@@ -83,6 +83,14 @@ impl Audience {
     }
 }
 
+/// A message to append: what [`History::append_batch`] takes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub route: &'a str,
+    pub body: &'a [u8],
+    pub audience: &'a Audience,
+}
+
 /// Where a room's history stands: its epoch and latest offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
@@ -159,10 +167,27 @@ impl History {
         body: &[u8],
         audience: &Audience,
     ) -> Result<Option<Position>, HistoryError> {
+        let entry = NewEntry {
+            route,
+            body,
+            audience,
+        };
+        let positions = self.append_batch(room, std::slice::from_ref(&entry)).await?;
+        Ok(positions.and_then(|p| p.into_iter().next()))
+    }
+
+    /// Gives the messages the room's next offsets, in order, and keeps them, in one step (one
+    /// round trip to Redis): no other message of the room falls between them. `None` when
+    /// history is off.
+    pub async fn append_batch(
+        &self,
+        room: &str,
+        entries: &[NewEntry<'_>],
+    ) -> Result<Option<Vec<Position>>, HistoryError> {
         match self {
             History::Off => Ok(None),
-            History::Memory(m) => Ok(Some(m.append(room, route, body, audience))),
-            History::Redis(r) => r.append(room, route, body, audience).await.map(Some),
+            History::Memory(m) => Ok(Some(m.append(room, entries))),
+            History::Redis(r) => r.append(room, entries).await.map(Some),
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 
 use parking_lot::Mutex;
 
-use crate::{Audience, Entry, Position, Retention, new_epoch, now_ms};
+use crate::{Entry, NewEntry, Position, Retention, new_epoch, now_ms};
 
 #[derive(Debug)]
 struct RoomLog {
@@ -54,26 +54,32 @@ impl MemoryHistory {
         f(log)
     }
 
-    pub(crate) fn append(&self, room: &str, route: &str, body: &[u8], audience: &Audience) -> Position {
+    /// Appends `entries` in order, at one time (as Redis's script does).
+    pub(crate) fn append(&self, room: &str, entries: &[NewEntry<'_>]) -> Vec<Position> {
         let size = self.retention.size;
         self.with_room(room, |log| {
-            log.top += 1;
-            if size > 0 {
-                log.entries.push_back(Entry {
-                    offset: log.top,
-                    route: route.to_owned(),
-                    body: body.to_vec(),
-                    audience: audience.clone(),
-                    at_ms: now_ms(),
-                });
-                while log.entries.len() > size {
-                    log.entries.pop_front();
-                }
-            }
-            Position {
-                epoch: log.epoch.clone(),
-                offset: log.top,
-            }
+            entries
+                .iter()
+                .map(|e| {
+                    log.top += 1;
+                    if size > 0 {
+                        log.entries.push_back(Entry {
+                            offset: log.top,
+                            route: e.route.to_owned(),
+                            body: e.body.to_vec(),
+                            audience: e.audience.clone(),
+                            at_ms: now_ms(),
+                        });
+                        while log.entries.len() > size {
+                            log.entries.pop_front();
+                        }
+                    }
+                    Position {
+                        epoch: log.epoch.clone(),
+                        offset: log.top,
+                    }
+                })
+                .collect()
         })
     }
 

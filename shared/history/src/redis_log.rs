@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use redis::{RedisResult, Script};
 use shaddock_redis::{Redis, room_tag};
 
-use crate::{Audience, Entry, HistoryError, Position, Retention, new_epoch, now_ms};
+use crate::{Audience, Entry, HistoryError, NewEntry, Position, Retention, new_epoch, now_ms};
 
 /// Makes sure the room has an epoch: a missing hash means the history was lost (or never
 /// was), so the stream is dropped and a new epoch starts at offset 0.
@@ -18,19 +18,23 @@ const ENSURE_META: &str = "local e = redis.call('HGET', KEYS[1], 'epoch') \
        redis.call('HSET', KEYS[1], 'epoch', e, 'top', 0) \
      end ";
 
-/// Hands out the next offset and keeps the entry (when size > 0).
-/// KEYS: meta, stream. ARGV: epoch if new, size, age ms, meta ttl ms, entry without offset.
-/// Answers {epoch, offset}.
+/// Hands out the next offsets, one per entry in order, and keeps the entries (when size > 0).
+/// KEYS: meta, stream. ARGV: epoch if new, size, age ms, meta ttl ms, then the entries without
+/// their offsets. Answers {epoch, first offset}.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{ENSURE_META} \
-         local top = redis.call('HINCRBY', KEYS[1], 'top', 1) \
+         local n = #ARGV - 4 \
+         local top = redis.call('HINCRBY', KEYS[1], 'top', n) \
+         local first = top - n + 1 \
          if tonumber(ARGV[2]) > 0 then \
-           redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], top .. '-0', 'm', ARGV[5]) \
+           for i = 1, n do \
+             redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-0', first + i - 1), 'm', ARGV[4 + i]) \
+           end \
            redis.call('PEXPIRE', KEYS[2], ARGV[3]) \
          end \
          redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
-         return {{e, tostring(top)}}"
+         return {{e, tostring(first)}}"
     ))
 });
 
@@ -132,35 +136,42 @@ impl RedisHistory {
         })
     }
 
+    /// Appends `entries` in order with one script call (one round trip for a batch).
     pub(crate) async fn append(
         &self,
         room: &str,
-        route: &str,
-        body: &[u8],
-        audience: &Audience,
-    ) -> Result<Position, HistoryError> {
-        let stored = rmp_serde::to_vec(&StoredRef {
-            route,
-            body,
-            audience,
-            at_ms: now_ms(),
-        })?;
+        entries: &[NewEntry<'_>],
+    ) -> Result<Vec<Position>, HistoryError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let r = self.retention;
-        let answer: RedisResult<(String, String)> = APPEND
-            .key(self.meta_key(room))
-            .key(self.stream_key(room))
+        let at_ms = now_ms();
+        let mut call = APPEND.key(self.meta_key(room));
+        call.key(self.stream_key(room))
             .arg(new_epoch())
             .arg(r.size)
             .arg(r.age.as_millis() as u64)
-            .arg(r.meta_ttl.as_millis() as u64)
-            .arg(stored)
-            .invoke_async(&mut self.conn.clone())
-            .await;
-        let (epoch, top) = self.check(answer)?;
-        let offset = top
+            .arg(r.meta_ttl.as_millis() as u64);
+        for e in entries {
+            call.arg(rmp_serde::to_vec(&StoredRef {
+                route: e.route,
+                body: e.body,
+                audience: e.audience,
+                at_ms,
+            })?);
+        }
+        let answer: RedisResult<(String, String)> = call.invoke_async(&mut self.conn.clone()).await;
+        let (epoch, first) = self.check(answer)?;
+        let first: u64 = first
             .parse()
-            .map_err(|_| HistoryError::Unexpected(format!("offset {top}")))?;
-        Ok(Position { epoch, offset })
+            .map_err(|_| HistoryError::Unexpected(format!("offset {first}")))?;
+        Ok((first..first + entries.len() as u64)
+            .map(|offset| Position {
+                epoch: epoch.clone(),
+                offset,
+            })
+            .collect())
     }
 
     pub(crate) async fn read(

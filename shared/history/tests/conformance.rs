@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shaddock_history::{Audience, History, Position, Retention};
+use shaddock_history::{Audience, History, NewEntry, Position, Retention};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -85,6 +85,7 @@ conformance!(
     a_trimmed_history_fails_whole,
     two_servers_share_one_count,
     a_room_never_written_has_an_epoch_that_stays,
+    a_batch_takes_consecutive_offsets_and_is_recovered_in_its_order,
 );
 
 async fn append(h: &History, room: &str, n: u64) -> Position {
@@ -193,4 +194,35 @@ async fn a_room_never_written_has_an_epoch_that_stays(make: &Make) {
     let r = h.recover("quiet", "u", Some(&before)).await.unwrap().unwrap();
     assert!(r.recovered);
     assert_eq!(r.messages.len(), 1);
+}
+
+async fn a_batch_takes_consecutive_offsets_and_is_recovered_in_its_order(make: &Make) {
+    let h = make(10).await;
+    let seen = append(&h, "r", 1).await;
+    let bodies: Vec<Vec<u8>> = (2..=4).map(|n| format!("{{\"n\":{n}}}").into_bytes()).collect();
+    let only_b = Audience::Only(vec!["b".into()]);
+    let entries: Vec<NewEntry<'_>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| NewEntry {
+            route: "onChat",
+            body,
+            audience: if i == 1 { &only_b } else { &Audience::All },
+        })
+        .collect();
+    let batch = h.append_batch("r", &entries).await.unwrap().unwrap();
+    let offsets: Vec<u64> = batch.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, vec![2, 3, 4]);
+    assert!(batch.iter().all(|p| p.epoch == seen.epoch));
+    assert_eq!(
+        append(&h, "r", 5).await.offset,
+        5,
+        "the count goes on after a batch"
+    );
+    let r = h.recover("r", "a", Some(&seen)).await.unwrap().unwrap();
+    assert!(r.recovered);
+    let got: Vec<(u64, &[u8])> = r.messages.iter().map(|m| (m.offset, m.body.as_slice())).collect();
+    let want: Vec<(u64, &[u8])> = vec![(2, b"{\"n\":2}"), (4, b"{\"n\":4}"), (5, b"{\"n\":5}")];
+    assert_eq!(got, want, "in order, and only what was for the user");
+    assert_eq!(h.append_batch("r", &[]).await.unwrap().unwrap(), vec![]);
 }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::handler::{BoxFuture, HandlerError, Handlers, response_body};
 use crate::metrics::Metrics;
-use crate::sequencer::Sequencer;
+use crate::sequencer::{Batchable, Busy, Job, Sequencer};
 
 type RemoteFn =
     Arc<dyn Fn(String, String, Vec<u8>) -> BoxFuture<Result<Vec<u8>, HandlerError>> + Send + Sync>;
@@ -25,8 +25,41 @@ type RemoteFn =
 pub struct Backend {
     pub handlers: Handlers<SessionExport>,
     remote: RemoteFn,
-    order: Sequencer<String>,
+    order: Sequencer<String, Forwarded>,
     metrics: Arc<Metrics>,
+}
+
+/// A forwarded request to a batched route ([`Handlers::add_batched`]), waiting in its key's
+/// queue: requests of one route queued behind each other run as one batch.
+pub struct Forwarded {
+    backend: Arc<Backend>,
+    bus: Bus,
+    msg: Incoming,
+    session: SessionExport,
+    route: String,
+    body: Vec<u8>,
+    expires: Option<tokio::time::Instant>,
+    expires_at_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Forwarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarded").field("route", &self.route).finish()
+    }
+}
+
+impl Batchable for Forwarded {
+    fn joins(&self, next: &Self) -> bool {
+        self.route == next.route && Arc::ptr_eq(&self.backend, &next.backend)
+    }
+
+    fn run(batch: Vec<Self>) -> Job {
+        Box::pin(async move {
+            if let Some(first) = batch.first() {
+                first.backend.clone().handle_batch(batch).await;
+            }
+        })
+    }
 }
 
 impl std::fmt::Debug for Backend {
@@ -44,7 +77,7 @@ impl Backend {
     pub fn new<F, Fut>(
         handlers: Handlers<SessionExport>,
         remote: F,
-        order: Sequencer<String>,
+        order: Sequencer<String, Forwarded>,
         metrics: Arc<Metrics>,
     ) -> Self
     where
@@ -73,49 +106,110 @@ impl Backend {
                 m = sub.next() => m,
             };
             let Some(msg) = msg else { break };
-            let env = Envelope::decode(&msg.payload);
-            let key = env.as_ref().ok().and_then(Envelope::key).map(str::to_owned);
-            let barrier = matches!(env, Ok(Envelope::Barrier { .. }));
             let reply_to = msg.reply.clone();
-            let this = self.clone();
-            // The sender's deadline, counted from now: a job that starts after it is dropped.
-            let expires = match &env {
-                Ok(Envelope::Forward {
-                    deadline_ms: Some(ms),
-                    ..
-                }) => Some(tokio::time::Instant::now() + std::time::Duration::from_millis(*ms)),
-                _ => None,
-            };
-            let job = {
-                let bus = bus.clone();
-                async move { this.handle(bus, msg, env, expires).await }.in_current_span()
-            };
-            match key {
-                Some(key) => {
-                    let queued = if barrier {
-                        self.order.submit_unheld(key, job)
-                    } else {
-                        self.order.submit(key, job)
-                    };
-                    if let Err(busy) = queued {
-                        tracing::warn!("a key's queue is full: message refused");
-                        self.metrics.queue_drops.inc();
-                        let refused = Reply::Err {
-                            code: 500,
-                            message: busy.to_string(),
-                        };
-                        if let (Some(to), Ok(bytes)) = (reply_to, refused.encode())
-                            && let Err(e) = bus.publish(to, bytes).await
-                        {
-                            tracing::debug!(error = %e, "cannot answer");
-                        }
-                    }
-                }
-                None => {
-                    tracker.spawn(job);
+            let queued = self.submit(&bus, msg, &tracker);
+            if let Err(busy) = queued {
+                tracing::warn!("a key's queue is full: message refused");
+                self.metrics.queue_drops.inc();
+                let refused = Reply::Err {
+                    code: 500,
+                    message: busy.to_string(),
+                };
+                if let (Some(to), Ok(bytes)) = (reply_to, refused.encode())
+                    && let Err(e) = bus.publish(to, bytes).await
+                {
+                    tracing::debug!(error = %e, "cannot answer");
                 }
             }
         }
+    }
+
+    /// Queues `msg` in its key's order (a request to a batched route as batchable work), or
+    /// runs it in a task of its own when it has no key.
+    fn submit(self: &Arc<Self>, bus: &Bus, msg: Incoming, tracker: &TaskTracker) -> Result<(), Busy> {
+        let env = Envelope::decode(&msg.payload);
+        let key = env.as_ref().ok().and_then(Envelope::key).map(str::to_owned);
+        // The sender's deadline, counted from now: a job that starts after it is dropped.
+        let expires = match &env {
+            Ok(Envelope::Forward {
+                deadline_ms: Some(ms),
+                ..
+            }) => Some(tokio::time::Instant::now() + std::time::Duration::from_millis(*ms)),
+            _ => None,
+        };
+        match (key, env) {
+            (
+                Some(key),
+                Ok(Envelope::Forward {
+                    session,
+                    route,
+                    body,
+                    expires_at_ms,
+                    ..
+                }),
+            ) if self.handlers.is_batched(&route) => {
+                let forwarded = Forwarded {
+                    backend: self.clone(),
+                    bus: bus.clone(),
+                    msg,
+                    session,
+                    route,
+                    body,
+                    expires,
+                    expires_at_ms,
+                };
+                self.order.submit_batchable(key, forwarded)
+            }
+            (key, env) => {
+                let barrier = matches!(env, Ok(Envelope::Barrier { .. }));
+                let (this, bus) = (self.clone(), bus.clone());
+                let job = async move { this.handle(bus, msg, env, expires).await }.in_current_span();
+                match key {
+                    Some(key) if barrier => self.order.submit_unheld(key, job),
+                    Some(key) => self.order.submit(key, job),
+                    None => {
+                        tracker.spawn(job);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers `requests` of one batched route, in order; each is checked against its deadline
+    /// as [`Backend::handle`] does.
+    async fn handle_batch(&self, requests: Vec<Forwarded>) {
+        let Some(route) = requests.first().map(|f| f.route.clone()) else {
+            return;
+        };
+        let mut run = Vec::with_capacity(requests.len());
+        let mut waiting = Vec::with_capacity(requests.len());
+        for f in requests {
+            if self.late(f.expires, f.expires_at_ms) {
+                tracing::debug!(%route, "a forwarded request's deadline passed in the queue: dropped");
+                self.metrics.queue_drops.inc();
+                answer(&f.bus, &f.msg, deadline_passed()).await;
+                continue;
+            }
+            let body = serde_json::from_slice(&f.body).unwrap_or_else(|_| serde_json::json!({}));
+            run.push((f.session, body));
+            waiting.push((f.bus, f.msg));
+        }
+        if run.is_empty() {
+            return;
+        }
+        let results = self.handlers.handle_batch_filtered(&route, run).await;
+        for ((bus, msg), result) in waiting.iter().zip(&results) {
+            if let Err(e) = result {
+                tracing::debug!(%route, error = %e, "handler failed");
+            }
+            answer(bus, msg, Reply::Ok(response_body(result))).await;
+        }
+    }
+
+    fn late(&self, expires: Option<tokio::time::Instant>, expires_at_ms: Option<u64>) -> bool {
+        expires.is_some_and(|at| tokio::time::Instant::now() >= at)
+            || shaddock_bus::envelope::is_late(expires_at_ms)
     }
 
     async fn handle(
@@ -125,29 +219,27 @@ impl Backend {
         env: Result<Envelope, shaddock_bus::BusError>,
         expires: Option<tokio::time::Instant>,
     ) {
-        let late = expires.is_some_and(|at| tokio::time::Instant::now() >= at)
-            || matches!(&env, Ok(Envelope::Forward { expires_at_ms, .. } | Envelope::Rpc { expires_at_ms, .. })
-                if shaddock_bus::envelope::is_late(*expires_at_ms));
+        let expires_at_ms = match &env {
+            Ok(Envelope::Forward { expires_at_ms, .. } | Envelope::Rpc { expires_at_ms, .. }) => {
+                *expires_at_ms
+            }
+            _ => None,
+        };
+        let late = self.late(expires, expires_at_ms);
         let reply = match env {
             Ok(Envelope::Rpc { service, method, .. }) if late => {
                 // The caller gave up (this server was paused, or the key's queue was long): a
                 // late add would make a member whose session was already told it failed.
                 tracing::debug!(%service, %method, "a call's deadline passed before it ran: dropped");
                 self.metrics.queue_drops.inc();
-                Reply::Err {
-                    code: 500,
-                    message: "deadline passed".into(),
-                }
+                deadline_passed()
             }
             Ok(Envelope::Forward { route, .. }) if late => {
                 // The client was already told it failed: running it now would make its retry a
                 // second copy.
                 tracing::debug!(%route, "a forwarded request's deadline passed in the queue: dropped");
                 self.metrics.queue_drops.inc();
-                Reply::Err {
-                    code: 500,
-                    message: "deadline passed".into(),
-                }
+                deadline_passed()
             }
             Err(e) => Reply::Err {
                 code: 500,
@@ -185,18 +277,31 @@ impl Backend {
                 message: "a backend holds no sessions".into(),
             },
         };
-        if msg.reply.is_some() {
-            match reply.encode() {
-                // With batching on, with the pushes this handler made to the requester's
-                // server, in one message.
-                Ok(bytes) => {
-                    if let Err(e) = bus.respond_batched(&msg, bytes).await {
-                        tracing::debug!(error = %e, "cannot answer");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot encode reply"),
+        answer(&bus, &msg, reply).await;
+    }
+}
+
+fn deadline_passed() -> Reply {
+    Reply::Err {
+        code: 500,
+        message: "deadline passed".into(),
+    }
+}
+
+/// Sends `reply` to whoever asked (when anyone waits for it).
+async fn answer(bus: &Bus, msg: &Incoming, reply: Reply) {
+    if msg.reply.is_none() {
+        return;
+    }
+    match reply.encode() {
+        // With batching on, with the pushes this handler made to the requester's server, in
+        // one message.
+        Ok(bytes) => {
+            if let Err(e) = bus.respond_batched(msg, bytes).await {
+                tracing::debug!(error = %e, "cannot answer");
             }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot encode reply"),
     }
 }
 
@@ -225,6 +330,24 @@ mod tests {
         .unwrap()
     }
 
+    /// A backend with `handlers` serving `t.srv.chat-1` on `bus`.
+    async fn serve(
+        bus: &Bus,
+        tracker: &TaskTracker,
+        token: &CancellationToken,
+        handlers: Handlers<SessionExport>,
+    ) {
+        let order = Sequencer::batching(tracker.clone(), 100, None);
+        let backend = Arc::new(Backend::new(
+            handlers,
+            |_, _, _| async { Ok(Vec::new()) },
+            order,
+            Arc::new(Metrics::new()),
+        ));
+        let sub = bus.subscribe("t.srv.chat-1".into()).await.unwrap();
+        tracker.spawn(backend.serve(bus.clone(), sub, token.clone(), tracker.clone()));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_whose_deadline_passed_in_its_rooms_queue_is_dropped_not_run() {
         let (bus, tracker, token) = (Bus::local(), TaskTracker::new(), CancellationToken::new());
@@ -241,15 +364,7 @@ mod tests {
                 Ok(json!({}))
             }
         });
-        let order = Sequencer::new(tracker.clone(), 100);
-        let backend = Arc::new(Backend::new(
-            handlers,
-            |_, _, _| async { Ok(Vec::new()) },
-            order,
-            Arc::new(Metrics::new()),
-        ));
-        let sub = bus.subscribe("t.srv.chat-1".into()).await.unwrap();
-        tracker.spawn(backend.serve(bus.clone(), sub, token.clone(), tracker.clone()));
+        serve(&bus, &tracker, &token, handlers).await;
 
         let timeout = Duration::from_secs(5);
         let slow = bus.send_request("t.srv.chat-1".into(), forward(r#"{"slow":true}"#, 5_000), timeout);
@@ -285,6 +400,68 @@ mod tests {
             Reply::Err { .. }
         ));
         assert_eq!(ran.load(Ordering::SeqCst), 2, "the late ones never ran");
+        token.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_queued_behind_each_other_reach_a_batched_handler_together_each_with_its_answer() {
+        let (bus, tracker, token) = (Bus::local(), TaskTracker::new(), CancellationToken::new());
+        let batches = Arc::new(parking_lot::Mutex::new(Vec::<Vec<u64>>::new()));
+        let mut handlers = Handlers::new();
+        let seen = batches.clone();
+        handlers.add_batched(
+            "chat.chatHandler.send",
+            move |requests: Vec<(SessionExport, Value)>| {
+                let seen = seen.clone();
+                async move {
+                    let numbers: Vec<u64> = requests
+                        .iter()
+                        .map(|(_, b)| b["n"].as_u64().unwrap_or(99))
+                        .collect();
+                    seen.lock().push(numbers.clone());
+                    if numbers == [0] {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    numbers
+                        .iter()
+                        .map(|&n| {
+                            if n == 2 {
+                                Err(HandlerError::new("two fails"))
+                            } else {
+                                Ok(json!({ "n": n }))
+                            }
+                        })
+                        .collect()
+                }
+            },
+        );
+        serve(&bus, &tracker, &token, handlers).await;
+
+        let timeout = Duration::from_secs(5);
+        let mut sent = Vec::new();
+        for n in 0..4 {
+            let body = format!("{{\"n\":{n}}}");
+            sent.push(
+                bus.send_request("t.srv.chat-1".into(), forward(&body, 5_000), timeout)
+                    .await,
+            );
+            if n == 0 {
+                // The first is being handled (for 500 ms) when the others come.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut answers = Vec::new();
+        for s in sent {
+            answers.push(Reply::decode(&s.answer().await.unwrap()).unwrap());
+        }
+        assert_eq!(
+            *batches.lock(),
+            vec![vec![0], vec![1, 2, 3]],
+            "the first ran alone, the rest together"
+        );
+        let ok = |n: u64| Reply::Ok(serde_json::to_vec(&json!({ "n": n })).unwrap());
+        let failed = Reply::Ok(b"{\"code\":500}".to_vec());
+        assert_eq!(answers, vec![ok(0), ok(1), failed, ok(3)]);
         token.cancel();
     }
 }

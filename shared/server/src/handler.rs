@@ -13,6 +13,13 @@ use serde_json::{Value, json};
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 type HandlerFn<S> = Arc<dyn Fn(S, Value) -> BoxFuture<Result<Value, HandlerError>> + Send + Sync>;
+type BatchFn<S> = Arc<dyn Fn(Vec<(S, Value)>) -> BoxFuture<Vec<Result<Value, HandlerError>>> + Send + Sync>;
+
+/// A route's handler: one request at a time, or several in one call.
+enum Handler<S> {
+    One(HandlerFn<S>),
+    Batch(BatchFn<S>),
+}
 
 /// A failed request. What the client sees is [`HandlerError::response`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -75,7 +82,7 @@ pub trait Filter<S>: Send + Sync {
 
 /// Handlers by route (`type.handler.method`) and the filters around them.
 pub struct Handlers<S> {
-    map: HashMap<String, HandlerFn<S>>,
+    map: HashMap<String, Handler<S>>,
     filters: Vec<Arc<dyn Filter<S>>>,
 }
 
@@ -107,9 +114,27 @@ impl<S: Send + 'static> Handlers<S> {
         F: Fn(S, Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, HandlerError>> + Send + 'static,
     {
-        self.map
-            .insert(route.to_owned(), Arc::new(move |s, v| Box::pin(f(s, v))));
+        let f: HandlerFn<S> = Arc::new(move |s, v| Box::pin(f(s, v)));
+        self.map.insert(route.to_owned(), Handler::One(f));
         self
+    }
+
+    /// Registers `f` for `route`, taking requests in batches: `f` answers one result per
+    /// request, in order. A backend hands it the requests of one key (a room) that queued
+    /// behind each other; a request that comes alone is a batch of one.
+    pub fn add_batched<F, Fut>(&mut self, route: &str, f: F) -> &mut Self
+    where
+        F: Fn(Vec<(S, Value)>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<Value, HandlerError>>> + Send + 'static,
+    {
+        let f: BatchFn<S> = Arc::new(move |batch| Box::pin(f(batch)));
+        self.map.insert(route.to_owned(), Handler::Batch(f));
+        self
+    }
+
+    /// True when `route` takes its requests in batches ([`Handlers::add_batched`]).
+    pub fn is_batched(&self, route: &str) -> bool {
+        matches!(self.map.get(route), Some(Handler::Batch(_)))
     }
 
     pub fn filter(&mut self, f: impl Filter<S> + 'static) -> &mut Self {
@@ -133,9 +158,75 @@ impl<S: Send + 'static> Handlers<S> {
             f.before(route, &session, &body)?;
         }
         match self.map.get(route) {
-            Some(h) => h(session, body).await,
+            Some(Handler::One(h)) => h(session, body).await,
+            Some(Handler::Batch(h)) => {
+                let mut results = h(vec![(session, body)]).await;
+                results
+                    .pop()
+                    .unwrap_or_else(|| Err(HandlerError::new("a batch handler answered nothing")))
+            }
             None => Err(HandlerError::new(format!("no handler for route {route}"))),
         }
+    }
+
+    /// Runs the pipeline for requests of one batched route, in order: each passes the before
+    /// filters on its own, those that pass go to the handler in one call, and the after filters
+    /// see every result. A route that is not batched runs them one by one.
+    pub async fn handle_batch_filtered(
+        &self,
+        route: &str,
+        requests: Vec<(S, Value)>,
+    ) -> Vec<Result<Value, HandlerError>>
+    where
+        S: Clone,
+    {
+        let Some(Handler::Batch(h)) = self.map.get(route) else {
+            let mut results = Vec::with_capacity(requests.len());
+            for (session, body) in requests {
+                results.push(self.handle_filtered(route, session, body).await);
+            }
+            return results;
+        };
+        let sessions: Vec<S> = requests.iter().map(|(s, _)| s.clone()).collect();
+        let mut results: Vec<Option<Result<Value, HandlerError>>> = Vec::with_capacity(requests.len());
+        let mut admitted = Vec::with_capacity(requests.len());
+        for (session, body) in requests {
+            match self
+                .filters
+                .iter()
+                .try_for_each(|f| f.before(route, &session, &body))
+            {
+                Ok(()) => {
+                    admitted.push((session, body));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let expected = admitted.len();
+        let mut answered = if admitted.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            h(admitted).await.into_iter()
+        };
+        let results: Vec<Result<Value, HandlerError>> = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    answered.next().unwrap_or_else(|| {
+                        Err(HandlerError::new(format!(
+                            "a batch handler answered fewer than {expected} requests"
+                        )))
+                    })
+                })
+            })
+            .collect();
+        for (session, result) in sessions.iter().zip(&results) {
+            for f in self.filters.iter().rev() {
+                f.after(route, session, result);
+            }
+        }
+        results
     }
 
     /// Runs the pipeline with after filters; `S: Clone` so the filters see the session.
@@ -249,5 +340,53 @@ mod tests {
         refusing.add("a.b.c", |_, _| async move { panic!("must not run") });
         refusing.filter(Counting(count.clone(), true));
         assert!(refusing.handle_filtered("a.b.c", (), json!(1)).await.is_err());
+    }
+
+    struct RefusesOdd(Arc<AtomicUsize>);
+    impl Filter<()> for RefusesOdd {
+        fn before(&self, _: &str, _: &(), body: &Value) -> Result<(), HandlerError> {
+            match body.as_u64() {
+                Some(n) if n % 2 == 1 => Err(HandlerError::new("odd")),
+                _ => Ok(()),
+            }
+        }
+        fn after(&self, _: &str, _: &(), _: &Result<Value, HandlerError>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batched_route_gets_in_one_call_what_its_filters_let_through_and_answers_in_order() {
+        let afters = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut h: Handlers<()> = Handlers::new();
+        let seen = calls.clone();
+        h.add_batched("a.b.c", move |batch: Vec<((), Value)>| {
+            let seen = seen.clone();
+            async move {
+                let bodies: Vec<Value> = batch.into_iter().map(|(_, b)| b).collect();
+                seen.lock().push(bodies.clone());
+                bodies.into_iter().map(|b| Ok(json!({ "got": b }))).collect()
+            }
+        });
+        h.filter(RefusesOdd(afters.clone()));
+        assert!(h.is_batched("a.b.c"));
+        let results = h
+            .handle_batch_filtered("a.b.c", vec![((), json!(0)), ((), json!(1)), ((), json!(2))])
+            .await;
+        assert_eq!(*calls.lock(), vec![vec![json!(0), json!(2)]]);
+        assert_eq!(results[0], Ok(json!({"got": 0})));
+        assert!(results[1].is_err());
+        assert_eq!(results[2], Ok(json!({"got": 2})));
+        assert_eq!(
+            afters.load(Ordering::SeqCst),
+            3,
+            "after filters see every request"
+        );
+        // One request alone goes through the same handler as a batch of one.
+        assert_eq!(
+            h.handle_filtered("a.b.c", (), json!(4)).await,
+            Ok(json!({"got": 4}))
+        );
     }
 }

@@ -14,6 +14,10 @@
 //!   finished with it. Only that key waits. Jobs submitted with [`Sequencer::submit_unheld`]
 //!   (a barrier another server waits on) skip the hold, so two servers can never wait on each
 //!   other's hold.
+//! - Batchable work ([`Sequencer::submit_batchable`]) that is queued right behind more of its
+//!   kind runs with it as one batch, still in the key's order: a room's chat messages that
+//!   waited while one was being written then make one write to its history instead of one
+//!   each. A plain job between two of them ends the batch, so nothing overtakes anything.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -31,20 +35,51 @@ pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// What a key must wait for before its next job (`None`: go on at once).
 pub type Hold<K> = Arc<dyn Fn(&K) -> Option<Job> + Send + Sync>;
 
+/// Work of one key that may run together with more of its kind queued right behind it.
+pub trait Batchable: Send + Sized + 'static {
+    /// Most items in one batch.
+    const MAX_BATCH: usize = 64;
+    /// Whether `next` may join a batch that starts with `self`.
+    fn joins(&self, next: &Self) -> bool;
+    /// Runs `batch` (in the key's order).
+    fn run(batch: Vec<Self>) -> Job;
+}
+
+/// No batchable work: a sequencer of plain jobs.
+#[derive(Debug)]
+pub enum Unbatched {}
+
+impl Batchable for Unbatched {
+    fn joins(&self, _: &Self) -> bool {
+        match *self {}
+    }
+    fn run(batch: Vec<Self>) -> Job {
+        Box::pin(async move { drop(batch) })
+    }
+}
+
+/// What waits in a key's queue.
+enum Work<B> {
+    Job(Job),
+    Item(B),
+}
+
+/// A key's waiting work, each with whether the hold applies to it.
+type Queue<B> = VecDeque<(Work<B>, bool)>;
+
 /// A key already has `max_queued` jobs waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many messages queued")]
 pub struct Busy;
 
-/// Per-key serial execution. Cheap to clone.
-pub struct Sequencer<K> {
-    inner: Arc<Inner<K>>,
+/// Per-key serial execution; `B` is the work that may run in batches. Cheap to clone.
+pub struct Sequencer<K, B = Unbatched> {
+    inner: Arc<Inner<K, B>>,
 }
 
-struct Inner<K> {
-    /// A key is present while its worker runs; the queue holds the jobs after the current one,
-    /// each with whether the hold applies to it.
-    queues: Mutex<HashMap<K, VecDeque<(Job, bool)>>>,
+struct Inner<K, B> {
+    /// A key is present while its worker runs; the queue holds the work after the current one.
+    queues: Mutex<HashMap<K, Queue<B>>>,
     tracker: TaskTracker,
     max_queued: usize,
     hold: Option<Hold<K>>,
@@ -52,7 +87,7 @@ struct Inner<K> {
     idle: tokio::sync::Notify,
 }
 
-impl<K> Clone for Sequencer<K> {
+impl<K, B> Clone for Sequencer<K, B> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -60,7 +95,7 @@ impl<K> Clone for Sequencer<K> {
     }
 }
 
-impl<K> std::fmt::Debug for Sequencer<K> {
+impl<K, B> std::fmt::Debug for Sequencer<K, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sequencer")
             .field("active", &self.inner.queues.lock().len())
@@ -75,15 +110,22 @@ where
 {
     /// Workers are spawned on `tracker`, so shutdown waits for the jobs already queued.
     pub fn new(tracker: TaskTracker, max_queued: usize) -> Self {
-        Self::build(tracker, max_queued, None)
+        Self::batching(tracker, max_queued, None)
     }
 
     /// Before each job of a key, waits for what `hold(key)` returns (when it returns one).
     pub fn with_hold(tracker: TaskTracker, max_queued: usize, hold: Hold<K>) -> Self {
-        Self::build(tracker, max_queued, Some(hold))
+        Self::batching(tracker, max_queued, Some(hold))
     }
+}
 
-    fn build(tracker: TaskTracker, max_queued: usize, hold: Option<Hold<K>>) -> Self {
+impl<K, B> Sequencer<K, B>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    B: Batchable,
+{
+    /// A sequencer that also takes batchable work `B`, with an optional hold.
+    pub fn batching(tracker: TaskTracker, max_queued: usize, hold: Option<Hold<K>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 queues: Mutex::new(HashMap::new()),
@@ -97,15 +139,21 @@ where
 
     /// Queues `job` behind the jobs already submitted for `key`.
     pub fn submit(&self, key: K, job: impl Future<Output = ()> + Send + 'static) -> Result<(), Busy> {
-        self.enqueue(key, Box::pin(job.in_current_span()), true)
+        self.enqueue(key, Work::Job(Box::pin(job.in_current_span())), true)
+    }
+
+    /// Queues `item` behind the work already submitted for `key`; it runs in a batch with the
+    /// items queued right behind it that it [`Batchable::joins`].
+    pub fn submit_batchable(&self, key: K, item: B) -> Result<(), Busy> {
+        self.enqueue(key, Work::Item(item), true)
     }
 
     /// Queues `job` behind the jobs already submitted for `key`, without the hold.
     pub fn submit_unheld(&self, key: K, job: impl Future<Output = ()> + Send + 'static) -> Result<(), Busy> {
-        self.enqueue(key, Box::pin(job.in_current_span()), false)
+        self.enqueue(key, Work::Job(Box::pin(job.in_current_span())), false)
     }
 
-    fn enqueue(&self, key: K, job: Job, held: bool) -> Result<(), Busy> {
+    fn enqueue(&self, key: K, job: Work<B>, held: bool) -> Result<(), Busy> {
         let mut queues = self.inner.queues.lock();
         if let Some(queue) = queues.get_mut(&key) {
             if queue.len() >= self.inner.max_queued {
@@ -114,7 +162,7 @@ where
             queue.push_back((job, held));
             return Ok(());
         }
-        queues.insert(key.clone(), VecDeque::new());
+        queues.insert(key.clone(), Queue::new());
         drop(queues);
         let inner = self.inner.clone();
         self.inner
@@ -154,17 +202,21 @@ where
     }
 }
 
-impl<K> Inner<K>
+impl<K, B> Inner<K, B>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
+    B: Batchable,
 {
-    async fn work(self: Arc<Self>, key: K, first: (Job, bool)) {
+    async fn work(self: Arc<Self>, key: K, first: (Work<B>, bool)) {
         let (mut job, mut held) = first;
         loop {
             if held && let Some(wait) = self.hold.as_ref().and_then(|h| h(&key)) {
                 wait.await;
             }
-            job.await;
+            match job {
+                Work::Job(job) => job.await,
+                Work::Item(item) => B::run(self.batch_from(&key, item)).await,
+            }
             let mut queues = self.queues.lock();
             match queues.get_mut(&key).and_then(VecDeque::pop_front) {
                 Some(next) => (job, held) = next,
@@ -177,6 +229,24 @@ where
                 }
             }
         }
+    }
+
+    /// `first` and the items queued right behind it that join it (taken after the hold, so
+    /// every one of them had its turn).
+    fn batch_from(&self, key: &K, first: B) -> Vec<B> {
+        let mut batch = vec![first];
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(key) else {
+            return batch;
+        };
+        while batch.len() < B::MAX_BATCH
+            && matches!(queue.front(), Some((Work::Item(next), _)) if batch[0].joins(next))
+        {
+            if let Some((Work::Item(next), _)) = queue.pop_front() {
+                batch.push(next);
+            }
+        }
+        batch
     }
 }
 
@@ -270,5 +340,67 @@ mod tests {
         assert_eq!(done[1], ("other", Duration::ZERO));
         assert_eq!(done[2].0, "held");
         assert!(done[2].1 >= Duration::from_secs(1));
+    }
+
+    /// A batchable item for the tests: its number and its kind (only one kind joins another).
+    struct Noted {
+        log: Arc<Mutex<Vec<Vec<u32>>>>,
+        n: u32,
+        kind: u8,
+    }
+
+    impl Batchable for Noted {
+        const MAX_BATCH: usize = 3;
+        fn joins(&self, next: &Self) -> bool {
+            self.kind == next.kind
+        }
+        fn run(batch: Vec<Self>) -> Job {
+            Box::pin(async move {
+                let log = batch[0].log.clone();
+                log.lock().push(batch.iter().map(|b| b.n).collect());
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_queued_behind_each_other_run_as_one_batch_in_order_and_a_job_between_ends_it() {
+        let tracker = TaskTracker::new();
+        let seq: Sequencer<u32, Noted> = Sequencer::batching(tracker.clone(), 100, None);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let item = |n, kind| Noted {
+            log: log.clone(),
+            n,
+            kind,
+        };
+        // The first one runs at once, alone; the rest queue behind a slow job.
+        seq.submit_batchable(1, item(0, 0)).unwrap();
+        let slow = log.clone();
+        seq.submit(1, async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            slow.lock().push(vec![100]);
+        })
+        .unwrap();
+        for n in 1..=4 {
+            seq.submit_batchable(1, item(n, 0)).unwrap();
+        }
+        seq.submit(1, {
+            let log = log.clone();
+            async move { log.lock().push(vec![200]) }
+        })
+        .unwrap();
+        seq.submit_batchable(1, item(5, 0)).unwrap();
+        seq.submit_batchable(1, item(6, 1)).unwrap();
+        seq.submit_batchable(1, item(7, 1)).unwrap();
+        seq.wait_idle().await;
+        let expected: Vec<Vec<u32>> = vec![
+            vec![0],
+            vec![100],
+            vec![1, 2, 3], // at most MAX_BATCH
+            vec![4],
+            vec![200],
+            vec![5],
+            vec![6, 7], // another kind starts another batch
+        ];
+        assert_eq!(*log.lock(), expected);
     }
 }

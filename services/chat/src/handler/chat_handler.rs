@@ -9,11 +9,12 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 use shaddock_bus::SessionExport;
+use shaddock_channel::Member;
 use shaddock_history::Audience;
 use shaddock_server::{HandlerError, Handlers};
 
 use crate::ChatState;
-use crate::room::{To, publish};
+use crate::room::{Message, To, publish_batch};
 
 pub const ROUTE: &str = "chat.chatHandler.send";
 
@@ -26,13 +27,72 @@ struct OnChat<'a> {
 }
 
 pub fn register(handlers: &mut Handlers<SessionExport>, state: ChatState) {
-    handlers.add(ROUTE, move |session: SessionExport, body: Value| {
+    handlers.add_batched(ROUTE, move |requests: Vec<(SessionExport, Value)>| {
         let state = state.clone();
-        async move { send(&state, &session, &body).await }
+        async move { send_batch(&state, requests).await }
     });
 }
 
-async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Result<Value, HandlerError> {
+/// A message ready to push: its body and the private target's member, if it has one.
+struct Outgoing {
+    rid: String,
+    payload: Vec<u8>,
+    target: Option<(Member, Audience)>,
+}
+
+/// The requests that queued in a room's order while one was being handled, handled together:
+/// each is checked and given its body in order, then the room's history gets all of them in
+/// one write, and they are pushed in order (see `room::publish_batch`).
+async fn send_batch(
+    state: &ChatState,
+    requests: Vec<(SessionExport, Value)>,
+) -> Vec<Result<Value, HandlerError>> {
+    let mut results: Vec<Result<Value, HandlerError>> = Vec::with_capacity(requests.len());
+    let mut ready: Vec<(usize, Outgoing)> = Vec::with_capacity(requests.len());
+    for (session, body) in &requests {
+        match prepare(state, session, body).await {
+            Ok(out) => {
+                ready.push((results.len(), out));
+                results.push(Ok(json!({})));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    // A batch is one room (its key); should it hold several, each run of one room is written
+    // on its own, still in order.
+    let mut start = 0;
+    while start < ready.len() {
+        let rid = ready[start].1.rid.clone();
+        let end = ready[start..]
+            .iter()
+            .position(|(_, o)| o.rid != rid)
+            .map_or(ready.len(), |n| start + n);
+        let run = &ready[start..end];
+        let channel = state.room_to_push(&rid);
+        let messages: Vec<Message<'_>> = run
+            .iter()
+            .map(|(_, o)| Message {
+                body: &o.payload,
+                to: match &o.target {
+                    None => To::Room(&channel),
+                    Some((member, audience)) => To::Members(std::slice::from_ref(member), audience),
+                },
+            })
+            .collect();
+        let pushed = publish_batch(state, &rid, "onChat", &messages).await;
+        for ((i, _), p) in run.iter().zip(pushed) {
+            if let Err(e) = p {
+                results[*i] = Err(HandlerError::new(e.to_string()));
+            }
+        }
+        start = end;
+    }
+    results
+}
+
+/// Checks one request and makes its `onChat` body (in the room's order: a private target is
+/// looked up as the room stands after the messages before it).
+async fn prepare(state: &ChatState, session: &SessionExport, body: &Value) -> Result<Outgoing, HandlerError> {
     let rid = session
         .get_str("rid")
         .ok_or_else(|| HandlerError::new("session has no rid"))?;
@@ -55,20 +115,21 @@ async fn send(state: &ChatState, session: &SessionExport, body: &Value) -> Resul
     let msg = body.get("content").unwrap_or(&Value::Null);
     let payload =
         serde_json::to_vec(&OnChat { msg, from, target }).map_err(|e| HandlerError::new(e.to_string()))?;
-    let channel = state.room_to_push(rid);
-    let pushed = if target == "*" {
-        publish(state, rid, "onChat", &payload, To::Room(&channel), false).await
+    let target = if target == "*" {
+        None
     } else {
         let target_uid = format!("{target}*{rid}");
-        let member = channel
+        let member = state
+            .room_to_push(rid)
             .member(&target_uid)
             .await
             .map_err(|e| HandlerError::new(e.to_string()))?
             .ok_or_else(|| HandlerError::new(format!("{target} is not in {rid}")))?;
-        let audience = Audience::Only(vec![target_uid]);
-        let to = To::Members(std::slice::from_ref(&member), &audience);
-        publish(state, rid, "onChat", &payload, to, false).await
+        Some((member, Audience::Only(vec![target_uid])))
     };
-    pushed.map_err(|e| HandlerError::new(e.to_string()))?;
-    Ok(json!({}))
+    Ok(Outgoing {
+        rid: rid.to_owned(),
+        payload,
+        target,
+    })
 }
