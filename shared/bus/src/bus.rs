@@ -9,7 +9,6 @@
 //!   (async-nats reports a slow consumer) rather than slowing the publisher.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,7 +21,6 @@ use tokio::sync::mpsc;
 use crate::BusError;
 use crate::batch;
 use crate::coalesce::Coalescer;
-use crate::gather;
 use crate::reply::{Forget, PendingReply, ReplyMux};
 use crate::stats::BusStats;
 
@@ -153,9 +151,6 @@ impl Bus {
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
             Bus::Nats(n) => {
-                let Some((subject, payload)) = gather::keep(n.owner(), subject, payload) else {
-                    return Ok(());
-                };
                 let _sending = n.send_pending().await;
                 n.client
                     .publish(subject, payload)
@@ -166,27 +161,6 @@ impl Bus {
                 l.deliver(&subject, None, payload);
                 Ok(())
             }
-        }
-    }
-
-    /// Runs `f`; what it publishes on this bus meanwhile (in this task, not in tasks it
-    /// spawns) leaves when it ends, one NATS message per server, each server's in order:
-    /// answers to requests whose requester takes them in batches go with the pushes to that
-    /// requester's server. Such a publish answers `Ok` at once; a failure to send it is
-    /// logged. A request made meanwhile first sends what was gathered before it. On the
-    /// in-process bus everything leaves at once.
-    pub async fn gathering<T>(&self, f: impl Future<Output = T>) -> T {
-        match self {
-            Bus::Nats(n) => {
-                let (out, kept) = gather::run(n.owner(), f).await;
-                if !kept.is_empty() {
-                    // After what the coalescer holds, under its lock: a handle's order.
-                    let _sending = n.send_pending().await;
-                    crate::coalesce::send_grouped(&n.client, &n.stats, kept).await;
-                }
-                out
-            }
-            Bus::Local(_) => f.await,
         }
     }
 
@@ -206,10 +180,6 @@ impl Bus {
         let sent = match self {
             Bus::Nats(n) => {
                 let _sending = n.send_pending().await;
-                let kept = gather::take(n.owner());
-                if !kept.is_empty() {
-                    crate::coalesce::send_grouped(&n.client, &n.stats, kept).await;
-                }
                 let batchable = n.shared.home_live.load(Ordering::Relaxed);
                 n.shared
                     .replies
@@ -227,10 +197,8 @@ impl Bus {
     /// then only logged); otherwise [`Bus::publish`]. The order of a handle's messages is kept.
     pub async fn publish_batched(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
-            Bus::Nats(n @ NatsBus { shared, .. }) if let Some(out) = &shared.out => {
-                if let Some((subject, payload)) = gather::keep(n.owner(), subject, payload) {
-                    out.queue(subject, None, payload);
-                }
+            Bus::Nats(NatsBus { shared, .. }) if let Some(out) = &shared.out => {
+                out.queue(subject, None, payload);
                 Ok(())
             }
             _ => self.publish(subject, payload).await,
@@ -323,11 +291,6 @@ impl Bus {
 }
 
 impl NatsBus {
-    /// Who gathers for this bus ([`Bus::gathering`]): its connection, shared by every clone.
-    fn owner(&self) -> usize {
-        Arc::as_ptr(&self.shared) as usize
-    }
-
     /// Sends what was batched, and holds the batcher's lock so the caller's own message
     /// leaves after it; nothing to do with batching off.
     async fn send_pending(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {

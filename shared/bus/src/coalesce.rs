@@ -28,10 +28,10 @@ pub(crate) fn bucket_of(subject: &str) -> &str {
     subject
 }
 
-pub(crate) struct Queued {
-    pub(crate) subject: String,
-    pub(crate) reply: Option<String>,
-    pub(crate) payload: Bytes,
+struct Queued {
+    subject: String,
+    reply: Option<String>,
+    payload: Bytes,
 }
 
 pub(crate) struct Coalescer {
@@ -106,65 +106,59 @@ impl Coalescer {
     }
 
     async fn send(&self, queued: Vec<Queued>) {
-        send_grouped(&self.client, &self.stats, queued).await;
-    }
-}
-
-/// Sends `queued` as one NATS message per server (more than one when a server's messages
-/// exceed [`batch::MAX_BYTES`]; a lone message as itself), each server's in their order.
-pub(crate) async fn send_grouped(client: &async_nats::Client, stats: &BusStats, queued: Vec<Queued>) {
-    // Groups by server, in the order each was first met; a group keeps its order.
-    let mut groups: Vec<(String, Vec<Queued>)> = Vec::new();
-    for q in queued {
-        let bucket = bucket_of(&q.subject);
-        match groups.iter_mut().find(|g| g.0 == bucket) {
-            Some(g) => g.1.push(q),
-            None => groups.push((bucket.to_owned(), vec![q])),
-        }
-    }
-    for (bucket, items) in groups {
-        let mut rest = items.as_slice();
-        while !rest.is_empty() {
-            // As many as fit in one batch (at least one).
-            let mut bytes = 1;
-            let mut n = 0;
-            for q in rest {
-                let len = batch::item_len(Some(&q.subject), q.reply.as_deref(), &q.payload);
-                if n > 0 && bytes + len > batch::MAX_BYTES {
-                    break;
-                }
-                bytes += len;
-                n += 1;
+        // Groups by server, in the order each was first met; a group keeps its order.
+        let mut groups: Vec<(String, Vec<Queued>)> = Vec::new();
+        for q in queued {
+            let bucket = bucket_of(&q.subject);
+            match groups.iter_mut().find(|g| g.0 == bucket) {
+                Some(g) => g.1.push(q),
+                None => groups.push((bucket.to_owned(), vec![q])),
             }
-            let (now, later) = rest.split_at(n);
-            rest = later;
-            let sent = match now {
-                [one] => publish_one(client, one).await,
-                many => {
-                    let mut w = batch::Writer::with_capacity(bytes);
-                    for q in many {
-                        let subject = (q.subject != bucket).then_some(q.subject.as_str());
-                        w.push(subject, q.reply.as_deref(), &q.payload);
+        }
+        for (bucket, items) in groups {
+            let mut rest = items.as_slice();
+            while !rest.is_empty() {
+                // As many as fit in one batch (at least one).
+                let mut bytes = 1;
+                let mut n = 0;
+                for q in rest {
+                    let len = batch::item_len(Some(&q.subject), q.reply.as_deref(), &q.payload);
+                    if n > 0 && bytes + len > batch::MAX_BYTES {
+                        break;
                     }
-                    stats.batched_messages.inc_by(many.len() as u64);
-                    client.publish(bucket.clone(), w.finish()).await
+                    bytes += len;
+                    n += 1;
                 }
-            };
-            if let Err(e) = sent {
-                tracing::warn!(subject = %bucket, error = %e, "a batched publish failed");
+                let (now, later) = rest.split_at(n);
+                rest = later;
+                let sent = match now {
+                    [one] => self.publish_one(one).await,
+                    many => {
+                        let mut w = batch::Writer::with_capacity(bytes);
+                        for q in many {
+                            let subject = (q.subject != bucket).then_some(q.subject.as_str());
+                            w.push(subject, q.reply.as_deref(), &q.payload);
+                        }
+                        self.stats.batched_messages.inc_by(many.len() as u64);
+                        self.client.publish(bucket.clone(), w.finish()).await
+                    }
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(subject = %bucket, error = %e, "a batched publish failed");
+                }
             }
         }
     }
-}
 
-async fn publish_one(client: &async_nats::Client, q: &Queued) -> Result<(), async_nats::PublishError> {
-    match &q.reply {
-        Some(reply) => {
-            client
-                .publish_with_reply(q.subject.clone(), reply.clone(), q.payload.clone())
-                .await
+    async fn publish_one(&self, q: &Queued) -> Result<(), async_nats::PublishError> {
+        match &q.reply {
+            Some(reply) => {
+                self.client
+                    .publish_with_reply(q.subject.clone(), reply.clone(), q.payload.clone())
+                    .await
+            }
+            None => self.client.publish(q.subject.clone(), q.payload.clone()).await,
         }
-        None => client.publish(q.subject.clone(), q.payload.clone()).await,
     }
 }
 

@@ -8,8 +8,7 @@
 //!
 //! # Layout
 //! - [`bus`]: `Bus` (publish, request with timeout, subscribe) over NATS or in process.
-//! - [`batch`]: several messages to one server in one NATS message (`publish_batched`, and
-//!   what a piece of work publishes while [`Bus::gathering`]).
+//! - [`batch`]: several messages to one server in one NATS message (`publish_batched`).
 //! - [`reply`]: a request sent in order now and answered later ([`PendingReply`]).
 //! - [`envelope`]: what travels between servers, and the session a request carries.
 //! - [`subject`]: the only place that formats subjects.
@@ -20,7 +19,6 @@ pub mod batch;
 pub mod bus;
 mod coalesce;
 pub mod envelope;
-mod gather;
 pub mod registry;
 pub mod reply;
 pub mod route;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shaddock_bus::registry::RegistryTiming;
-use shaddock_bus::{Bus, BusError, Registry, ServerInfo, Subscription, subject};
+use shaddock_bus::{Bus, BusError, Registry, ServerInfo, subject};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -153,40 +153,20 @@ async fn a_server_that_stops_heartbeating_drops_out_of_the_list() {
     token.cancel();
 }
 
-/// A connector subscribed to its own subject and a chat server to its own, both known to
-/// NATS: (connector's subject, connector, its subscription, chat, chat's subscription).
-async fn connector_and_chat(ns: &str, batching: bool) -> (String, Bus, Subscription, Bus, Subscription) {
-    let home = subject::server(ns, "connector-1");
-    let connector = Bus::connect_nats_at(NATS, "connector-1", Some(home.clone()), batching)
-        .await
-        .unwrap();
-    let pushes = connector.subscribe(home.clone()).await.unwrap();
-    let chat_subject = subject::server(ns, "chat-1");
-    let chat = Bus::connect_nats_at(NATS, "chat-1", Some(chat_subject.clone()), batching)
-        .await
-        .unwrap();
-    let requests = chat.subscribe(chat_subject).await.unwrap();
-    // The subscriptions are known to the server before anything is sent.
-    chat.sync(Duration::from_secs(10)).await.unwrap();
-    (home, connector, pushes, chat, requests)
-}
-
-/// Reads pushes `p0`, `p1`, `p2` on `home`, in that order.
-async fn expect_three_pushes(pushes: &mut Subscription, home: &str) {
-    for n in 0..3u8 {
-        let m = tokio::time::timeout(Duration::from_secs(10), pushes.next())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&m.payload[..], &[b'p', n], "pushes keep their order");
-        assert_eq!(m.subject, home);
-    }
-}
-
 #[tokio::test]
 async fn pushes_and_the_answer_for_one_server_arrive_in_one_message_and_in_order() {
     let ns = namespace();
-    let (home, connector, mut pushes, chat, mut requests) = connector_and_chat(&ns, true).await;
+    let home = subject::server(&ns, "connector-1");
+    let connector = Bus::connect_nats_at(NATS, "connector-1", Some(home.clone()), true)
+        .await
+        .unwrap();
+    let mut pushes = connector.subscribe(home.clone()).await.unwrap();
+    let chat = Bus::connect_nats_at(NATS, "chat-1", Some(subject::server(&ns, "chat-1")), true)
+        .await
+        .unwrap();
+    let mut requests = chat.subscribe(subject::server(&ns, "chat-1")).await.unwrap();
+    // The subscriptions are known to the server before anything is sent.
+    chat.sync(Duration::from_secs(10)).await.unwrap();
     let responder = chat.clone();
     let to = home.clone();
     tokio::spawn(async move {
@@ -211,7 +191,14 @@ async fn pushes_and_the_answer_for_one_server_arrive_in_one_message_and_in_order
         )
         .await;
     // The answer comes through the connector's own subscription: it must be read.
-    expect_three_pushes(&mut pushes, &home).await;
+    for n in 0..3u8 {
+        let m = tokio::time::timeout(Duration::from_secs(10), pushes.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&m.payload[..], &[b'p', n], "pushes keep their order");
+        assert_eq!(m.subject, home);
+    }
     assert_eq!(&asked.answer().await.unwrap()[..], b"done");
     // The three pushes and the answer left together, in one NATS message.
     assert_eq!(chat.stats().batched_messages.get(), 4);
@@ -268,92 +255,4 @@ async fn a_subscription_is_known_to_the_server_once_sync_returns() {
         answerer.respond(&m, Bytes::from_static(b"ok")).await.unwrap();
         assert_eq!(&asked.answer().await.unwrap()[..], b"ok", "round {round}");
     }
-}
-
-#[tokio::test]
-async fn what_a_gathering_publishes_leaves_at_its_end_one_message_per_server_answers_with_the_pushes() {
-    let ns = namespace();
-    // Batching off, as servers run by default: only the gathering puts messages together.
-    let (home, connector, mut pushes, chat, mut requests) = connector_and_chat(&ns, false).await;
-    let other = subject::server(&ns, "connector-2");
-    let mut others = connector.subscribe(other.clone()).await.unwrap();
-    connector.sync(Duration::from_secs(10)).await.unwrap();
-    let (release, held) = tokio::sync::oneshot::channel::<()>();
-    let responder = chat.clone();
-    let (to, to_other) = (home.clone(), other.clone());
-    tokio::spawn(async move {
-        let m = requests.next().await.unwrap();
-        responder
-            .gathering(async {
-                for n in 0..3u8 {
-                    responder
-                        .publish(to.clone(), Bytes::from(vec![b'p', n]))
-                        .await
-                        .unwrap();
-                }
-                responder
-                    .publish(to_other, Bytes::from_static(b"q"))
-                    .await
-                    .unwrap();
-                responder.respond(&m, Bytes::from_static(b"done")).await.unwrap();
-                held.await.unwrap();
-            })
-            .await;
-    });
-    let asked = connector
-        .send_request(
-            subject::server(&ns, "chat-1"),
-            Bytes::from_static(b"send"),
-            Duration::from_secs(10),
-        )
-        .await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), pushes.next())
-            .await
-            .is_err(),
-        "nothing leaves before the gathering ends"
-    );
-    release.send(()).unwrap();
-    expect_three_pushes(&mut pushes, &home).await;
-    assert_eq!(&asked.answer().await.unwrap()[..], b"done");
-    let q = tokio::time::timeout(Duration::from_secs(10), others.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&q.payload[..], b"q");
-    // The three pushes and the answer in one NATS message; the lone push to the other
-    // server as itself.
-    assert_eq!(chat.stats().batched_messages.get(), 4);
-}
-
-#[tokio::test]
-async fn a_request_made_while_gathering_leaves_after_what_was_published_before_it() {
-    let ns = namespace();
-    let to = subject::server(&ns, "chat-9");
-    let bus = Bus::connect_nats_at(NATS, "x", Some(subject::server(&ns, "x")), false)
-        .await
-        .unwrap();
-    let mut inbox = bus.subscribe(to.clone()).await.unwrap();
-    bus.sync(Duration::from_secs(10)).await.unwrap();
-    let asker = bus.clone();
-    let subject = to.clone();
-    let asked = tokio::spawn(async move {
-        asker
-            .gathering(async {
-                asker
-                    .publish(subject.clone(), Bytes::from_static(b"first"))
-                    .await
-                    .unwrap();
-                asker
-                    .request(subject, Bytes::from_static(b"second"), Duration::from_secs(10))
-                    .await
-            })
-            .await
-    });
-    let first = inbox.next().await.unwrap();
-    assert_eq!(&first.payload[..], b"first");
-    let second = inbox.next().await.unwrap();
-    assert_eq!(&second.payload[..], b"second");
-    bus.respond(&second, Bytes::from_static(b"ok")).await.unwrap();
-    assert_eq!(&asked.await.unwrap().unwrap()[..], b"ok");
 }

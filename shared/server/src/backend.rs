@@ -177,17 +177,8 @@ impl Backend {
     }
 
     /// Answers `requests` of one batched route, in order; each is checked against its deadline
-    /// as [`Backend::handle`] does. What the batch publishes (its pushes, its answers) leaves
-    /// at its end, one NATS message per server ([`Bus::gathering`]): an answer travels with the
-    /// pushes to its requester's connector.
+    /// as [`Backend::handle`] does.
     async fn handle_batch(&self, requests: Vec<Forwarded>) {
-        let Some(bus) = requests.first().map(|f| f.bus.clone()) else {
-            return;
-        };
-        bus.gathering(self.answer_batch(requests)).await;
-    }
-
-    async fn answer_batch(&self, requests: Vec<Forwarded>) {
         let Some(route) = requests.first().map(|f| f.route.clone()) else {
             return;
         };
