@@ -50,7 +50,8 @@ impl std::fmt::Debug for Forwarded {
 
 impl Batchable for Forwarded {
     fn joins(&self, next: &Self) -> bool {
-        self.route == next.route && Arc::ptr_eq(&self.backend, &next.backend)
+        // One backend per sequencer: the route alone decides.
+        self.route == next.route
     }
 
     fn run(batch: Vec<Self>) -> Job {
