@@ -63,6 +63,11 @@
 //!    a request, retried while nobody listens, for at most a lapse
 //!    (`shaddock_channel::ChannelService::follow`). A store that lost its data, and a leave
 //!    that removed nothing, also drop the room cache: it may name members the store forgot.
+//! 8. **A job that stalled.** A room's job that has run for a third of the lapse may have been
+//!    paused between its store write and its push while the others gave its room to another
+//!    owner, which changed the room and told the members meanwhile: its `onAdd` and `onLeave`
+//!    are checked against the store, read afresh, and dropped when no longer true
+//!    (`crate::room`), so a user who came back is not told gone, nor one who went, back.
 //!
 //! The store forgets what becomes empty (a room with no member, a connector with no room), so
 //! nothing grows without bound; the chat server's per-room cache expires (see

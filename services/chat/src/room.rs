@@ -140,8 +140,57 @@ pub fn user_name<'a>(uid: &'a str, rid: &str) -> &'a str {
         .unwrap_or(uid)
 }
 
+/// Whether news of `uid` in `rid` (`onAdd`: it is in the room; `onLeave`: it is not) may be
+/// told now.
+///
+/// A room's job that has run for a third of the lapse may have stalled: its process paused
+/// (SIGSTOP, a VM or host stall) between its store write and its push, long enough for the
+/// other servers to give the room to another owner, which changed the room meanwhile and told
+/// the members what then held. Told late, this job's news would undo that in every member's
+/// view (a user who came back seen as gone, one who went seen as back). So a stalled job's
+/// news is checked against the store first and dropped when it no longer holds: whoever
+/// changed it since told its members. A job that did not stall is its room's only writer.
+async fn still_holds(state: &ChatState, rid: &str, route: &str, uid: &str) -> bool {
+    let started = shaddock_server::sequencer::job_started();
+    if !may_have_stalled(started, state.registry.lapse()) {
+        return true;
+    }
+    match agrees_with_store(&state.channels, rid, route, uid).await {
+        Ok(true) => true,
+        Ok(false) => {
+            let stalled_ms = started.map(|s| s.elapsed().as_millis()).unwrap_or_default();
+            tracing::info!(%rid, %uid, %route, stalled_ms, "a stalled job's news no longer holds: not told");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(%rid, error = %e, "cannot check a stalled job's news; told");
+            true
+        }
+    }
+}
+
+/// True when a job that began at `started` has run for a third of `lapse` or more.
+fn may_have_stalled(started: Option<tokio::time::Instant>, lapse: std::time::Duration) -> bool {
+    started.is_some_and(|s| s.elapsed() >= lapse / 3)
+}
+
+/// Whether the store, read afresh, agrees with news of `uid` on `route`.
+async fn agrees_with_store(
+    channels: &shaddock_channel::ChannelService,
+    rid: &str,
+    route: &str,
+    uid: &str,
+) -> Result<bool, ChannelError> {
+    channels.invalidate_room(rid);
+    let present = channels.channel(rid).member(uid).await?.is_some();
+    Ok(present == (route == "onAdd"))
+}
+
 /// Pushes `onAdd` for `uid` to `others` (the joiner never hears its own).
 pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: &str) {
+    if !still_holds(state, rid, "onAdd", uid).await {
+        return;
+    }
     tracing::debug!(%rid, %uid, to = others.len(), "onAdd");
     let audience = Audience::Except(uid.to_owned());
     push_event(state, rid, others, &audience, "onAdd", user_name(uid, rid)).await;
@@ -150,6 +199,9 @@ pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: 
 /// Tells `to` alone that `uid` is in the room (`onAdd`) or not (`onLeave`): what it missed
 /// while it was purged.
 pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &str) {
+    if !still_holds(state, rid, route, uid).await {
+        return;
+    }
     tracing::debug!(%rid, to = %to.uid, %route, %uid, "telling a member what it missed");
     let audience = Audience::Only(vec![to.uid.clone()]);
     push_event(
@@ -165,6 +217,9 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
 
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.
 pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
+    if !still_holds(state, channel.name(), "onLeave", uid).await {
+        return;
+    }
     match channel.members().await {
         Ok(members) => {
             tracing::debug!(rid = %channel.name(), %uid, to = members.len(), "onLeave");
@@ -203,7 +258,47 @@ async fn push_event(
 
 #[cfg(test)]
 mod tests {
-    use super::user_name;
+    use std::time::Duration;
+
+    use shaddock_bus::Bus;
+    use shaddock_channel::{ChannelService, ChannelStore, Member};
+
+    use super::{agrees_with_store, may_have_stalled, user_name};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_may_have_stalled_once_it_has_run_a_third_of_the_lapse() {
+        let lapse = Duration::from_millis(3000);
+        let began = tokio::time::Instant::now();
+        assert!(!may_have_stalled(None, lapse), "outside a room's job");
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!may_have_stalled(Some(began), lapse));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(may_have_stalled(Some(began), lapse));
+    }
+
+    #[tokio::test]
+    async fn news_is_checked_against_the_store_as_it_is_now_not_as_cached() {
+        let channels = ChannelService::new(ChannelStore::memory(), Bus::local(), "t", Duration::from_secs(1));
+        let room = channels.channel("r");
+        let old = Member::new("u*r".to_owned(), "connector-1");
+        room.add(&old).await.unwrap();
+        // The room as this server last cached it: u is in.
+        assert_eq!(room.members().await.unwrap().len(), 1);
+        assert!(agrees_with_store(&channels, "r", "onAdd", "u*r").await.unwrap());
+        assert!(!agrees_with_store(&channels, "r", "onLeave", "u*r").await.unwrap());
+        // Another owner took u out while this one stalled: its cache still says in.
+        channels.store().leave("r", &old).await.unwrap();
+        assert!(agrees_with_store(&channels, "r", "onLeave", "u*r").await.unwrap());
+        assert!(!agrees_with_store(&channels, "r", "onAdd", "u*r").await.unwrap());
+        // u came back through another connector: a late onLeave of its old session is wrong.
+        channels
+            .store()
+            .add("r", &Member::new("u*r".to_owned(), "connector-2"))
+            .await
+            .unwrap();
+        assert!(!agrees_with_store(&channels, "r", "onLeave", "u*r").await.unwrap());
+        assert!(agrees_with_store(&channels, "r", "onAdd", "u*r").await.unwrap());
+    }
 
     #[test]
     fn the_user_name_is_the_uid_without_its_room() {

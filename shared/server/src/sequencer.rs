@@ -32,6 +32,18 @@ use tracing::Instrument;
 /// One unit of work.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+tokio::task_local! {
+    /// When the job this task is running began (after its hold).
+    static STARTED: tokio::time::Instant;
+}
+
+/// When the job (or batch) running in this task began, after any hold; `None` outside a
+/// sequencer's job. A job that has run far longer than its work takes may have stalled (its
+/// process paused) while others acted on its key: it can tell from this.
+pub fn job_started() -> Option<tokio::time::Instant> {
+    STARTED.try_with(|started| *started).ok()
+}
+
 /// What a key must wait for before its next job (`None`: go on at once).
 pub type Hold<K> = Arc<dyn Fn(&K) -> Option<Job> + Send + Sync>;
 
@@ -213,9 +225,10 @@ where
             if held && let Some(wait) = self.hold.as_ref().and_then(|h| h(&key)) {
                 wait.await;
             }
+            let started = tokio::time::Instant::now();
             match job {
-                Work::Job(job) => job.await,
-                Work::Item(item) => B::run(self.batch_from(&key, item)).await,
+                Work::Job(job) => STARTED.scope(started, job).await,
+                Work::Item(item) => STARTED.scope(started, B::run(self.batch_from(&key, item))).await,
             }
             let mut queues = self.queues.lock();
             match queues.get_mut(&key).and_then(VecDeque::pop_front) {
@@ -266,6 +279,27 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
             log.lock().push((key, n));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_knows_when_it_began_and_nothing_outside_a_job_does() {
+        let tracker = TaskTracker::new();
+        let seq = Sequencer::new(tracker.clone(), 100);
+        assert!(job_started().is_none());
+        // The second job waits 50 ms behind the first: it began when its turn came.
+        seq.submit(1, tokio::time::sleep(Duration::from_millis(50)))
+            .unwrap();
+        let submitted = tokio::time::Instant::now();
+        let seen = seq
+            .run(1, async {
+                let began = job_started().expect("inside a job");
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                (began, job_started().expect("still inside"))
+            })
+            .await
+            .expect("ran");
+        assert_eq!(seen.0, seen.1, "one start for the whole job");
+        assert_eq!(seen.0 - submitted, Duration::from_millis(50));
     }
 
     #[tokio::test(start_paused = true)]
