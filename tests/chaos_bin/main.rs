@@ -66,6 +66,11 @@ async fn main() -> ExitCode {
     if report.violations.is_empty() {
         ExitCode::SUCCESS
     } else {
+        // Every fault in order, to read the violations against what came before them.
+        println!("faults in order:");
+        for fault in &report.faults {
+            println!("  - {fault}");
+        }
         ExitCode::FAILURE
     }
 }

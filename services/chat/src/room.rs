@@ -159,7 +159,7 @@ async fn still_holds(state: &ChatState, rid: &str, route: &str, uid: &str) -> bo
         Ok(true) => true,
         Ok(false) => {
             let stalled_ms = started.map(|s| s.elapsed().as_millis()).unwrap_or_default();
-            tracing::info!(%rid, %uid, %route, stalled_ms, "a stalled job's news no longer holds: not told");
+            tracing::warn!(%rid, %uid, %route, stalled_ms, "a stalled job's news no longer holds: not told");
             false
         }
         Err(e) => {
