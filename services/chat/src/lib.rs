@@ -30,6 +30,7 @@ use shaddock_server::backend::{Backend, Forwarded};
 use shaddock_server::sequencer::Sequencer;
 use shaddock_server::{App, Handlers};
 
+pub mod closed;
 pub mod handler;
 pub mod handoff;
 pub mod limits;

@@ -28,7 +28,11 @@
 //!    - a stored member with a later entry: it entered after the list was taken, kept;
 //!    - a live member the store lacks: put back (`onAdd`, unless the round is a resync after
 //!      the store lost its data: the others never heard it leave);
-//!    - a live member stored with another entry of the same connector: replaced, silently.
+//!    - a live member stored with another entry of the same connector: replaced, silently;
+//!    - a member listed live whose session this server saw leave lately: not live. The list
+//!      is taken before it is sent, so a leave can overtake it (a paused connector resumes,
+//!      finds sockets closed while it was stopped, and its round tick fires at once); put
+//!      back, it would be a ghost announced with `onAdd` (`crate::closed`).
 //!
 //!    A part computed over another list of chat servers than the receiver's is skipped: room
 //!    ownership is moving, and the next round agrees. The list is checked again when each
@@ -102,6 +106,8 @@ pub struct Rounds {
     by_sid: Mutex<HashMap<String, RoundSeen>>,
     /// What this server knows of the store's losses of data.
     pub loss: crate::store_loss::StoreLoss,
+    /// Sessions seen leaving lately: a round that still lists one is stale for it.
+    pub closed: crate::closed::Closed,
     /// (sid, rid) -> the room's uids when that connector's members were purged from it: what
     /// they still believe, if their sessions were alive after all (a paused connector).
     purged_views: Mutex<HashMap<(String, String), BTreeSet<String>>>,
@@ -260,13 +266,19 @@ async fn reconcile_room(
             incarnation: view.incarnation,
             ..m.clone()
         };
-        match live_entry.get(m.uid.as_str()) {
+        let listed = live_entry
+            .get(m.uid.as_str())
+            .copied()
+            // A session already seen leaving, listed by a round taken before it closed, is not
+            // live (see `crate::closed`).
+            .filter(|&entry| !state.rounds.closed.is_closed(&rid, &as_live(entry)));
+        match listed {
             // A held place lapses at its deadline (its `session`), not before.
             _ if m.is_held() && m.session > now => kept += 1,
-            Some(&entry) if current && m.session == entry => kept += 1,
+            Some(entry) if current && m.session == entry => kept += 1,
             _ if current && m.session > view.newest_entry => kept += 1,
             // The same user on another bind of this connector: replaced, nobody is told.
-            Some(&entry) => {
+            Some(entry) => {
                 channel.add(&as_live(entry)).await?;
                 kept += 1;
             }
@@ -289,6 +301,11 @@ async fn reconcile_room(
             incarnation: view.incarnation,
             session: m.entry,
         };
+        if state.rounds.closed.is_closed(&rid, &member) {
+            // Its leave came first (see `crate::closed`): not a member the store lacks.
+            tracing::debug!(%rid, uid = %member.uid, sid = %view.sid, "a round listed a session that has left: not put back");
+            continue;
+        }
         if channel.add(&member).await? == Added::New {
             report.added += 1;
             put_back.push(member.clone());

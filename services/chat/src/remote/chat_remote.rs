@@ -170,6 +170,8 @@ async fn kick(
     let leaver = member(leaver);
     let channel = state.channels.channel(rid);
     let left = channel.leave(&leaver).await.map_err(err)?;
+    // Closed for good, whatever the store had: a round listing it now is stale.
+    state.rounds.closed.left(rid, &leaver);
     tracing::debug!(%rid, uid = %leaver.uid, sid = %leaver.sid, resume_ms, left, "kick");
     if left && resume_ms > 0 {
         let until = crate::membership::now_ms().saturating_add(resume_ms);
