@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use shaddock_client::Client;
-use shaddock_e2e::{Server, TestConfig};
+use shaddock_e2e::{PrivateServer, Server, TestConfig};
 
-use crate::support::{SEND, connect, enter, room_owned};
+use crate::support::{ENTER, SEND, connect, enter, room_owned};
 
 const SENDERS: usize = 4;
 const LISTENERS: usize = 6;
@@ -210,4 +210,85 @@ async fn the_room_order_holds_while_a_chat_server_leaves() {
     assert_eq!(exited, Some(true), "the leaving chat server exits cleanly");
     assert_one_order(&mut listeners, SENDERS, 150).await;
     assert_one_order(&mut senders, SENDERS, 150).await;
+}
+
+/// The chat lines among `pushes`.
+fn lines(pushes: &[shaddock_client::Push]) -> Vec<String> {
+    pushes
+        .iter()
+        .filter(|p| p.route == "onChat")
+        .map(|p| p.body["msg"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_whose_chat_server_stalled_after_writing_it_is_not_pushed_after_what_the_room_said_since() {
+    // A private Redis: the test pauses it so that the owner's history write is on its way
+    // when the owner itself stalls.
+    let redis = PrivateServer::redis().await;
+    let cfg = TestConfig::with_urls("order-overtaken", "", "nats://127.0.0.1:4222", &redis.url());
+    let chat1 = Server::start("chat", "chat-server-1", &cfg).await;
+    let _chat2 = Server::start("chat", "chat-server-2", &cfg).await;
+    let c1 = Server::start("connector", "connector-server-1", &cfg).await;
+    let c2 = Server::start("connector", "connector-server-2", &cfg).await;
+    let rid = room_owned(
+        "overtaken",
+        &["chat-server-1", "chat-server-2"],
+        "chat-server-1",
+        None,
+    );
+    let mut alice = connect(&c1.url()).await;
+    let mut bob = connect(&c2.url()).await;
+    let mut since = None;
+    for (client, name) in [(&alice, "alice"), (&bob, "bob")] {
+        let body = json!({"username": name, "rid": rid, "recover": true});
+        let resp = client.request(ENTER, body).await.expect("enter answer");
+        assert!(resp.get("users").is_some(), "{name} could not enter: {resp}");
+        since.get_or_insert((resp["epoch"].clone(), resp["offset"].clone()));
+    }
+    let _ = alice.pushes_within(Duration::from_millis(300)).await;
+    let _ = bob.pushes_within(Duration::from_millis(300)).await;
+    let say = |text: &str| json!({"rid": rid, "content": text, "from": "alice", "target": "*"});
+
+    // Alice's "stalled" reaches chat-server-1, whose history write waits on the paused Redis;
+    // then chat-server-1 itself stalls, and Redis resumes and writes it.
+    redis.signal("STOP");
+    alice.notify(SEND, say("stalled")).expect("notify");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    chat1.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.signal("CONT");
+
+    // Past the lapse (1.2 s) the room goes to chat-server-2, and the room goes on there.
+    let went_on =
+        crate::support::eventually_said(&alice, &mut bob, &rid, "later", Duration::from_secs(15)).await;
+    assert!(went_on, "the room went on without the stalled server");
+
+    // The stalled server resumes: its batch must not reach anyone after "later".
+    chat1.signal("CONT");
+    let after_alice = lines(&alice.pushes_within(Duration::from_secs(3)).await);
+    let after_bob = lines(&bob.pushes_within(Duration::from_millis(200)).await);
+    for (name, got) in [("alice", &after_alice), ("bob", &after_bob)] {
+        assert!(
+            !got.iter().any(|l| l == "stalled"),
+            "{name} received the stalled batch after the room went on: {got:?}"
+        );
+    }
+    // Nor does anyone get it back by recovering from before it.
+    let (epoch, offset) = since.expect("alice entered");
+    let carol = connect(&c2.url()).await;
+    let body = json!({"username": "carol", "rid": rid, "recover": true, "epoch": epoch, "offset": offset});
+    let back = carol.request(ENTER, body).await.expect("enter answer");
+    assert_eq!(back["recovered"], json!(true), "{back}");
+    let texts: Vec<&str> = back["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["body"]["msg"].as_str())
+        .collect();
+    assert!(texts.contains(&"later"), "{back}");
+    assert!(
+        !texts.contains(&"stalled"),
+        "recovery gave back the stalled batch: {back}"
+    );
 }

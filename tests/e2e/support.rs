@@ -103,3 +103,26 @@ pub fn room_owned(prefix: &str, servers: &[&str], owner: &str, after: Option<(&[
         })
         .expect("some room routes so")
 }
+
+/// Sends `text` from `from` to room `rid` (again after a failure) until `to` receives it;
+/// false if it does not within `within`.
+pub async fn eventually_said(
+    from: &Client,
+    to: &mut Client,
+    rid: &str,
+    text: &str,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let body = serde_json::json!({"rid": rid, "content": text, "from": "x", "target": "*"});
+        let _ = from.request(SEND, body).await;
+        let wait = Duration::from_millis(500);
+        while let Some(p) = to.next_push(wait).await {
+            if p.route == "onChat" && p.body["msg"] == text {
+                return true;
+            }
+        }
+    }
+    false
+}

@@ -9,10 +9,14 @@
 //! - [`History::recover`] answers the room's position and, for a client that gives the last
 //!   epoch and offset it saw, every message for that user after it, or `recovered: false`
 //!   when the epoch changed or a missed message is no longer kept (never a part).
+//! - [`History::withdraw`] takes back messages that were appended but never pushed (their
+//!   room's owner stalled between the two, and the room went on without them): recovery
+//!   skips them, and a client recovering across them still recovers.
 //! - A message has an [`Audience`]: the whole room, all but one (a joiner's own `onAdd`), or
 //!   some uids (a private message). Recovery returns only what was for the user.
 //! - Redis keys: `<ns>:history:{<room>}` (a stream whose ids are the offsets) and
-//!   `<ns>:history-meta:{<room>}` (a hash: epoch, top offset). The room is a hash tag, so both
+//!   `<ns>:history-meta:{<room>}` (a hash: epoch, top offset), and
+//!   `<ns>:history-withdrawn:{<room>}` (a set of offsets, rarely present). The room is a hash tag, so both
 //!   live in one Redis Cluster slot. The stream expires after `age` without messages, the
 //!   hash after `meta_ttl` (then the room starts a new epoch).
 
@@ -160,6 +164,8 @@ impl History {
     }
 
     /// Gives the message the room's next offset and keeps it; `None` when history is off.
+    /// When it fails, the message is not to be pushed: an append whose answer was lost (it
+    /// may have happened) is withdrawn.
     pub async fn append(
         &self,
         room: &str,
@@ -167,18 +173,47 @@ impl History {
         body: &[u8],
         audience: &Audience,
     ) -> Result<Option<Position>, HistoryError> {
+        self.append_one(room, route, body, audience, true).await
+    }
+
+    /// [`History::append`] for a message pushed even when its append fails (a member event):
+    /// an append whose answer was lost stays, if it happened, as the message went out.
+    pub async fn append_kept(
+        &self,
+        room: &str,
+        route: &str,
+        body: &[u8],
+        audience: &Audience,
+    ) -> Result<Option<Position>, HistoryError> {
+        self.append_one(room, route, body, audience, false).await
+    }
+
+    async fn append_one(
+        &self,
+        room: &str,
+        route: &str,
+        body: &[u8],
+        audience: &Audience,
+        withdraw_if_unanswered: bool,
+    ) -> Result<Option<Position>, HistoryError> {
         let entry = NewEntry {
             route,
             body,
             audience,
         };
-        let positions = self.append_batch(room, std::slice::from_ref(&entry)).await?;
+        let entries = std::slice::from_ref(&entry);
+        let positions = match self {
+            History::Off => None,
+            History::Memory(m) => Some(m.append(room, entries)),
+            History::Redis(r) => Some(r.append(room, entries, withdraw_if_unanswered).await?),
+        };
         Ok(positions.and_then(|p| p.into_iter().next()))
     }
 
     /// Gives the messages the room's next offsets, in order, and keeps them, in one step (one
     /// round trip to Redis): no other message of the room falls between them. `None` when
-    /// history is off.
+    /// history is off. When it fails, none is to be pushed: an append whose answer was lost
+    /// (it may have happened) is withdrawn.
     pub async fn append_batch(
         &self,
         room: &str,
@@ -187,8 +222,27 @@ impl History {
         match self {
             History::Off => Ok(None),
             History::Memory(m) => Ok(Some(m.append(room, entries))),
-            History::Redis(r) => r.append(room, entries).await.map(Some),
+            History::Redis(r) => r.append(room, entries, true).await.map(Some),
         }
+    }
+
+    /// Withdraws messages appended at `offsets` of `epoch` that were never pushed: recovery
+    /// never gives them back, and the history stays whole (a client recovering across them
+    /// still recovers). Nothing happens if the room has started another epoch since.
+    pub async fn withdraw(&self, room: &str, epoch: &str, offsets: &[u64]) -> Result<(), HistoryError> {
+        match self {
+            History::Off => Ok(()),
+            History::Memory(m) => {
+                m.withdraw(room, epoch, offsets);
+                Ok(())
+            }
+            History::Redis(r) => r.withdraw(room, epoch, offsets).await,
+        }
+    }
+
+    /// Where the room's history stands now; `None` when history is off.
+    pub async fn position(&self, room: &str) -> Result<Option<Position>, HistoryError> {
+        Ok(self.recover(room, "", None).await?.map(|r| r.position))
     }
 
     /// The room's position, and what `uid` missed since `since` (when given); `None` when

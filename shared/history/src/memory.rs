@@ -11,6 +11,8 @@ struct RoomLog {
     epoch: String,
     top: u64,
     entries: VecDeque<Entry>,
+    /// Offsets withdrawn (their entries are kept, for nobody).
+    withdrawn: Vec<u64>,
     /// When it was last used (ms), to forget rooms idle for `meta_ttl`.
     used_ms: u64,
 }
@@ -48,6 +50,7 @@ impl MemoryHistory {
             epoch: new_epoch(),
             top: 0,
             entries: VecDeque::new(),
+            withdrawn: Vec::new(),
             used_ms: now,
         });
         log.used_ms = now;
@@ -83,11 +86,33 @@ impl MemoryHistory {
         })
     }
 
+    /// Withdraws `offsets` of `epoch` (nothing if the room is in another epoch).
+    pub(crate) fn withdraw(&self, room: &str, epoch: &str, offsets: &[u64]) {
+        self.with_room(room, |log| {
+            if log.epoch == epoch {
+                let oldest = log.entries.front().map_or(0, |e| e.offset);
+                log.withdrawn.retain(|o| *o >= oldest);
+                log.withdrawn.extend_from_slice(offsets);
+            }
+        });
+    }
+
     /// The position, and the entries after `after` when given.
     pub(crate) fn read(&self, room: &str, after: Option<u64>) -> (Position, Vec<Entry>) {
         self.with_room(room, |log| {
             let kept = match after {
-                Some(after) => log.entries.iter().filter(|e| e.offset > after).cloned().collect(),
+                Some(after) => log
+                    .entries
+                    .iter()
+                    .filter(|e| e.offset > after)
+                    .map(|e| {
+                        let mut e = e.clone();
+                        if log.withdrawn.contains(&e.offset) {
+                            e.audience = crate::Audience::Only(Vec::new());
+                        }
+                        e
+                    })
+                    .collect(),
                 None => Vec::new(),
             };
             let position = Position {

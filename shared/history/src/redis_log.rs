@@ -1,5 +1,6 @@
-//! History in Redis: per room, a stream of entries whose ids are the offsets and a hash with
-//! the epoch and the top offset, both written by one script.
+//! History in Redis: per room, a stream of entries whose ids are the offsets, a hash with
+//! the epoch and the top offset, both written by one script, and a set of the offsets that
+//! were withdrawn (kept in the stream, never given back).
 
 use std::sync::{Arc, LazyLock};
 
@@ -10,26 +11,29 @@ use shaddock_redis::{Redis, room_tag};
 use crate::{Audience, Entry, HistoryError, NewEntry, Position, Retention, new_epoch, now_ms};
 
 /// Makes sure the room has an epoch: a missing hash means the history was lost (or never
-/// was), so the stream is dropped and a new epoch starts at offset 0.
+/// was), so the stream and its withdrawn offsets are dropped and a new epoch starts at
+/// offset 0. KEYS: meta, stream, withdrawn.
 const ENSURE_META: &str = "local e = redis.call('HGET', KEYS[1], 'epoch') \
      if not e then \
        e = ARGV[1] \
-       redis.call('DEL', KEYS[2]) \
+       redis.call('DEL', KEYS[2], KEYS[3]) \
        redis.call('HSET', KEYS[1], 'epoch', e, 'top', 0) \
      end ";
 
-/// Hands out the next offsets, one per entry in order, and keeps the entries (when size > 0).
-/// KEYS: meta, stream. ARGV: epoch if new, size, age ms, meta ttl ms, then the entries without
-/// their offsets. Answers {epoch, first offset}.
+/// Hands out the next offsets, one per entry in order, and keeps the entries (when size > 0),
+/// each marked with the append's token (so that an append whose answer was lost can be found).
+/// KEYS: meta, stream, withdrawn. ARGV: epoch if new, size, age ms, meta ttl ms, token, then
+/// the entries without their offsets. Answers {epoch, first offset}.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{ENSURE_META} \
-         local n = #ARGV - 4 \
+         local n = #ARGV - 5 \
          local top = redis.call('HINCRBY', KEYS[1], 'top', n) \
          local first = top - n + 1 \
          if tonumber(ARGV[2]) > 0 then \
            for i = 1, n do \
-             redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-0', first + i - 1), 'm', ARGV[4 + i]) \
+             redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-0', first + i - 1), \
+               'm', ARGV[5 + i], 't', ARGV[5]) \
            end \
            redis.call('PEXPIRE', KEYS[2], ARGV[3]) \
          end \
@@ -38,14 +42,18 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// The position, and the entries from offset ARGV[2] on ('' for none), as
-/// {epoch, top, offset1, entry1, offset2, entry2, ...}.
-/// KEYS: meta, stream. ARGV: epoch if new, first offset wanted, meta ttl ms.
+/// The position, the withdrawn offsets and the entries from offset ARGV[2] on ('' for none),
+/// as {epoch, top, n, withdrawn1..withdrawn_n, offset1, entry1, offset2, entry2, ...}.
+/// KEYS: meta, stream, withdrawn. ARGV: epoch if new, first offset wanted, meta ttl ms.
 static READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{ENSURE_META} \
          redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
          local out = {{e, redis.call('HGET', KEYS[1], 'top')}} \
+         local gone = {{}} \
+         if ARGV[2] ~= '' then gone = redis.call('SMEMBERS', KEYS[3]) end \
+         table.insert(out, tostring(#gone)) \
+         for _, g in ipairs(gone) do table.insert(out, g) end \
          if ARGV[2] ~= '' then \
            for _, x in ipairs(redis.call('XRANGE', KEYS[2], ARGV[2] .. '-0', '+')) do \
              table.insert(out, x[1]) \
@@ -54,6 +62,34 @@ static READ: LazyLock<Script> = LazyLock::new(|| {
          end \
          return out"
     ))
+});
+
+/// Withdraws offsets of the epoch ARGV[1] (nothing if the room is in another epoch by now).
+/// KEYS: meta, withdrawn. ARGV: epoch, ttl ms, then the offsets.
+static WITHDRAW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end \
+         for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end \
+         redis.call('PEXPIRE', KEYS[2], ARGV[2]) \
+         return 1",
+    )
+});
+
+/// Withdraws the entries an append marked with token ARGV[1], among the last ARGV[3] kept
+/// (an append whose answer was lost: it may or may not have happened). Answers how many.
+/// KEYS: stream, withdrawn. ARGV: token, ttl ms, entries to look through.
+static WITHDRAW_APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local found = 0 \
+         for _, x in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[3])) do \
+           if x[2][4] == ARGV[1] then \
+             redis.call('SADD', KEYS[2], string.match(x[1], '^(%d+)')) \
+             found = found + 1 \
+           end \
+         end \
+         if found > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end \
+         return found",
+    )
 });
 
 /// An entry as stored: its offset is the stream id.
@@ -129,6 +165,10 @@ impl RedisHistory {
         format!("{}:history-meta:{}", self.namespace, room_tag(room))
     }
 
+    fn withdrawn_key(&self, room: &str) -> String {
+        format!("{}:history-withdrawn:{}", self.namespace, room_tag(room))
+    }
+
     fn check<T>(&self, result: RedisResult<T>) -> Result<T, HistoryError> {
         result.map_err(|e| {
             self.errors.inc();
@@ -137,22 +177,27 @@ impl RedisHistory {
     }
 
     /// Appends `entries` in order with one script call (one round trip for a batch).
+    /// With `withdraw_if_unanswered`, an append that fails is withdrawn in case it happened.
     pub(crate) async fn append(
         &self,
         room: &str,
         entries: &[NewEntry<'_>],
+        withdraw_if_unanswered: bool,
     ) -> Result<Vec<Position>, HistoryError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let r = self.retention;
         let at_ms = now_ms();
+        let token = new_epoch();
         let mut call = APPEND.key(self.meta_key(room));
         call.key(self.stream_key(room))
+            .key(self.withdrawn_key(room))
             .arg(new_epoch())
             .arg(r.size)
             .arg(r.age.as_millis() as u64)
-            .arg(r.meta_ttl.as_millis() as u64);
+            .arg(r.meta_ttl.as_millis() as u64)
+            .arg(&token);
         for e in entries {
             call.arg(rmp_serde::to_vec(&StoredRef {
                 route: e.route,
@@ -162,6 +207,12 @@ impl RedisHistory {
             })?);
         }
         let answer: RedisResult<(String, String)> = call.invoke_async(&mut self.conn.clone()).await;
+        if answer.is_err() && withdraw_if_unanswered {
+            // The append may have happened all the same (its answer timed out, the connection
+            // dropped after the script ran): its caller will not push it, so recovery must not
+            // give it back either. Sent on the same connection, after it.
+            self.withdraw_append(room, &token).await;
+        }
         let (epoch, first) = self.check(answer)?;
         let first: u64 = first
             .parse()
@@ -174,6 +225,41 @@ impl RedisHistory {
             .collect())
     }
 
+    /// Withdraws what the append marked `token` kept, if it happened.
+    async fn withdraw_append(&self, room: &str, token: &str) {
+        let answer: RedisResult<u64> = WITHDRAW_APPEND
+            .key(self.stream_key(room))
+            .key(self.withdrawn_key(room))
+            .arg(token)
+            .arg(self.retention.age.as_millis() as u64)
+            .arg(self.retention.size.max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        match answer {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(%room, withdrawn = n, "a failed history append had happened: withdrawn"),
+            Err(e) => tracing::warn!(%room, error = %e, "cannot withdraw a failed history append"),
+        }
+    }
+
+    /// Withdraws `offsets` of `epoch` in `room`.
+    pub(crate) async fn withdraw(
+        &self,
+        room: &str,
+        epoch: &str,
+        offsets: &[u64],
+    ) -> Result<(), HistoryError> {
+        let mut call = WITHDRAW.key(self.meta_key(room));
+        call.key(self.withdrawn_key(room))
+            .arg(epoch)
+            .arg(self.retention.age.as_millis() as u64);
+        for o in offsets {
+            call.arg(*o);
+        }
+        let answer: RedisResult<i64> = call.invoke_async(&mut self.conn.clone()).await;
+        self.check(answer).map(drop)
+    }
+
     pub(crate) async fn read(
         &self,
         room: &str,
@@ -183,6 +269,7 @@ impl RedisHistory {
         let answer: RedisResult<Vec<Vec<u8>>> = READ
             .key(self.meta_key(room))
             .key(self.stream_key(room))
+            .key(self.withdrawn_key(room))
             .arg(new_epoch())
             .arg(from)
             .arg(self.retention.meta_ttl.as_millis() as u64)
@@ -194,6 +281,20 @@ impl RedisHistory {
         let epoch = String::from_utf8(it.next().ok_or_else(|| bad("no epoch"))?).map_err(|_| bad("epoch"))?;
         let top = it.next().ok_or_else(|| bad("no top"))?;
         let offset = parse_u64(&top).ok_or_else(|| bad("top"))?;
+        let gone = it
+            .next()
+            .as_deref()
+            .and_then(parse_u64)
+            .ok_or_else(|| bad("withdrawn"))?;
+        let mut withdrawn = std::collections::HashSet::new();
+        for _ in 0..gone {
+            let o = it
+                .next()
+                .as_deref()
+                .and_then(parse_u64)
+                .ok_or_else(|| bad("withdrawn"))?;
+            withdrawn.insert(o);
+        }
         let mut kept = Vec::new();
         while let (Some(id), Some(bytes)) = (it.next(), it.next()) {
             // A stream id is `<offset>-0`.
@@ -203,11 +304,17 @@ impl RedisHistory {
                 .and_then(parse_u64)
                 .ok_or_else(|| bad("stream id"))?;
             let s: Stored = rmp_serde::from_slice(&bytes)?;
+            // A withdrawn entry stays, so that the history is whole, but is for nobody.
+            let audience = if withdrawn.contains(&offset) {
+                Audience::Only(Vec::new())
+            } else {
+                s.audience
+            };
             kept.push(Entry {
                 offset,
                 route: s.route,
                 body: s.body,
-                audience: s.audience,
+                audience,
                 at_ms: s.at_ms,
             });
         }

@@ -86,6 +86,7 @@ conformance!(
     two_servers_share_one_count,
     a_room_never_written_has_an_epoch_that_stays,
     a_batch_takes_consecutive_offsets_and_is_recovered_in_its_order,
+    a_withdrawn_message_is_never_recovered_and_the_history_stays_whole,
 );
 
 async fn append(h: &History, room: &str, n: u64) -> Position {
@@ -225,4 +226,25 @@ async fn a_batch_takes_consecutive_offsets_and_is_recovered_in_its_order(make: &
     let want: Vec<(u64, &[u8])> = vec![(2, b"{\"n\":2}"), (4, b"{\"n\":4}"), (5, b"{\"n\":5}")];
     assert_eq!(got, want, "in order, and only what was for the user");
     assert_eq!(h.append_batch("r", &[]).await.unwrap().unwrap(), vec![]);
+}
+
+async fn a_withdrawn_message_is_never_recovered_and_the_history_stays_whole(make: &Make) {
+    let h = make(10).await;
+    let seen = append(&h, "r", 1).await;
+    let stalled = append(&h, "r", 2).await;
+    append(&h, "r", 3).await;
+    h.withdraw("r", &stalled.epoch, &[stalled.offset]).await.unwrap();
+    // Another epoch's offsets are not this one's: nothing happens.
+    h.withdraw("r", "another-epoch", &[3]).await.unwrap();
+    assert_eq!(h.position("r").await.unwrap().unwrap().offset, 3);
+    let r = h.recover("r", "a", Some(&seen)).await.unwrap().unwrap();
+    assert!(
+        r.recovered,
+        "a client recovering across a withdrawn message still recovers"
+    );
+    let got: Vec<u64> = r.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(got, vec![3]);
+    let r = h.recover("r", "a", Some(&stalled)).await.unwrap().unwrap();
+    assert_eq!(r.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![3]);
+    assert!(r.recovered);
 }
