@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use shaddock_channel::{Channel, ChannelError, Delivery, Member};
-use shaddock_history::{Audience, HistoryError, NewEntry};
+use shaddock_history::{Audience, History, HistoryError, NewEntry, Position};
 
 use crate::ChatState;
 
@@ -18,6 +18,10 @@ pub enum PublishError {
     /// The history write of a whole batch failed.
     #[error("room history: {0}")]
     Batch(std::sync::Arc<HistoryError>),
+    /// This server stalled between the batch's history write and its push, and the room went
+    /// on without it: the batch was withdrawn, not pushed.
+    #[error("room moved on while this server stalled")]
+    Overtaken,
 }
 
 /// Who a push goes to.
@@ -50,7 +54,12 @@ pub async fn publish(
     to: To<'_>,
     best_effort: bool,
 ) -> Result<(), PublishError> {
-    let offset = match state.history.append(rid, route, body, to.audience()).await {
+    let appended = if best_effort {
+        state.history.append_kept(rid, route, body, to.audience()).await
+    } else {
+        state.history.append(rid, route, body, to.audience()).await
+    };
+    let offset = match appended {
         Ok(position) => position.map(|p| p.offset),
         Err(e) if best_effort => {
             tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
@@ -85,8 +94,8 @@ pub async fn publish_batch(
             audience: m.to.audience(),
         })
         .collect();
-    let offsets = match state.history.append_batch(rid, &entries).await {
-        Ok(positions) => positions.map(|p| p.into_iter().map(|p| p.offset).collect::<Vec<_>>()),
+    let positions = match state.history.append_batch(rid, &entries).await {
+        Ok(positions) => positions,
         Err(e) => {
             let e = std::sync::Arc::new(e);
             return messages
@@ -95,12 +104,69 @@ pub async fn publish_batch(
                 .collect();
         }
     };
+    if let Some(positions) = &positions
+        && overtaken(state, rid, positions).await
+    {
+        return messages.iter().map(|_| Err(PublishError::Overtaken)).collect();
+    }
+    let offsets = positions.map(|p| p.into_iter().map(|p| p.offset).collect::<Vec<_>>());
     let mut results = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let offset = offsets.as_ref().and_then(|o| o.get(i).copied());
         results.push(push(state, route, m.body, m.to, offset).await);
     }
     results
+}
+
+/// Whether a batch appended at `positions` must not be pushed, because its job stalled (a
+/// third of the lapse or more: the process was paused, or the host) and meanwhile another
+/// owner of the room appended after it, and pushed that: pushed now, the batch would reach
+/// every member after later messages, and its senders, already told it timed out, may have
+/// sent it again. Such a batch is withdrawn from the history (recovery never gives it back)
+/// and its senders are told it failed. A job that did not stall is the room's only writer.
+async fn overtaken(state: &ChatState, rid: &str, positions: &[Position]) -> bool {
+    let started = shaddock_server::sequencer::job_started();
+    overtaken_in(&state.history, rid, positions, started, state.registry.lapse()).await
+}
+
+/// [`overtaken`], given the history, when the job began and the lapse.
+async fn overtaken_in(
+    history: &History,
+    rid: &str,
+    positions: &[Position],
+    started: Option<tokio::time::Instant>,
+    lapse: std::time::Duration,
+) -> bool {
+    let (Some(first), Some(last)) = (positions.first(), positions.last()) else {
+        return false;
+    };
+    if !may_have_stalled(started, lapse) {
+        return false;
+    }
+    let now = match history.position(rid).await {
+        Ok(Some(now)) => now,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!(%rid, error = %e, "cannot check a stalled batch against the history; pushed");
+            return false;
+        }
+    };
+    if !went_on_without(last, &now) {
+        return false;
+    }
+    let offsets: Vec<u64> = (first.offset..=last.offset).collect();
+    let stalled_ms = started.map(|s| s.elapsed().as_millis()).unwrap_or_default();
+    tracing::warn!(%rid, from = first.offset, to = last.offset, top = now.offset, stalled_ms,
+        "a stalled batch was overtaken: withdrawn, not pushed");
+    if let Err(e) = history.withdraw(rid, &last.epoch, &offsets).await {
+        tracing::warn!(%rid, error = %e, "cannot withdraw an overtaken batch");
+    }
+    true
+}
+
+/// True when the history at `now` has gone past `mine`, the last position a batch was given.
+fn went_on_without(mine: &Position, now: &Position) -> bool {
+    now.epoch == mine.epoch && now.offset > mine.offset
 }
 
 async fn push(
@@ -245,7 +311,7 @@ async fn push_event(
     if to.is_empty() {
         // Nobody to tell now; a member who recovers later still hears of it.
         if state.history.is_on()
-            && let Err(e) = state.history.append(rid, route, &body, audience).await
+            && let Err(e) = state.history.append_kept(rid, route, &body, audience).await
         {
             tracing::warn!(%rid, %route, error = %e, "history write failed");
         }
@@ -263,7 +329,9 @@ mod tests {
     use shaddock_bus::Bus;
     use shaddock_channel::{ChannelService, ChannelStore, Member};
 
-    use super::{agrees_with_store, may_have_stalled, user_name};
+    use shaddock_history::{Audience, History, Retention};
+
+    use super::{agrees_with_store, may_have_stalled, overtaken_in, user_name};
 
     #[tokio::test(start_paused = true)]
     async fn a_job_may_have_stalled_once_it_has_run_a_third_of_the_lapse() {
@@ -298,6 +366,40 @@ mod tests {
             .unwrap();
         assert!(!agrees_with_store(&channels, "r", "onLeave", "u*r").await.unwrap());
         assert!(agrees_with_store(&channels, "r", "onAdd", "u*r").await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_batch_the_room_went_on_without_is_withdrawn_and_not_pushed() {
+        let lapse = Duration::from_millis(3000);
+        let history = History::memory(Retention::default());
+        let append = |n: u64| {
+            let history = history.clone();
+            async move {
+                let body = format!("{{\"n\":{n}}}");
+                history
+                    .append("r", "onChat", body.as_bytes(), &Audience::All)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let seen = append(1).await;
+        let began = tokio::time::Instant::now();
+        let batch = vec![append(2).await, append(3).await];
+        // Nobody wrote after it: a slow job is still the room's only writer.
+        tokio::time::advance(lapse).await;
+        assert!(!overtaken_in(&history, "r", &batch, Some(began), lapse).await);
+        // Another owner appended after it while it stalled.
+        append(4).await;
+        assert!(
+            !overtaken_in(&history, "r", &batch, Some(tokio::time::Instant::now()), lapse).await,
+            "a job that did not stall does not even look"
+        );
+        assert!(overtaken_in(&history, "r", &batch, Some(began), lapse).await);
+        let r = history.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
+        assert!(r.recovered);
+        let offsets: Vec<u64> = r.messages.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, vec![4], "recovery never gives the withdrawn batch back");
     }
 
     #[test]
