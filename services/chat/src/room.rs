@@ -43,30 +43,21 @@ impl To<'_> {
     }
 }
 
-/// Pushes `body` on `route` into room `rid`, after recording it in the room's history. A
-/// chat message whose history write fails is not sent (`Err`: the sender is told); a member
-/// event (`best_effort`) is then sent without an offset.
+/// Pushes `body` on `route` into room `rid`, after recording it in the room's history; when
+/// that write fails it is not sent (`Err`: the sender is told). Member events go through
+/// `push_event` instead, which sends them all the same.
 pub async fn publish(
     state: &ChatState,
     rid: &str,
     route: &str,
     body: &[u8],
     to: To<'_>,
-    best_effort: bool,
 ) -> Result<(), PublishError> {
-    let appended = if best_effort {
-        state.history.append_kept(rid, route, body, to.audience()).await
-    } else {
-        state.history.append(rid, route, body, to.audience()).await
-    };
-    let offset = match appended {
-        Ok(position) => position.map(|p| p.offset),
-        Err(e) if best_effort => {
-            tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let offset = state
+        .history
+        .append(rid, route, body, to.audience())
+        .await?
+        .map(|p| p.offset);
     push(state, route, body, to, offset).await
 }
 
@@ -259,7 +250,7 @@ pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: 
     }
     tracing::debug!(%rid, %uid, to = others.len(), "onAdd");
     let audience = Audience::Except(uid.to_owned());
-    push_event(state, rid, others, &audience, "onAdd", user_name(uid, rid)).await;
+    push_event(state, rid, others, &audience, "onAdd", uid).await;
 }
 
 /// Tells `to` alone that `uid` is in the room (`onAdd`) or not (`onLeave`): what it missed
@@ -270,15 +261,7 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
     }
     tracing::debug!(%rid, to = %to.uid, %route, %uid, "telling a member what it missed");
     let audience = Audience::Only(vec![to.uid.clone()]);
-    push_event(
-        state,
-        rid,
-        std::slice::from_ref(to),
-        &audience,
-        route,
-        user_name(uid, rid),
-    )
-    .await;
+    push_event(state, rid, std::slice::from_ref(to), &audience, route, uid).await;
 }
 
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.
@@ -290,34 +273,40 @@ pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
         Ok(members) => {
             tracing::debug!(rid = %channel.name(), %uid, to = members.len(), "onLeave");
             let audience = Audience::Except(uid.to_owned());
-            let user = user_name(uid, channel.name());
-            push_event(state, channel.name(), &members, &audience, "onLeave", user).await;
+            push_event(state, channel.name(), &members, &audience, "onLeave", uid).await;
         }
         Err(e) => tracing::warn!(error = %e, "cannot read members for onLeave"),
     }
 }
 
+/// Records news of `uid` on `route` in the history and pushes it to `to`. Pushed even when the
+/// history write fails (without an offset); but not when the job stalled between the two and
+/// the news no longer holds (see [`still_holds`]): its place in the history is right, only a
+/// late push would be wrong.
 async fn push_event(
     state: &ChatState,
     rid: &str,
     to: &[Member],
     audience: &Audience,
     route: &str,
-    user: &str,
+    uid: &str,
 ) {
+    let user = user_name(uid, rid);
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
         return;
     };
-    if to.is_empty() {
-        // Nobody to tell now; a member who recovers later still hears of it.
-        if state.history.is_on()
-            && let Err(e) = state.history.append_kept(rid, route, &body, audience).await
-        {
-            tracing::warn!(%rid, %route, error = %e, "history write failed");
+    let offset = match state.history.append_kept(rid, route, &body, audience).await {
+        Ok(position) => position.map(|p| p.offset),
+        Err(e) => {
+            tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
+            None
         }
+    };
+    // Nobody to tell now; a member who recovers later still hears of it.
+    if to.is_empty() || !still_holds(state, rid, route, uid).await {
         return;
     }
-    if let Err(e) = publish(state, rid, route, &body, To::Members(to, audience), true).await {
+    if let Err(e) = push(state, route, &body, To::Members(to, audience), offset).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
 }

@@ -211,16 +211,9 @@ async fn broadcast(state: &ChatState, b: Broadcast) -> Result<usize, HandlerErro
     if members == 0 {
         return Ok(0);
     }
-    crate::room::publish(
-        state,
-        &b.rid,
-        &b.route,
-        &b.body,
-        crate::room::To::Room(&channel),
-        false,
-    )
-    .await
-    .map_err(err)?;
+    crate::room::publish(state, &b.rid, &b.route, &b.body, crate::room::To::Room(&channel))
+        .await
+        .map_err(err)?;
     Ok(members)
 }
 
