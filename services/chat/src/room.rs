@@ -18,9 +18,9 @@ pub enum PublishError {
     /// The history write of a whole batch failed.
     #[error("room history: {0}")]
     Batch(std::sync::Arc<HistoryError>),
-    /// This server stalled between the batch's history write and its push, and the room went
-    /// on without it: the batch was withdrawn, not pushed.
-    #[error("room moved on while this server stalled")]
+    /// Too late to push (its senders gave up, or the room went on without it while this
+    /// server stalled): withdrawn from the history, not pushed.
+    #[error("too late to push: withdrawn")]
     Overtaken,
 }
 
@@ -53,12 +53,13 @@ pub async fn publish(
     body: &[u8],
     to: To<'_>,
 ) -> Result<(), PublishError> {
-    let offset = state
-        .history
-        .append(rid, route, body, to.audience())
-        .await?
-        .map(|p| p.offset);
-    push(state, route, body, to, offset).await
+    let position = state.history.append(rid, route, body, to.audience()).await?;
+    if let Some(p) = &position
+        && overtaken(state, rid, std::slice::from_ref(p)).await
+    {
+        return Err(PublishError::Overtaken);
+    }
+    push(state, route, body, to, position.map(|p| p.offset)).await
 }
 
 /// One message of [`publish_batch`]: its body and whom it goes to.
@@ -109,48 +110,60 @@ pub async fn publish_batch(
     results
 }
 
-/// Whether a batch appended at `positions` must not be pushed, because its job stalled (a
-/// third of the lapse or more: the process was paused, or the host) and meanwhile another
-/// owner of the room appended after it, and pushed that: pushed now, the batch would reach
-/// every member after later messages, and its senders, already told it timed out, may have
-/// sent it again. Such a batch is withdrawn from the history (recovery never gives it back)
-/// and its senders are told it failed. A job that did not stall is the room's only writer.
+/// Whether a batch appended at `positions` is too late to push, and is withdrawn from the
+/// history instead (recovery never gives it back) while its senders are told it failed:
+/// - its senders' deadline passed while it ran (the server or its Redis was paused): they
+///   were told it timed out, so it would come as a surprise, and a retry as a second copy;
+/// - its job stalled (a third of the lapse or more) and meanwhile another owner of the room
+///   appended after it, and pushed that: the batch would reach every member after later
+///   messages. A job that did not stall is the room's only writer.
 async fn overtaken(state: &ChatState, rid: &str, positions: &[Position]) -> bool {
     let started = shaddock_server::sequencer::job_started();
-    overtaken_in(&state.history, rid, positions, started, state.registry.lapse()).await
+    let senders_gone = shaddock_server::backend::deadline_passed_for_sender();
+    overtaken_in(
+        &state.history,
+        rid,
+        positions,
+        started,
+        state.registry.lapse(),
+        senders_gone,
+    )
+    .await
 }
 
-/// [`overtaken`], given the history, when the job began and the lapse.
+/// [`overtaken`], given the history, when the job began, the lapse, and whether its senders'
+/// deadline passed.
 async fn overtaken_in(
     history: &History,
     rid: &str,
     positions: &[Position],
     started: Option<tokio::time::Instant>,
     lapse: std::time::Duration,
+    senders_gone: bool,
 ) -> bool {
     let (Some(first), Some(last)) = (positions.first(), positions.last()) else {
         return false;
     };
-    if !may_have_stalled(started, lapse) {
+    let why = if senders_gone {
+        "its senders' deadline passed"
+    } else if !may_have_stalled(started, lapse) {
         return false;
-    }
-    let now = match history.position(rid).await {
-        Ok(Some(now)) => now,
-        Ok(None) => return false,
-        Err(e) => {
-            tracing::warn!(%rid, error = %e, "cannot check a stalled batch against the history; pushed");
-            return false;
+    } else {
+        match history.position(rid).await {
+            Ok(Some(now)) if went_on_without(last, &now) => "the room went on without it",
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(%rid, error = %e, "cannot check a stalled batch against the history; pushed");
+                return false;
+            }
         }
     };
-    if !went_on_without(last, &now) {
-        return false;
-    }
     let offsets: Vec<u64> = (first.offset..=last.offset).collect();
-    let stalled_ms = started.map(|s| s.elapsed().as_millis()).unwrap_or_default();
-    tracing::warn!(%rid, from = first.offset, to = last.offset, top = now.offset, stalled_ms,
-        "a stalled batch was overtaken: withdrawn, not pushed");
+    let ran_ms = started.map(|s| s.elapsed().as_millis()).unwrap_or_default();
+    tracing::warn!(%rid, from = first.offset, to = last.offset, ran_ms, why,
+        "a batch too late to push: withdrawn, not pushed");
     if let Err(e) = history.withdraw(rid, &last.epoch, &offsets).await {
-        tracing::warn!(%rid, error = %e, "cannot withdraw an overtaken batch");
+        tracing::warn!(%rid, error = %e, "cannot withdraw a batch too late to push");
     }
     true
 }
@@ -377,18 +390,33 @@ mod tests {
         let batch = vec![append(2).await, append(3).await];
         // Nobody wrote after it: a slow job is still the room's only writer.
         tokio::time::advance(lapse).await;
-        assert!(!overtaken_in(&history, "r", &batch, Some(began), lapse).await);
+        assert!(!overtaken_in(&history, "r", &batch, Some(began), lapse, false).await);
         // Another owner appended after it while it stalled.
         append(4).await;
         assert!(
-            !overtaken_in(&history, "r", &batch, Some(tokio::time::Instant::now()), lapse).await,
+            !overtaken_in(
+                &history,
+                "r",
+                &batch,
+                Some(tokio::time::Instant::now()),
+                lapse,
+                false
+            )
+            .await,
             "a job that did not stall does not even look"
         );
-        assert!(overtaken_in(&history, "r", &batch, Some(began), lapse).await);
+        assert!(overtaken_in(&history, "r", &batch, Some(began), lapse, false).await);
         let r = history.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
         assert!(r.recovered);
         let offsets: Vec<u64> = r.messages.iter().map(|m| m.offset).collect();
         assert_eq!(offsets, vec![4], "recovery never gives the withdrawn batch back");
+        // A batch whose senders gave up is withdrawn, stalled or not, overtaken or not.
+        let late = vec![append(5).await];
+        let now = Some(tokio::time::Instant::now());
+        assert!(overtaken_in(&history, "r", &late, now, lapse, true).await);
+        let r = history.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
+        assert_eq!(r.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![4]);
+        assert!(r.recovered);
     }
 
     #[test]

@@ -18,6 +18,47 @@ use crate::handler::{BoxFuture, HandlerError, Handlers, response_body};
 use crate::metrics::Metrics;
 use crate::sequencer::{Batchable, Busy, Job, Sequencer};
 
+tokio::task_local! {
+    /// The deadline of the request (or the earliest of the batch) the running job answers.
+    static DEADLINE: Deadline;
+}
+
+/// When a request's sender stops waiting: `at` counted from its arrival here, `at_ms` on
+/// the wall clock as the sender set it; either may be missing.
+#[derive(Debug, Clone, Copy, Default)]
+struct Deadline {
+    at: Option<tokio::time::Instant>,
+    at_ms: Option<u64>,
+}
+
+impl Deadline {
+    fn passed(&self) -> bool {
+        self.at.is_some_and(|at| tokio::time::Instant::now() >= at)
+            || shaddock_bus::envelope::is_late(self.at_ms)
+    }
+
+    /// The earlier of the two, each part on its own.
+    fn earliest(self, other: Deadline) -> Deadline {
+        fn min<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        Deadline {
+            at: min(self.at, other.at),
+            at_ms: min(self.at_ms, other.at_ms),
+        }
+    }
+}
+
+/// True when the forwarded request the running job answers (for a batch, its earliest) has
+/// passed its deadline: its sender was already told it failed, so what it would send now
+/// would come as a surprise, and a retry of it as a second copy. False outside such a job.
+pub fn deadline_passed_for_sender() -> bool {
+    DEADLINE.try_with(Deadline::passed).unwrap_or(false)
+}
+
 type RemoteFn =
     Arc<dyn Fn(String, String, Vec<u8>) -> BoxFuture<Result<Vec<u8>, HandlerError>> + Send + Sync>;
 
@@ -185,6 +226,7 @@ impl Backend {
         };
         let mut run = Vec::with_capacity(requests.len());
         let mut waiting = Vec::with_capacity(requests.len());
+        let mut deadline: Option<Deadline> = None;
         for f in requests {
             if self.late(f.expires, f.expires_at_ms) {
                 tracing::debug!(%route, "a forwarded request's deadline passed in the queue: dropped");
@@ -192,6 +234,11 @@ impl Backend {
                 answer(&f.bus, &f.msg, deadline_passed()).await;
                 continue;
             }
+            let own = Deadline {
+                at: f.expires,
+                at_ms: f.expires_at_ms,
+            };
+            deadline = Some(deadline.map_or(own, |d| d.earliest(own)));
             let body = serde_json::from_slice(&f.body).unwrap_or_else(|_| serde_json::json!({}));
             run.push((f.session, body));
             waiting.push((f.bus, f.msg));
@@ -199,7 +246,12 @@ impl Backend {
         if run.is_empty() {
             return;
         }
-        let results = self.handlers.handle_batch_filtered(&route, run).await;
+        let results = DEADLINE
+            .scope(
+                deadline.unwrap_or_default(),
+                self.handlers.handle_batch_filtered(&route, run),
+            )
+            .await;
         for ((bus, msg), result) in waiting.iter().zip(&results) {
             if let Err(e) = result {
                 tracing::debug!(%route, error = %e, "handler failed");
@@ -250,7 +302,13 @@ impl Backend {
                 session, route, body, ..
             }) => {
                 let body = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::json!({}));
-                let result = self.handlers.handle_filtered(&route, session, body).await;
+                let deadline = Deadline {
+                    at: expires,
+                    at_ms: expires_at_ms,
+                };
+                let result = DEADLINE
+                    .scope(deadline, self.handlers.handle_filtered(&route, session, body))
+                    .await;
                 if let Err(e) = &result {
                     tracing::debug!(%route, error = %e, "handler failed");
                 }
@@ -401,6 +459,42 @@ mod tests {
             Reply::Err { .. }
         ));
         assert_eq!(ran.load(Ordering::SeqCst), 2, "the late ones never ran");
+        token.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_knows_when_its_senders_deadline_passes_while_it_runs() {
+        let (bus, tracker, token) = (Bus::local(), TaskTracker::new(), CancellationToken::new());
+        let mut handlers = Handlers::new();
+        handlers.add_batched(
+            "chat.chatHandler.send",
+            |requests: Vec<(SessionExport, Value)>| async move {
+                let before = deadline_passed_for_sender();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let after = deadline_passed_for_sender();
+                requests
+                    .iter()
+                    .map(|_| Ok(json!({"before": before, "after": after})))
+                    .collect()
+            },
+        );
+        serve(&bus, &tracker, &token, handlers).await;
+        assert!(!deadline_passed_for_sender(), "outside a job");
+        let timeout = Duration::from_secs(5);
+        for (deadline_ms, passed) in [(200, true), (5_000, false)] {
+            let sent = bus
+                .send_request("t.srv.chat-1".into(), forward("{}", deadline_ms), timeout)
+                .await;
+            let Reply::Ok(body) = Reply::decode(&sent.answer().await.unwrap()).unwrap() else {
+                panic!("an answer");
+            };
+            let seen: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                seen,
+                json!({"before": false, "after": passed}),
+                "deadline {deadline_ms} ms"
+            );
+        }
         token.cancel();
     }
 
