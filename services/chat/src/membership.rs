@@ -73,8 +73,8 @@
 //!    are checked against the store, read afresh, and dropped when no longer true
 //!    (`crate::room`), so a user who came back is not told gone, nor one who went, back. The
 //!    check runs before the event's history write and again before its push, since the pause
-//!    may fall between the two (the history keeps the event where it happened). A stalled
-//!    batch of chat messages that the room's history went on without is withdrawn instead.
+//!    may fall between the two; news found stale there is withdrawn from the history too. A
+//!    stalled batch of chat messages that the room's history went on without is withdrawn.
 //!
 //! The store forgets what becomes empty (a room with no member, a connector with no room), so
 //! nothing grows without bound; the chat server's per-room cache expires (see

@@ -54,9 +54,7 @@ pub async fn publish(
     to: To<'_>,
 ) -> Result<(), PublishError> {
     let position = state.history.append(rid, route, body, to.audience()).await?;
-    if let Some(p) = &position
-        && overtaken(state, rid, std::slice::from_ref(p)).await
-    {
+    if overtaken(state, rid, position.as_slice()).await {
         return Err(PublishError::Overtaken);
     }
     push(state, route, body, to, position.map(|p| p.offset)).await
@@ -96,9 +94,7 @@ pub async fn publish_batch(
                 .collect();
         }
     };
-    if let Some(positions) = &positions
-        && overtaken(state, rid, positions).await
-    {
+    if overtaken(state, rid, positions.as_deref().unwrap_or_default()).await {
         return messages.iter().map(|_| Err(PublishError::Overtaken)).collect();
     }
     let offsets = positions.map(|p| p.into_iter().map(|p| p.offset).collect::<Vec<_>>());
@@ -142,7 +138,8 @@ async fn overtaken_in(
     senders_gone: bool,
 ) -> bool {
     let (Some(first), Some(last)) = (positions.first(), positions.last()) else {
-        return false;
+        // Nothing kept (history off): only the senders' deadline counts.
+        return senders_gone;
     };
     let why = if senders_gone {
         "its senders' deadline passed"
@@ -168,9 +165,10 @@ async fn overtaken_in(
     true
 }
 
-/// True when the history at `now` has gone past `mine`, the last position a batch was given.
+/// True when the history at `now` has gone past `mine`, the last position a batch was given
+/// (or started another epoch meanwhile: the batch's offsets mean nothing there).
 fn went_on_without(mine: &Position, now: &Position) -> bool {
-    now.epoch == mine.epoch && now.offset > mine.offset
+    now.epoch != mine.epoch || now.offset > mine.offset
 }
 
 async fn push(
@@ -293,9 +291,9 @@ pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
 }
 
 /// Records news of `uid` on `route` in the history and pushes it to `to`. Pushed even when the
-/// history write fails (without an offset); but not when the job stalled between the two and
-/// the news no longer holds (see [`still_holds`]): its place in the history is right, only a
-/// late push would be wrong.
+/// history write fails (without an offset); but when the job stalled before the push and the
+/// news no longer holds (see [`still_holds`]), it is withdrawn from the history and not pushed:
+/// whoever changed the room since told the members, and may have written before or after it.
 async fn push_event(
     state: &ChatState,
     rid: &str,
@@ -308,17 +306,28 @@ async fn push_event(
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
         return;
     };
-    let offset = match state.history.append_kept(rid, route, &body, audience).await {
-        Ok(position) => position.map(|p| p.offset),
+    let position = match state.history.append_kept(rid, route, &body, audience).await {
+        Ok(position) => position,
         Err(e) => {
             tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
             None
         }
     };
-    // Nobody to tell now; a member who recovers later still hears of it.
-    if to.is_empty() || !still_holds(state, rid, route, uid).await {
+    if !still_holds(state, rid, route, uid).await {
+        // Stale news: whoever changed the room since may have written after it, and a
+        // recovering client must not replay it last.
+        if let Some(p) = &position
+            && let Err(e) = state.history.withdraw(rid, &p.epoch, &[p.offset]).await
+        {
+            tracing::warn!(%rid, %route, error = %e, "cannot withdraw stale news");
+        }
         return;
     }
+    // Nobody to tell now; a member who recovers later still hears of it.
+    if to.is_empty() {
+        return;
+    }
+    let offset = position.map(|p| p.offset);
     if let Err(e) = push(state, route, &body, To::Members(to, audience), offset).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
@@ -417,6 +426,32 @@ mod tests {
         let r = history.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
         assert_eq!(r.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![4]);
         assert!(r.recovered);
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_history_is_too_late_only_once_its_senders_gave_up() {
+        let off = History::Off;
+        let lapse = Duration::from_millis(3000);
+        assert!(overtaken_in(&off, "r", &[], None, lapse, true).await);
+        assert!(!overtaken_in(&off, "r", &[], None, lapse, false).await);
+    }
+
+    #[test]
+    fn a_history_in_another_epoch_went_on_without_the_batch() {
+        let mine = shaddock_history::Position {
+            epoch: "e1".into(),
+            offset: 7,
+        };
+        let at = |epoch: &str, offset| shaddock_history::Position {
+            epoch: epoch.into(),
+            offset,
+        };
+        assert!(!super::went_on_without(&mine, &at("e1", 7)));
+        assert!(super::went_on_without(&mine, &at("e1", 8)));
+        assert!(
+            super::went_on_without(&mine, &at("e2", 1)),
+            "the history was lost meanwhile"
+        );
     }
 
     #[test]

@@ -14,11 +14,11 @@
 //!   skips them, and a client recovering across them still recovers.
 //! - A message has an [`Audience`]: the whole room, all but one (a joiner's own `onAdd`), or
 //!   some uids (a private message). Recovery returns only what was for the user.
-//! - Redis keys: `<ns>:history:{<room>}` (a stream whose ids are the offsets) and
-//!   `<ns>:history-meta:{<room>}` (a hash: epoch, top offset), and
-//!   `<ns>:history-withdrawn:{<room>}` (a set of offsets, rarely present). The room is a hash tag, so both
-//!   live in one Redis Cluster slot. The stream expires after `age` without messages, the
-//!   hash after `meta_ttl` (then the room starts a new epoch).
+//! - Redis keys: `<ns>:history:{<room>}` (a stream whose ids are the offsets),
+//!   `<ns>:history-meta:{<room>}` (a hash: epoch, top offset) and
+//!   `<ns>:history-withdrawn:{<room>}` (a set of offsets, rarely present). The room is a hash
+//!   tag, so all three live in one Redis Cluster slot. The stream expires after `age` without
+//!   messages, the hash and the set after `meta_ttl` (then the room starts a new epoch).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -89,10 +89,14 @@ impl MemoryHistory {
     /// Withdraws `offsets` of `epoch` (nothing if the room is in another epoch).
     pub(crate) fn withdraw(&self, room: &str, epoch: &str, offsets: &[u64]) {
         self.with_room(room, |log| {
+            // Only offsets still kept matter (none when nothing is kept).
+            let Some(oldest) = log.entries.front().map(|e| e.offset) else {
+                log.withdrawn.clear();
+                return;
+            };
             if log.epoch == epoch {
-                let oldest = log.entries.front().map_or(0, |e| e.offset);
                 log.withdrawn.retain(|o| *o >= oldest);
-                log.withdrawn.extend_from_slice(offsets);
+                log.withdrawn.extend(offsets.iter().filter(|o| **o >= oldest));
             }
         });
     }

@@ -210,8 +210,11 @@ impl RedisHistory {
         if answer.is_err() && withdraw_if_unanswered {
             // The append may have happened all the same (its answer timed out, the connection
             // dropped after the script ran): its caller will not push it, so recovery must not
-            // give it back either. Sent on the same connection, after it.
-            self.withdraw_append(room, &token).await;
+            // give it back either. Sent after it, without holding up the room's next job (the
+            // token is found wherever later appends put it); a one-shot call, bounded by the
+            // connection's response timeout.
+            let (this, room) = (self.clone(), room.to_owned());
+            tokio::spawn(async move { this.withdraw_append(&room, &token).await });
         }
         let (epoch, first) = self.check(answer)?;
         let first: u64 = first
@@ -231,7 +234,7 @@ impl RedisHistory {
             .key(self.stream_key(room))
             .key(self.withdrawn_key(room))
             .arg(token)
-            .arg(self.retention.age.as_millis() as u64)
+            .arg(self.retention.meta_ttl.as_millis() as u64)
             .arg(self.retention.size.max(1))
             .invoke_async(&mut self.conn.clone())
             .await;
@@ -252,7 +255,7 @@ impl RedisHistory {
         let mut call = WITHDRAW.key(self.meta_key(room));
         call.key(self.withdrawn_key(room))
             .arg(epoch)
-            .arg(self.retention.age.as_millis() as u64);
+            .arg(self.retention.meta_ttl.as_millis() as u64);
         for o in offsets {
             call.arg(*o);
         }

@@ -19,12 +19,12 @@ use crate::metrics::Metrics;
 use crate::sequencer::{Batchable, Busy, Job, Sequencer};
 
 tokio::task_local! {
-    /// The deadline of the request (or the earliest of the batch) the running job answers.
-    static DEADLINE: Deadline;
+    /// The deadlines of the requests the running job answers (one, or a batch's).
+    static DEADLINES: Vec<Deadline>;
 }
 
 /// When a request's sender stops waiting: `at` counted from its arrival here, `at_ms` on
-/// the wall clock as the sender set it; either may be missing.
+/// the wall clock as the sender set it; a request with neither (a notify) waits for nobody.
 #[derive(Debug, Clone, Copy, Default)]
 struct Deadline {
     at: Option<tokio::time::Instant>,
@@ -36,27 +36,15 @@ impl Deadline {
         self.at.is_some_and(|at| tokio::time::Instant::now() >= at)
             || shaddock_bus::envelope::is_late(self.at_ms)
     }
-
-    /// The earlier of the two, each part on its own.
-    fn earliest(self, other: Deadline) -> Deadline {
-        fn min<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        }
-        Deadline {
-            at: min(self.at, other.at),
-            at_ms: min(self.at_ms, other.at_ms),
-        }
-    }
 }
 
-/// True when the forwarded request the running job answers (for a batch, its earliest) has
-/// passed its deadline: its sender was already told it failed, so what it would send now
-/// would come as a surprise, and a retry of it as a second copy. False outside such a job.
+/// True when every forwarded request the running job answers has passed its deadline: their
+/// senders were all told it failed, so what the job would send now would come as a surprise,
+/// and a retry as a second copy. False outside such a job, and while any sender still waits.
 pub fn deadline_passed_for_sender() -> bool {
-    DEADLINE.try_with(Deadline::passed).unwrap_or(false)
+    DEADLINES
+        .try_with(|all| !all.is_empty() && all.iter().all(Deadline::passed))
+        .unwrap_or(false)
 }
 
 type RemoteFn =
@@ -226,7 +214,7 @@ impl Backend {
         };
         let mut run = Vec::with_capacity(requests.len());
         let mut waiting = Vec::with_capacity(requests.len());
-        let mut deadline: Option<Deadline> = None;
+        let mut deadlines = Vec::with_capacity(requests.len());
         for f in requests {
             if self.late(f.expires, f.expires_at_ms) {
                 tracing::debug!(%route, "a forwarded request's deadline passed in the queue: dropped");
@@ -234,11 +222,10 @@ impl Backend {
                 answer(&f.bus, &f.msg, deadline_passed()).await;
                 continue;
             }
-            let own = Deadline {
+            deadlines.push(Deadline {
                 at: f.expires,
                 at_ms: f.expires_at_ms,
-            };
-            deadline = Some(deadline.map_or(own, |d| d.earliest(own)));
+            });
             let body = serde_json::from_slice(&f.body).unwrap_or_else(|_| serde_json::json!({}));
             run.push((f.session, body));
             waiting.push((f.bus, f.msg));
@@ -246,11 +233,8 @@ impl Backend {
         if run.is_empty() {
             return;
         }
-        let results = DEADLINE
-            .scope(
-                deadline.unwrap_or_default(),
-                self.handlers.handle_batch_filtered(&route, run),
-            )
+        let results = DEADLINES
+            .scope(deadlines, self.handlers.handle_batch_filtered(&route, run))
             .await;
         for ((bus, msg), result) in waiting.iter().zip(&results) {
             if let Err(e) = result {
@@ -306,8 +290,11 @@ impl Backend {
                     at: expires,
                     at_ms: expires_at_ms,
                 };
-                let result = DEADLINE
-                    .scope(deadline, self.handlers.handle_filtered(&route, session, body))
+                let result = DEADLINES
+                    .scope(
+                        vec![deadline],
+                        self.handlers.handle_filtered(&route, session, body),
+                    )
                     .await;
                 if let Err(e) = &result {
                     tracing::debug!(%route, error = %e, "handler failed");
