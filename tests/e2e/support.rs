@@ -114,14 +114,12 @@ pub async fn eventually_said(
     within: Duration,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + within;
+    let said = |p: &shaddock_client::Push| p.route == "onChat" && p.body["msg"] == text;
     while tokio::time::Instant::now() < deadline {
-        let body = serde_json::json!({"rid": rid, "content": text, "from": "x", "target": "*"});
+        let body = json!({"rid": rid, "content": text, "from": "x", "target": "*"});
         let _ = from.request(SEND, body).await;
-        let wait = Duration::from_millis(500);
-        while let Some(p) = to.next_push(wait).await {
-            if p.route == "onChat" && p.body["msg"] == text {
-                return true;
-            }
+        if receives_push(to, Duration::from_millis(500), said).await {
+            return true;
         }
     }
     false

@@ -201,12 +201,9 @@ impl History {
             body,
             audience,
         };
-        let entries = std::slice::from_ref(&entry);
-        let positions = match self {
-            History::Off => None,
-            History::Memory(m) => Some(m.append(room, entries)),
-            History::Redis(r) => Some(r.append(room, entries, withdraw_if_unanswered).await?),
-        };
+        let positions = self
+            .append_entries(room, std::slice::from_ref(&entry), withdraw_if_unanswered)
+            .await?;
         Ok(positions.and_then(|p| p.into_iter().next()))
     }
 
@@ -219,10 +216,19 @@ impl History {
         room: &str,
         entries: &[NewEntry<'_>],
     ) -> Result<Option<Vec<Position>>, HistoryError> {
+        self.append_entries(room, entries, true).await
+    }
+
+    async fn append_entries(
+        &self,
+        room: &str,
+        entries: &[NewEntry<'_>],
+        withdraw_if_unanswered: bool,
+    ) -> Result<Option<Vec<Position>>, HistoryError> {
         match self {
             History::Off => Ok(None),
             History::Memory(m) => Ok(Some(m.append(room, entries))),
-            History::Redis(r) => r.append(room, entries, true).await.map(Some),
+            History::Redis(r) => r.append(room, entries, withdraw_if_unanswered).await.map(Some),
         }
     }
 

@@ -189,11 +189,12 @@ impl RedisHistory {
         }
         let r = self.retention;
         let at_ms = now_ms();
+        // One unique string per append: its token, and the epoch if the room has none yet.
         let token = new_epoch();
         let mut call = APPEND.key(self.meta_key(room));
         call.key(self.stream_key(room))
             .key(self.withdrawn_key(room))
-            .arg(new_epoch())
+            .arg(&token)
             .arg(r.size)
             .arg(r.age.as_millis() as u64)
             .arg(r.meta_ttl.as_millis() as u64)
