@@ -6,7 +6,10 @@
 //!   and `onLeave`) equals who is really there;
 //! - every user still connected receives every message sent to its room after the heal, once,
 //!   every member in one order, each sender's messages in the order sent;
-//! - no process exited but those killed, and nothing panicked (the servers' logs are read).
+//! - no process exited but those killed, and nothing panicked (the servers' logs are read);
+//! - and, over the whole run, that no recovering member (three users in four enter with
+//!   `recover: true` and come back with their epoch and offset) lost a room message across
+//!   its reconnects, or got one twice or out of order (`recovery`).
 //!
 //! `run` returns what it did and every violation; the `chaos` test runs it for a minute and
 //! `make chaos DURATION=...` (the `shaddock-chaos` binary) for longer.
@@ -25,6 +28,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{PrivateServer, Server, TestConfig, XorShift};
+
+pub mod recovery;
+use recovery::{Got, Position};
 
 const ENTER: &str = "connector.entryHandler.enter";
 const SEND: &str = "chat.chatHandler.send";
@@ -74,6 +80,8 @@ pub struct ChaosReport {
     pub faults: Vec<String>,
     pub checks: usize,
     pub messages_checked: usize,
+    /// Room messages the recovering members received (live or recovered), all checked.
+    pub messages_recovered: usize,
     pub violations: Vec<String>,
     /// Where the servers' logs are (stderr; `RUST_LOG` sets their level).
     pub logs: PathBuf,
@@ -88,8 +96,8 @@ impl std::fmt::Display for ChaosReport {
         writeln!(f, "faults injected: {} {kinds:?}", self.faults.len())?;
         writeln!(
             f,
-            "checks: {} (messages checked: {})",
-            self.checks, self.messages_checked
+            "checks: {} (messages checked: {}; recovering members' messages checked: {})",
+            self.checks, self.messages_checked, self.messages_recovered
         )?;
         writeln!(f, "servers' logs: {}", self.logs.display())?;
         writeln!(f, "violations: {}", self.violations.len())?;
@@ -113,11 +121,15 @@ struct UserState {
     checks: Vec<String>,
     /// The check messages it sent that were accepted (`{}`).
     sent: Vec<String>,
+    /// A recovering user's every enter and room message, over the whole run.
+    got: Vec<Got>,
 }
 
 struct User {
     name: String,
     room: String,
+    /// Enters with `recover: true`, and comes back from where it was.
+    recovering: bool,
     state: Mutex<UserState>,
     /// Messages the checker asks it to send.
     say: Mutex<Option<mpsc::UnboundedSender<String>>>,
@@ -236,6 +248,8 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
             Arc::new(User {
                 name: format!("user{i}"),
                 room: format!("room{}", i % cfg.rooms.max(1)),
+                // One user of each room in the first `rooms` is a plain Pomelo client.
+                recovering: i >= cfg.rooms,
                 state: Mutex::default(),
                 say: Mutex::new(None),
             })
@@ -277,6 +291,27 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     report
         .violations
         .extend(cluster.panics().into_iter().map(|p| format!("panic: {p}")));
+    let logs: Vec<(String, String, Vec<Got>)> = users
+        .iter()
+        .filter(|u| u.recovering)
+        .map(|u| {
+            (
+                u.name.clone(),
+                u.room.clone(),
+                std::mem::take(&mut u.state.lock().got),
+            )
+        })
+        .collect();
+    report.messages_recovered = logs
+        .iter()
+        .flat_map(|(_, _, log)| log)
+        .filter(|g| matches!(g, Got::Message { .. }))
+        .count();
+    report.violations.extend(
+        recovery::check(&logs)
+            .into_iter()
+            .map(|v| format!("recovery: {v}")),
+    );
     report.logs = cluster.logs.clone();
     report
 }
@@ -506,7 +541,7 @@ async fn check(
 }
 
 /// Now as `HH:MM:SS.mmm` (UTC), as the servers' logs write it.
-fn time_of_day() -> String {
+pub(crate) fn time_of_day() -> String {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() % 86_400_000)
@@ -559,6 +594,7 @@ async fn user_loop(
 ) {
     let mut rng = XorShift(seed.max(1));
     let mut seq = 0u64;
+    let mut position: Option<Position> = None;
     while !stop.load(Ordering::SeqCst) {
         if calm.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -582,9 +618,12 @@ async fn user_loop(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let answer = client
-            .request(ENTER, json!({"username": user.name, "rid": user.room}))
-            .await;
+        let body = if user.recovering {
+            recovery::enter_body(&user.name, &user.room, position.as_ref())
+        } else {
+            json!({"username": user.name, "rid": user.room})
+        };
+        let answer = client.request(ENTER, body).await;
         let Ok(Value::Object(answer)) = answer else {
             client.close();
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -599,6 +638,11 @@ async fn user_loop(
         let (say_tx, mut say_rx) = mpsc::unbounded_channel::<String>();
         {
             let mut state = user.state.lock();
+            if user.recovering {
+                let (got, at) = recovery::entered(&Value::Object(answer.clone()), position.as_ref());
+                state.got.extend(got);
+                position = at;
+            }
             state.view = list
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
@@ -620,6 +664,12 @@ async fn user_loop(
                 push = client.next_push(Duration::from_millis(100)) => {
                     let Some(p) = push else { continue };
                     let mut state = user.state.lock();
+                    if user.recovering && let Some(got) = recovery::message(&p.route, &p.body, true) {
+                        if let (Some(at), Got::Message { offset, .. }) = (position.as_mut(), &got) {
+                            at.offset = *offset;
+                        }
+                        state.got.push(got);
+                    }
                     let who = p.body["user"].as_str().map(str::to_owned);
                     match (p.route.as_str(), who) {
                         ("onAdd", Some(who)) => { state.view.insert(who); }

@@ -295,3 +295,49 @@ async fn a_user_handed_back_by_a_draining_connector_returns_elsewhere_unnoticed_
         vec!["welcome back"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_connector_was_paused_past_the_lapse_gets_what_was_said_meanwhile_in_order() {
+    let config = TestConfig::new("recover-paused", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let paused = Server::start("connector", "connector-server-1", &config).await;
+    let other = Server::start("connector", "connector-server-2", &config).await;
+    let mut alice = connect(&paused.url()).await;
+    let mut bob = connect(&other.url()).await;
+    let entered = enter_recovering(&alice, "alice", "x", None).await;
+    assert!(entered.get("users").is_some(), "{entered}");
+    enter_recovering(&bob, "bob", "x", None).await;
+    let _ = alice.pushes_within(Duration::from_millis(300)).await;
+    let _ = bob.pushes_within(Duration::from_millis(300)).await;
+
+    // Alice's connector stops past the lapse and its grace: the chat server takes it for dead
+    // and purges its members, while alice's socket stays open.
+    paused.signal("STOP");
+    let purged = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
+        p.route == "onLeave" && p.body["user"] == json!("alice")
+    })
+    .await;
+    assert!(purged, "bob never heard alice's connector purged");
+    for text in ["meanwhile-1", "meanwhile-2"] {
+        assert_eq!(say(&bob, text).await, json!({}), "{text} was refused");
+    }
+    // Back, alice's connector is asked for a round and alice is put back.
+    paused.signal("CONT");
+    let back = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
+        p.route == "onAdd" && p.body["user"] == json!("alice")
+    })
+    .await;
+    assert!(back, "alice was never put back");
+    assert_eq!(say(&bob, "after").await, json!({}));
+
+    // Alice, who never reconnected, got what was said while she was out, then the rest, in
+    // the room's order and with rising offsets.
+    let got = chats(&mut alice, Duration::from_secs(2)).await;
+    let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(texts, ["meanwhile-1", "meanwhile-2", "after"], "{got:?}");
+    let offsets: Vec<u64> = got
+        .iter()
+        .map(|(_, o)| o.expect("a recovering push has its offset"))
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+}

@@ -43,8 +43,10 @@
 //!    later ([`watch`]), and on round ticks for connectors the store still names but the
 //!    registry has not known for the grace ([`sweep`]): rooms that move later (a chat server
 //!    died too) are cleaned by their new owner. A purged connector that comes back is asked
-//!    for a round at once: its members are put back with `onAdd`, and each is told (`onAdd`,
-//!    `onLeave`) who came and went while it was purged.
+//!    for a round at once: its members are put back with `onAdd`, and each is given, from the
+//!    history and in order, what the room said while it was purged (its session lived on, so
+//!    its client, recovering or not, never learned it should ask); when the history cannot
+//!    give it all, each is told (`onAdd`, `onLeave`) who came and went meanwhile instead.
 //! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
 //!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
 //!    is told, and nothing is pushed to it. Entering again, through any connector, takes it
@@ -86,12 +88,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use shaddock_channel::{Added, ChannelError, HELD_SID, Member};
+use shaddock_history::Position;
 use shaddock_remote::chat_remote::{Sync, SyncMember, SyncReport};
 use shaddock_remote::session_remote::Resync;
 use shaddock_server::HandlerError;
 use tokio_util::sync::CancellationToken;
 
-use crate::room::{announce_add, announce_leave, tell};
+use crate::room::{announce_add, announce_leave, catch_up, tell};
 use crate::{ChatState, SERVER_TYPE};
 
 /// Now, in ms since the Unix epoch: the clock of held places' deadlines.
@@ -111,9 +114,20 @@ pub struct Rounds {
     pub loss: crate::store_loss::StoreLoss,
     /// Sessions seen leaving lately: a round that still lists one is stale for it.
     pub closed: crate::closed::Closed,
-    /// (sid, rid) -> the room's uids when that connector's members were purged from it: what
-    /// they still believe, if their sessions were alive after all (a paused connector).
-    purged_views: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    /// (sid, rid) -> what that connector's members were purged from, if their sessions were
+    /// alive after all (a paused connector).
+    purged_views: Mutex<HashMap<(String, String), PurgedView>>,
+}
+
+/// A room as a connector's members last saw it before they were purged from it.
+#[derive(Debug)]
+struct PurgedView {
+    /// The room's uids: what they still believe.
+    seen: BTreeSet<String>,
+    /// The incarnations of the members purged: only their sessions can have lived on.
+    incarnations: BTreeSet<u64>,
+    /// The room's history position before they left: what they missed comes after it.
+    position: Option<Position>,
 }
 
 #[derive(Debug)]
@@ -256,6 +270,21 @@ async fn reconcile_room(
     let channel = state.channels.channel(&rid);
     let before = channel.members().await?;
     let stored: Vec<Member> = before.iter().filter(|m| m.sid == view.sid).cloned().collect();
+    let key = (view.sid.clone(), rid.clone());
+    // Where the room's history is before a purge's leaves: if its members' sessions live on,
+    // what they miss comes after it.
+    let purged_at = if view.purging && view.sid != HELD_SID && !stored.is_empty() {
+        state.history.position(&rid).await.ok().flatten()
+    } else {
+        None
+    };
+    let missed = if view.purging {
+        None
+    } else {
+        state.rounds.purged_views.lock().remove(&key)
+    }
+    .filter(|m| view.announce && m.incarnations.contains(&view.incarnation));
+    let mut caught_up: HashSet<String> = HashSet::new();
     let live_entry: HashMap<&str, u64> = live.iter().map(|m| (m.uid.as_str(), m.entry)).collect();
     let mut report = SyncReport::default();
     let mut kept = 0usize;
@@ -321,24 +350,37 @@ async fn reconcile_room(
                     .collect();
                 announce_add(&state, &others, &member.uid, &rid).await;
             }
+            // Its session lived on through the purge: it gets what was said meanwhile, before
+            // anything said after (so a recovering client misses nothing it cannot see missed).
+            if let Some(m) = &missed
+                && let Some(since) = &m.position
+                && m.seen.contains(&member.uid)
+                && catch_up(&state, &member, &rid, since).await
+            {
+                caught_up.insert(member.uid.clone());
+            }
         }
     }
-    let key = (view.sid.clone(), rid.clone());
     if view.purging && report.removed > 0 && view.sid != HELD_SID {
         let seen = before.iter().map(|m| m.uid.clone()).collect();
-        state.rounds.purged_views.lock().insert(key, seen);
-    } else if !view.purging {
-        let missed = state.rounds.purged_views.lock().remove(&key);
-        if let Some(seen) = missed.filter(|_| view.announce && !put_back.is_empty()) {
-            // Members put back whose sessions lived on: tell them what changed meanwhile.
-            let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
-            for member in &put_back {
-                for uid in now.difference(&seen).filter(|u| **u != member.uid) {
-                    tell(&state, member, "onAdd", uid, &rid).await;
-                }
-                for uid in seen.difference(&now).filter(|u| **u != member.uid) {
-                    tell(&state, member, "onLeave", uid, &rid).await;
-                }
+        let incarnations = stored.iter().map(|m| m.incarnation).collect();
+        let purged = PurgedView {
+            seen,
+            incarnations,
+            position: purged_at,
+        };
+        state.rounds.purged_views.lock().insert(key, purged);
+    } else if let Some(m) = missed.filter(|_| !put_back.is_empty()) {
+        // Members put back whose sessions lived on and who were not caught up from the
+        // history: tell them what changed meanwhile.
+        let seen = m.seen;
+        let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
+        for member in put_back.iter().filter(|p| !caught_up.contains(&p.uid)) {
+            for uid in now.difference(&seen).filter(|u| **u != member.uid) {
+                tell(&state, member, "onAdd", uid, &rid).await;
+            }
+            for uid in seen.difference(&now).filter(|u| **u != member.uid) {
+                tell(&state, member, "onLeave", uid, &rid).await;
             }
         }
     }

@@ -275,6 +275,31 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
     push_event(state, rid, std::slice::from_ref(to), &audience, route, uid).await;
 }
 
+/// Pushes to `to`, in order and with their offsets, the room's messages for it after `since`:
+/// what it missed while its connector was purged and its session lived on. Run in the room's
+/// job, so that they come before anything pushed after. False when the history cannot give
+/// them all (off, failing, trimmed, or in another epoch by now): nothing is pushed then.
+pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Position) -> bool {
+    let recovery = match state.history.recover(rid, &to.uid, Some(since)).await {
+        Ok(Some(r)) if r.recovered => r,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(%rid, uid = %to.uid, error = %e, "cannot read what a member missed");
+            return false;
+        }
+    };
+    tracing::debug!(%rid, uid = %to.uid, since = since.offset, missed = recovery.messages.len(), "catching a member up");
+    let audience = Audience::Only(vec![to.uid.clone()]);
+    for m in &recovery.messages {
+        let to = To::Members(std::slice::from_ref(to), &audience);
+        if let Err(e) = push(state, &m.route, &m.body, to, Some(m.offset)).await {
+            tracing::warn!(%rid, error = %e, "cannot push what a member missed");
+            return false;
+        }
+    }
+    true
+}
+
 /// Pushes `onLeave` for `uid` to whoever is still in `channel`.
 pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
     if !still_holds(state, channel.name(), "onLeave", uid).await {
