@@ -103,6 +103,9 @@ struct Stretch {
     /// The highest offset the member holds to: the last received or entered at.
     to: u64,
     last: u64,
+    /// The offset of a recovered enter whose recovered messages are being read: the pushes
+    /// after them come after it.
+    answered: Option<u64>,
     got: BTreeSet<u64>,
     /// What it got, in order (`e12` entered at 12, `l13` pushed 13, `r14` recovered 14), to
     /// show around a loss.
@@ -154,6 +157,8 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                         if let Some(s) = current.as_mut() {
                             s.to = s.to.max(*offset);
                             s.trace.push(format!("e{offset}"));
+                            // Its recovered messages follow; then pushes after its offset.
+                            s.answered = Some(*offset);
                         }
                         continue;
                     }
@@ -164,7 +169,10 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                         epoch: e.clone(),
                         from: *offset,
                         to: *offset,
-                        last: 0,
+                        // Pushes after an enter come after its offset: one at or below it
+                        // is a suspect (a history started again, or a late push).
+                        last: *offset,
+                        answered: None,
                         got: BTreeSet::new(),
                         trace: vec![format!("e{offset}")],
                     });
@@ -177,6 +185,9 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                     at,
                 } => {
                     let Some(s) = current.as_mut() else { continue };
+                    if *live && let Some(answered) = s.answered.take() {
+                        s.last = s.last.max(answered);
+                    }
                     // Pushes carry no epoch: a history that started again (a store that lost
                     // its data) shows as offsets going back. Held as a suspect until the next
                     // enter tells the epoch: the same one means they went back within it.
@@ -277,7 +288,7 @@ mod tests {
             vec![
                 entered_at("e", 0, false),
                 chat(1, "x"),
-                entered_at("e", 3, true),
+                entered_at("e", 2, true),
                 chat(3, "z"),
             ],
         );
@@ -376,6 +387,29 @@ mod tests {
                 chat(2, "y"),
                 chat(1, "x"),
                 entered_at("e", 3, true),
+            ],
+        );
+        let v = check(&[a]);
+        assert_eq!(v.len(), 1, "{v:?}");
+    }
+
+    #[test]
+    fn a_push_the_recovered_answer_already_covered_is_caught_at_the_next_enter() {
+        let late = Got::Message {
+            offset: 4,
+            what: "onChat:y".into(),
+            about: None,
+            live: true,
+            at: String::new(),
+        };
+        let a = member(
+            "a",
+            vec![
+                entered_at("e", 0, false),
+                chat(1, "x"),
+                entered_at("e", 5, true),
+                late,
+                entered_at("e", 5, true),
             ],
         );
         let v = check(&[a]);

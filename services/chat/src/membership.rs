@@ -120,12 +120,14 @@ pub struct Rounds {
 }
 
 /// A room as a connector's members last saw it before they were purged from it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PurgedView {
     /// The room's uids: what they still believe.
     seen: BTreeSet<String>,
-    /// The incarnations of the members purged: only their sessions can have lived on.
-    incarnations: BTreeSet<u64>,
+    /// The members purged, exactly (uid, incarnation, entry): only these sessions can have
+    /// lived on through the purge and missed what was said meanwhile. Empty when the purge
+    /// was of an earlier incarnation (its sessions are gone for sure).
+    removed: HashSet<(String, u64, u64)>,
     /// The room's history position before they left: what they missed comes after it.
     position: Option<Position>,
 }
@@ -278,13 +280,14 @@ async fn reconcile_room(
     } else {
         None
     };
+    // Read now, forgotten once the round is through (an error on the way keeps it).
     let missed = if view.purging {
         None
     } else {
-        state.rounds.purged_views.lock().remove(&key)
-    }
-    .filter(|m| view.announce && m.incarnations.contains(&view.incarnation));
+        state.rounds.purged_views.lock().get(&key).cloned()
+    };
     let mut caught_up: HashSet<String> = HashSet::new();
+    let mut removed: HashSet<(String, u64, u64)> = HashSet::new();
     let live_entry: HashMap<&str, u64> = live.iter().map(|m| (m.uid.as_str(), m.entry)).collect();
     let mut report = SyncReport::default();
     let mut kept = 0usize;
@@ -318,6 +321,7 @@ async fn reconcile_room(
                 if channel.leave(m).await? {
                     report.removed += 1;
                     left.push(&m.uid);
+                    removed.insert((m.uid.clone(), m.incarnation, m.session));
                 }
             }
         }
@@ -352,9 +356,10 @@ async fn reconcile_room(
             }
             // Its session lived on through the purge: it gets what was said meanwhile, before
             // anything said after (so a recovering client misses nothing it cannot see missed).
-            if let Some(m) = &missed
+            let lived_on = (member.uid.clone(), member.incarnation, member.session);
+            if let Some(m) = missed.as_ref().filter(|_| view.announce)
                 && let Some(since) = &m.position
-                && m.seen.contains(&member.uid)
+                && m.removed.contains(&lived_on)
                 && catch_up(&state, &member, &rid, since).await
             {
                 caught_up.insert(member.uid.clone());
@@ -363,14 +368,23 @@ async fn reconcile_room(
     }
     if view.purging && report.removed > 0 && view.sid != HELD_SID {
         let seen = before.iter().map(|m| m.uid.clone()).collect();
-        let incarnations = stored.iter().map(|m| m.incarnation).collect();
+        // A purge that keeps a live incarnation removes only an earlier one's dead sessions.
+        let removed = if view.incarnation == u64::MAX {
+            removed
+        } else {
+            HashSet::new()
+        };
         let purged = PurgedView {
             seen,
-            incarnations,
+            removed,
             position: purged_at,
         };
         state.rounds.purged_views.lock().insert(key, purged);
-    } else if let Some(m) = missed.filter(|_| !put_back.is_empty()) {
+    } else if !view.purging
+        && let Some(m) = forget(&state.rounds, &key)
+        && view.announce
+        && !put_back.is_empty()
+    {
         // Members put back whose sessions lived on and who were not caught up from the
         // history: tell them what changed meanwhile.
         let seen = m.seen;
@@ -407,6 +421,11 @@ async fn reconcile_room(
         state.channels.invalidate_room(&rid);
     }
     Ok(report)
+}
+
+/// Takes the purged view of (sid, rid), if any: a round came through.
+fn forget(rounds: &Rounds, key: &(String, String)) -> Option<PurgedView> {
+    rounds.purged_views.lock().remove(key)
 }
 
 /// Removes the members of connector `sid`, except those of incarnation `keep` (its live one),

@@ -278,7 +278,8 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
 /// Pushes to `to`, in order and with their offsets, the room's messages for it after `since`:
 /// what it missed while its connector was purged and its session lived on. Run in the room's
 /// job, so that they come before anything pushed after. False when the history cannot give
-/// them all (off, failing, trimmed, or in another epoch by now): nothing is pushed then.
+/// them all (off, failing, trimmed, or in another epoch by now): nothing is pushed then; or
+/// when a push fails on the way (those before it went).
 pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Position) -> bool {
     let recovery = match state.history.recover(rid, &to.uid, Some(since)).await {
         Ok(Some(r)) if r.recovered => r,

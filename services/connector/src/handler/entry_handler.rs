@@ -154,7 +154,12 @@ impl Enter {
                 // have reached the chat server first and found nothing. Leave again (it is
                 // idempotent) so that no member outlives its session.
                 if session.is_closed() {
-                    self.leaves.spawn(session, 0);
+                    self.leaves.spawn(session.clone(), 0);
+                }
+                // What the answer gives up to its offset, pushes held meanwhile for an
+                // earlier session of this user must not give again, late.
+                if let Some(r) = recovery.as_ref().filter(|_| recover.is_some()) {
+                    session.skip_held_through(r.position.offset);
                 }
                 Ok(entered(users, recover.as_ref(), recovery))
             }

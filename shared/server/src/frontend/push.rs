@@ -93,7 +93,9 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
                 let body = fe.encode_body(push.route, &json);
                 message::push_package(push.route, fe.dict.as_deref(), &body).ok()
             };
-            let fails = fe.sessions.push_to_uids(&push.uids, &pkg, recovering);
+            let fails = fe
+                .sessions
+                .push_to_uids(&push.uids, &pkg, push.offset, recovering);
             let m = &fe.metrics;
             m.pushes.inc();
             m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);

@@ -64,7 +64,11 @@ struct SessionInner {
     recover: AtomicBool,
     /// Pushes are held (see [`Session::hold_pushes`]).
     holding: AtomicBool,
-    held: Mutex<Option<Vec<Bytes>>>,
+    /// The held pushes, each with its room offset when it has one.
+    held: Mutex<Option<Vec<(Bytes, Option<u64>)>>>,
+    /// Held pushes at or below this offset are dropped on release (0: none): see
+    /// [`Session::skip_held_through`].
+    held_floor: AtomicU64,
     state: Mutex<SessionState>,
     service: Weak<ServiceInner>,
 }
@@ -113,6 +117,7 @@ impl SessionService {
                 recover: AtomicBool::new(false),
                 holding: AtomicBool::new(false),
                 held: Mutex::new(None),
+                held_floor: AtomicU64::new(0),
                 state: Mutex::new(SessionState::default()),
                 service: Arc::downgrade(&self.inner),
             }),
@@ -171,15 +176,17 @@ impl SessionService {
     /// Queues the push `pkg` on every session of each uid, under one lock; returns the uids
     /// with no session here (Pomelo's failIds).
     pub fn send_to_uids<'a>(&self, uids: &[&'a str], pkg: &Bytes) -> Vec<&'a str> {
-        self.push_to_uids(uids, pkg, || None)
+        self.push_to_uids(uids, pkg, None, || None)
     }
 
     /// As [`SessionService::send_to_uids`], but sessions that entered with `recover` get the
     /// package `recovering` makes (the body with its offset), made once at most.
+    /// `offset` is the push's room offset, if it has one.
     pub fn push_to_uids<'a>(
         &self,
         uids: &[&'a str],
         pkg: &Bytes,
+        offset: Option<u64>,
         recovering: impl FnOnce() -> Option<Bytes>,
     ) -> Vec<&'a str> {
         let mut recovering = Some(recovering);
@@ -194,7 +201,7 @@ impl SessionService {
                             if let Some(make) = recovering.take() {
                                 with_offset = make();
                             }
-                            s.push(with_offset.as_ref().unwrap_or(pkg).clone());
+                            s.push_at(with_offset.as_ref().unwrap_or(pkg).clone(), offset);
                         } else {
                             s.push(pkg.clone());
                         }
@@ -396,6 +403,11 @@ impl Session {
     /// Queues a push: held while a request that asked for it runs (see
     /// [`Session::hold_pushes`]), else at once.
     pub fn push(&self, pkg: Bytes) -> bool {
+        self.push_at(pkg, None)
+    }
+
+    /// As [`Session::push`], for a push with its room offset.
+    pub fn push_at(&self, pkg: Bytes, offset: Option<u64>) -> bool {
         if self.inner.holding.load(Ordering::Acquire) {
             let mut held = self.inner.held.lock();
             if let Some(list) = held.as_mut() {
@@ -408,7 +420,7 @@ impl Session {
                     self.inner.closing.cancel();
                     return false;
                 }
-                list.push(pkg);
+                list.push((pkg, offset));
                 return true;
             }
         }
@@ -423,6 +435,15 @@ impl Session {
         self.inner.holding.store(true, Ordering::Release);
     }
 
+    /// On release, drops the held pushes at or below `offset`: a recovering enter's answer
+    /// gave the client its room up to there. Pushes routed by uid reach every session of the
+    /// uid on this connector, so while the enter ran this session also got what the room sent
+    /// an earlier session of the same user (one closed while its connector was paused, say):
+    /// released after the answer, they would arrive behind it, twice and out of order.
+    pub fn skip_held_through(&self, offset: u64) {
+        self.inner.held_floor.store(offset, Ordering::Release);
+    }
+
     /// Queues the held pushes, in order, and stops holding. Called once a request's answer is
     /// queued; nothing when nothing is held.
     pub fn release_pushes(&self) {
@@ -431,7 +452,11 @@ impl Session {
         }
         // Sent under the lock: a push arriving meanwhile waits, and so keeps its place.
         let mut held = self.inner.held.lock();
-        for pkg in held.take().unwrap_or_default() {
+        let floor = self.inner.held_floor.swap(0, Ordering::AcqRel);
+        for (pkg, offset) in held.take().unwrap_or_default() {
+            if floor > 0 && offset.is_some_and(|o| o <= floor) {
+                continue;
+            }
             self.send(pkg);
         }
         self.inner.holding.store(false, Ordering::Release);
@@ -545,10 +570,15 @@ mod tests {
         s.set_recover(true);
         s.hold_pushes();
         let mut made = 0;
-        let fails = svc.push_to_uids(&["a*r", "b*r", "c*r"], &Bytes::from_static(b"p1"), || {
-            made += 1;
-            Some(Bytes::from_static(b"p1+offset"))
-        });
+        let fails = svc.push_to_uids(
+            &["a*r", "b*r", "c*r"],
+            &Bytes::from_static(b"p1"),
+            Some(1),
+            || {
+                made += 1;
+                Some(Bytes::from_static(b"p1+offset"))
+            },
+        );
         assert_eq!(fails, vec!["c*r"]);
         assert_eq!(made, 1);
         assert_eq!(rx2.try_recv().unwrap(), Bytes::from_static(b"p1"));
@@ -559,6 +589,31 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"answer"));
         assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p1+offset"));
         assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p2"));
+    }
+
+    #[test]
+    fn held_pushes_the_recovering_answer_already_covered_are_dropped_on_release() {
+        let svc = SessionService::new("connector-1", Default::default());
+        let (tx, mut rx) = outbox(8);
+        let s = svc.create(tx, CancellationToken::new());
+        s.bind("a*r").unwrap();
+        s.set_recover(true);
+        s.hold_pushes();
+        // Sent to an earlier session of a*r before the enter; then one after it.
+        for (body, offset) in [(&b"p7"[..], 7), (b"p8", 8), (b"p9", 9)] {
+            svc.push_to_uids(&["a*r"], &Bytes::from_static(body), Some(offset), || None);
+        }
+        s.send(Bytes::from_static(b"answer up to 8"));
+        s.skip_held_through(8);
+        s.release_pushes();
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"answer up to 8"));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p9"));
+        assert!(rx.try_recv().is_none());
+        // The floor was for that release only.
+        s.hold_pushes();
+        svc.push_to_uids(&["a*r"], &Bytes::from_static(b"p1"), Some(1), || None);
+        s.release_pushes();
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p1"));
     }
 
     #[test]
