@@ -128,13 +128,21 @@ impl Stretch {
     }
 }
 
+/// A room message at an offset, as the first member to get it got it.
+#[derive(Debug)]
+struct Seen {
+    what: String,
+    /// The user a member event is about.
+    about: Option<String>,
+    who: String,
+    when: String,
+}
+
 /// Every violation in what the members received: a message lost within a stretch, offsets
 /// not rising, or two members given different messages at one offset.
 pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
     let mut violations = Vec::new();
-    // (room, epoch, offset) -> (what, about, who got it first, when)
-    let mut truth: BTreeMap<(String, String, u64), (String, Option<String>, String, String)> =
-        BTreeMap::new();
+    let mut truth: BTreeMap<(String, String, u64), Seen> = BTreeMap::new();
     let mut stretches: Vec<(String, String, Stretch)> = Vec::new();
     for (name, room, log) in members {
         let mut current: Option<Stretch> = None;
@@ -219,10 +227,17 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                     let key = (room.clone(), s.epoch.clone(), *offset);
                     match truth.get(&key) {
                         None => {
-                            truth.insert(key, (what.clone(), about.clone(), name.clone(), at.clone()));
+                            let seen = Seen {
+                                what: what.clone(),
+                                about: about.clone(),
+                                who: name.clone(),
+                                when: at.clone(),
+                            };
+                            truth.insert(key, seen);
                         }
-                        Some((seen, _, who, _)) if seen != what => violations.push(format!(
-                            "{name} got {what} at offset {offset} of {room}, {who} got {seen}"
+                        Some(seen) if &seen.what != what => violations.push(format!(
+                            "{name} got {what} at offset {offset} of {room}, {} got {}",
+                            seen.who, seen.what
                         )),
                         Some(_) => {}
                     }
@@ -239,7 +254,13 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
         if from > to {
             continue;
         }
-        for ((_, _, offset), (what, about, who, when)) in truth.range(from..=to) {
+        for ((_, _, offset), seen) in truth.range(from..=to) {
+            let Seen {
+                what,
+                about,
+                who,
+                when,
+            } = seen;
             if !s.got.contains(offset) && about.is_none() {
                 violations.push(format!(
                     "{name} lost offset {offset} of {room} ({what}, which {who} got at {when}) while \

@@ -64,14 +64,16 @@ struct SessionInner {
     recover: AtomicBool,
     /// Pushes are held (see [`Session::hold_pushes`]).
     holding: AtomicBool,
-    /// The held pushes, each with its room offset when it has one.
-    held: Mutex<Option<Vec<(Bytes, Option<u64>)>>>,
+    held: Mutex<Option<Vec<Held>>>,
     /// Held pushes at or below this offset are dropped on release (0: none): see
     /// [`Session::skip_held_through`].
     held_floor: AtomicU64,
     state: Mutex<SessionState>,
     service: Weak<ServiceInner>,
 }
+
+/// A held push, with its room offset when it has one.
+type Held = (Bytes, Option<u64>);
 
 /// Pushes held for one session at most while a request runs; past it the client is closed
 /// as too slow, as when its queue is full.
