@@ -341,3 +341,55 @@ async fn a_member_whose_connector_was_paused_past_the_lapse_gets_what_was_said_m
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_member_put_back_that_cannot_be_caught_up_is_dropped_to_recover_and_a_plain_one_is_told()
+{
+    // A history of 2 messages: what is said during the pause outgrows it.
+    let config = TestConfig::new("recover-dropped", "[history]\nsize = 2\n");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let paused = Server::start("connector", "connector-server-1", &config).await;
+    let other = Server::start("connector", "connector-server-2", &config).await;
+    let alice = connect(&paused.url()).await;
+    let mut carol = connect(&paused.url()).await;
+    let mut bob = connect(&other.url()).await;
+    let entered = enter_recovering(&alice, "alice", "x", None).await;
+    let (epoch, offset) = (entered["epoch"].clone(), entered["offset"].clone());
+    assert!(enter(&carol, "carol", "x").await.get("users").is_some());
+    enter_recovering(&bob, "bob", "x", None).await;
+    let _ = carol.pushes_within(Duration::from_millis(300)).await;
+    let _ = bob.pushes_within(Duration::from_millis(300)).await;
+
+    paused.signal("STOP");
+    let purged = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
+        p.route == "onLeave" && p.body["user"] == json!("carol")
+    })
+    .await;
+    assert!(purged, "bob never heard the paused connector's members purged");
+    for n in 0..4 {
+        assert_eq!(say(&bob, &format!("meanwhile-{n}")).await, json!({}));
+    }
+    paused.signal("CONT");
+
+    // Alice's socket is closed without a kick: her client comes back and is told that what
+    // she missed is gone, rather than going on past it unaware.
+    assert!(
+        alice.closed_within(Duration::from_secs(10)).await,
+        "alice was not dropped"
+    );
+    assert_eq!(alice.kick_reason(), None);
+    let again = connect(&other.url()).await;
+    let since = (
+        epoch.as_str().expect("an epoch"),
+        offset.as_u64().expect("an offset"),
+    );
+    let back = enter_recovering(&again, "alice", "x", Some(since)).await;
+    assert_eq!(back["recovered"], json!(false), "{back}");
+    // Carol, a plain client, stays and is told who is there now.
+    let told = crate::support::receives_push(&mut carol, Duration::from_secs(5), |p| {
+        p.route == "onAdd" && p.body["user"] == json!("alice")
+    })
+    .await;
+    assert!(told, "carol was not told alice is back");
+    assert!(!carol.is_closed());
+}

@@ -45,8 +45,11 @@
 //!    died too) are cleaned by their new owner. A purged connector that comes back is asked
 //!    for a round at once: its members are put back with `onAdd`, and each is given, from the
 //!    history and in order, what the room said while it was purged (its session lived on, so
-//!    its client, recovering or not, never learned it should ask); when the history cannot
-//!    give it all, each is told (`onAdd`, `onLeave`) who came and went meanwhile instead.
+//!    its client, recovering or not, never learned it should ask). A member put back that
+//!    was not caught up so (the history cannot give it all, or another server purged it) is
+//!    dropped if its session is a recovering one (`sessionRemote.dropRecovering`: its client
+//!    comes back and recovers, or is told `recovered: false`), else told (`onAdd`,
+//!    `onLeave`) who came and went meanwhile.
 //! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
 //!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
 //!    is told, and nothing is pushed to it. Entering again, through any connector, takes it
@@ -90,7 +93,7 @@ use parking_lot::Mutex;
 use shaddock_channel::{Added, ChannelError, HELD_SID, Member};
 use shaddock_history::Position;
 use shaddock_remote::chat_remote::{Sync, SyncMember, SyncReport};
-use shaddock_remote::session_remote::Resync;
+use shaddock_remote::session_remote::{DropRecovering, Resync};
 use shaddock_server::HandlerError;
 use tokio_util::sync::CancellationToken;
 
@@ -287,6 +290,7 @@ async fn reconcile_room(
         state.rounds.purged_views.lock().get(&key).cloned()
     };
     let mut caught_up: HashSet<String> = HashSet::new();
+    let mut dropped: HashSet<String> = HashSet::new();
     let mut removed: HashSet<(String, u64, u64)> = HashSet::new();
     let live_entry: HashMap<&str, u64> = live.iter().map(|m| (m.uid.as_str(), m.entry)).collect();
     let mut report = SyncReport::default();
@@ -363,6 +367,12 @@ async fn reconcile_room(
                 && catch_up(&state, &member, &rid, since).await
             {
                 caught_up.insert(member.uid.clone());
+            } else if view.announce {
+                // Not caught up, it may have missed what was said while the store lacked it.
+                // A recovering client is dropped now, before anything newer reaches it (the
+                // next member's onAdd would), so that it comes back and recovers: told
+                // onAdd/onLeave, it would go on past the gap unaware.
+                dropped.extend(drop_recovering(&state, &view.sid, &member).await);
             }
         }
     }
@@ -380,21 +390,21 @@ async fn reconcile_room(
             position: purged_at,
         };
         state.rounds.purged_views.lock().insert(key, purged);
-    } else if !view.purging
-        && let Some(m) = forget(&state.rounds, &key)
-        && view.announce
-        && !put_back.is_empty()
-    {
-        // Members put back whose sessions lived on and who were not caught up from the
-        // history: tell them what changed meanwhile.
-        let seen = m.seen;
-        let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
-        for member in put_back.iter().filter(|p| !caught_up.contains(&p.uid)) {
-            for uid in now.difference(&seen).filter(|u| **u != member.uid) {
-                tell(&state, member, "onAdd", uid, &rid).await;
-            }
-            for uid in seen.difference(&now).filter(|u| **u != member.uid) {
-                tell(&state, member, "onLeave", uid, &rid).await;
+    } else if !view.purging {
+        let missed = forget(&state.rounds, &key);
+        // The others whose sessions lived on: told what changed meanwhile.
+        if let Some(seen) = missed.filter(|_| view.announce).map(|m| m.seen) {
+            let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
+            let behind = put_back
+                .iter()
+                .filter(|p| !caught_up.contains(&p.uid) && !dropped.contains(&p.uid));
+            for member in behind {
+                for uid in now.difference(&seen).filter(|u| **u != member.uid) {
+                    tell(&state, member, "onAdd", uid, &rid).await;
+                }
+                for uid in seen.difference(&now).filter(|u| **u != member.uid) {
+                    tell(&state, member, "onLeave", uid, &rid).await;
+                }
             }
         }
     }
@@ -421,6 +431,26 @@ async fn reconcile_room(
         state.channels.invalidate_room(&rid);
     }
     Ok(report)
+}
+
+/// Asks connector `sid` to drop `member`'s session if it is a recovering one; returns the
+/// uids it dropped.
+async fn drop_recovering(state: &ChatState, sid: &str, member: &Member) -> Vec<String> {
+    let call = DropRecovering {
+        uids: vec![member.uid.clone()],
+    };
+    match state.rpc.call_server(sid, call).await {
+        Ok(dropped) => {
+            if !dropped.is_empty() {
+                tracing::info!(%sid, uid = %member.uid, "a recovering member put back is dropped, to recover");
+            }
+            dropped
+        }
+        Err(e) => {
+            tracing::warn!(%sid, error = %e, "cannot drop a recovering member put back");
+            Vec::new()
+        }
+    }
 }
 
 /// Takes the purged view of (sid, rid), if any: a round came through.

@@ -15,6 +15,10 @@ remote_service! {
         Resync = "resync" -> (),
         /// Open connections and bound sessions.
         SessionCount = "sessionCount" -> SessionCounts,
+        /// Closes the sockets of the recovering sessions of these uids (no KICK: a drop), so
+        /// that their clients come back and recover what they missed; answers the uids that
+        /// had one.
+        DropRecovering = "dropRecovering" -> Vec<String>,
     }
 }
 
@@ -35,6 +39,11 @@ pub struct Resync {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionCount {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DropRecovering {
+    pub uids: Vec<String>,
+}
 
 /// The answer to [`SessionCount`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,9 @@
 //! what backends and the admin console ask of the sessions a frontend holds.
 
 use shaddock_bus::Reply;
-use shaddock_remote::session_remote::{KickByUid, Resync, SessionCount, SessionCounts, SessionRemote};
+use shaddock_remote::session_remote::{
+    DropRecovering, KickByUid, Resync, SessionCount, SessionCounts, SessionRemote,
+};
 use shaddock_remote::{RemoteError, decode_call, encode_reply};
 
 use crate::service::session_service::SessionService;
@@ -59,5 +61,12 @@ fn handle(
             requests: fe.metrics.requests_answered.get(),
             deliveries: fe.metrics.deliveries.get(),
         }),
+        SessionRemote::DropRecovering(DropRecovering { uids }) => {
+            let dropped: Vec<String> = uids
+                .into_iter()
+                .filter(|uid| fe.sessions.drop_recovering(uid) > 0)
+                .collect();
+            encode_reply::<DropRecovering>(&dropped)
+        }
     }
 }

@@ -235,6 +235,18 @@ impl SessionService {
         list.len()
     }
 
+    /// Closes, without a KICK, every session of `uid` that entered with `recover`: its client
+    /// takes it for a drop, comes back and recovers. Returns how many.
+    pub fn drop_recovering(&self, uid: &str) -> usize {
+        let list = self.get_by_uid(uid);
+        let recovering: Vec<&Session> = list.iter().filter(|s| s.recovers()).collect();
+        for s in &recovering {
+            tracing::debug!(session.id = s.id(), %uid, "dropped: it missed what it can recover");
+            s.close();
+        }
+        recovering.len()
+    }
+
     /// Kicks everybody (graceful shutdown).
     pub fn kick_all(&self, reason: &str) -> usize {
         let all = self.all();
@@ -616,6 +628,24 @@ mod tests {
         svc.push_to_uids(&["a*r"], &Bytes::from_static(b"p1"), Some(1), || None);
         s.release_pushes();
         assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p1"));
+    }
+
+    #[test]
+    fn only_recovering_sessions_are_dropped_and_without_a_kick() {
+        let svc = SessionService::new("connector-1", Default::default());
+        let (tx, mut rx) = outbox(4);
+        let recovering = svc.create(tx, CancellationToken::new());
+        recovering.bind("a*r").unwrap();
+        recovering.set_recover(true);
+        let (tx2, _rx2) = outbox(4);
+        let plain = svc.create(tx2, CancellationToken::new());
+        plain.bind("b*r").unwrap();
+        assert_eq!(svc.drop_recovering("a*r"), 1);
+        assert_eq!(svc.drop_recovering("b*r"), 0);
+        assert_eq!(svc.drop_recovering("nobody*r"), 0);
+        assert!(recovering.is_closed());
+        assert!(rx.try_recv().is_none(), "a drop, not a kick");
+        assert!(!plain.is_closed());
     }
 
     #[test]
