@@ -45,11 +45,12 @@
 //!    died too) are cleaned by their new owner. A purged connector that comes back is asked
 //!    for a round at once: its members are put back with `onAdd`, and each is given, from the
 //!    history and in order, what the room said while it was purged (its session lived on, so
-//!    its client, recovering or not, never learned it should ask). A member put back that
-//!    was not caught up so (the history cannot give it all, or another server purged it) is
-//!    dropped if its session is a recovering one (`sessionRemote.dropRecovering`: its client
-//!    comes back and recovers, or is told `recovered: false`), else told (`onAdd`,
-//!    `onLeave`) who came and went meanwhile.
+//!    its client, recovering or not, never learned it should ask). One the history cannot
+//!    catch up (trimmed, another epoch) is dropped if its session is a recovering one
+//!    (`sessionRemote.dropRecovering`: its client comes back and recovers, or is told
+//!    `recovered: false`), else told (`onAdd`, `onLeave`) who came and went meanwhile. A
+//!    member put back whose purge this server did not see (another owner purged it, or its
+//!    enter's add was still on its way when the round listed it) gets neither.
 //! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
 //!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
 //!    is told, and nothing is pushed to it. Entering again, through any connector, takes it
@@ -361,18 +362,25 @@ async fn reconcile_room(
             // Its session lived on through the purge: it gets what was said meanwhile, before
             // anything said after (so a recovering client misses nothing it cannot see missed).
             let lived_on = (member.uid.clone(), member.incarnation, member.session);
-            if let Some(m) = missed.as_ref().filter(|_| view.announce)
-                && let Some(since) = &m.position
-                && m.removed.contains(&lived_on)
-                && catch_up(&state, &member, &rid, since).await
-            {
-                caught_up.insert(member.uid.clone());
-            } else if view.announce {
-                // Not caught up, it may have missed what was said while the store lacked it.
-                // A recovering client is dropped now, before anything newer reaches it (the
-                // next member's onAdd would), so that it comes back and recovers: told
-                // onAdd/onLeave, it would go on past the gap unaware.
-                dropped.extend(drop_recovering(&state, &view.sid, &member).await);
+            let Some(m) = missed
+                .as_ref()
+                .filter(|m| view.announce && m.removed.contains(&lived_on))
+            else {
+                continue;
+            };
+            match &m.position {
+                Some(since) if catch_up(&state, &member, &rid, since).await => {
+                    caught_up.insert(member.uid.clone());
+                }
+                // Not caught up, it missed what was said while it was out. A recovering client
+                // is dropped now, before anything newer reaches it (the next member's onAdd
+                // would), so that it comes back and recovers: told onAdd/onLeave, it would go
+                // on past the gap unaware.
+                _ => {
+                    if drop_recovering(&state, &view.sid, &member).await {
+                        dropped.insert(member.uid.clone());
+                    }
+                }
             }
         }
     }
@@ -433,22 +441,22 @@ async fn reconcile_room(
     Ok(report)
 }
 
-/// Asks connector `sid` to drop `member`'s session if it is a recovering one; returns the
-/// uids it dropped.
-async fn drop_recovering(state: &ChatState, sid: &str, member: &Member) -> Vec<String> {
+/// Asks connector `sid` to drop `member`'s session if it is a recovering one; true if it did.
+async fn drop_recovering(state: &ChatState, sid: &str, member: &Member) -> bool {
     let call = DropRecovering {
-        uids: vec![member.uid.clone()],
+        uid: member.uid.clone(),
+        entry: member.session,
     };
     match state.rpc.call_server(sid, call).await {
         Ok(dropped) => {
-            if !dropped.is_empty() {
+            if dropped {
                 tracing::info!(%sid, uid = %member.uid, "a recovering member put back is dropped, to recover");
             }
             dropped
         }
         Err(e) => {
             tracing::warn!(%sid, error = %e, "cannot drop a recovering member put back");
-            Vec::new()
+            false
         }
     }
 }

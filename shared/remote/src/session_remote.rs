@@ -15,10 +15,9 @@ remote_service! {
         Resync = "resync" -> (),
         /// Open connections and bound sessions.
         SessionCount = "sessionCount" -> SessionCounts,
-        /// Closes the sockets of the recovering sessions of these uids (no KICK: a drop), so
-        /// that their clients come back and recover what they missed; answers the uids that
-        /// had one.
-        DropRecovering = "dropRecovering" -> Vec<String>,
+        /// Closes the socket of one session (no KICK: a drop) if it entered with `recover`, so
+        /// that its client comes back and recovers what it missed; answers whether it did.
+        DropRecovering = "dropRecovering" -> bool,
     }
 }
 
@@ -42,7 +41,9 @@ pub struct SessionCount {}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DropRecovering {
-    pub uids: Vec<String>,
+    pub uid: String,
+    /// The session's bind on the connector (its entry): only that one is dropped.
+    pub entry: u64,
 }
 
 /// The answer to [`SessionCount`].

@@ -61,12 +61,8 @@ fn handle(
             requests: fe.metrics.requests_answered.get(),
             deliveries: fe.metrics.deliveries.get(),
         }),
-        SessionRemote::DropRecovering(DropRecovering { uids }) => {
-            let dropped: Vec<String> = uids
-                .into_iter()
-                .filter(|uid| fe.sessions.drop_recovering(uid) > 0)
-                .collect();
-            encode_reply::<DropRecovering>(&dropped)
+        SessionRemote::DropRecovering(DropRecovering { uid, entry }) => {
+            encode_reply::<DropRecovering>(&fe.sessions.drop_recovering(&uid, entry))
         }
     }
 }

@@ -235,16 +235,18 @@ impl SessionService {
         list.len()
     }
 
-    /// Closes, without a KICK, every session of `uid` that entered with `recover`: its client
-    /// takes it for a drop, comes back and recovers. Returns how many.
-    pub fn drop_recovering(&self, uid: &str) -> usize {
+    /// Closes, without a KICK, the open session of `uid` bound as `entry` if it entered with
+    /// `recover`: its client takes it for a drop, comes back and recovers. True if it did.
+    pub fn drop_recovering(&self, uid: &str, entry: u64) -> bool {
         let list = self.get_by_uid(uid);
-        let recovering: Vec<&Session> = list.iter().filter(|s| s.recovers()).collect();
-        for s in &recovering {
+        let found = list
+            .iter()
+            .find(|s| s.entry() == entry && s.recovers() && !s.is_closed());
+        if let Some(s) = found {
             tracing::debug!(session.id = s.id(), %uid, "dropped: it missed what it can recover");
             s.close();
         }
-        recovering.len()
+        found.is_some()
     }
 
     /// Kicks everybody (graceful shutdown).
@@ -640,9 +642,14 @@ mod tests {
         let (tx2, _rx2) = outbox(4);
         let plain = svc.create(tx2, CancellationToken::new());
         plain.bind("b*r").unwrap();
-        assert_eq!(svc.drop_recovering("a*r"), 1);
-        assert_eq!(svc.drop_recovering("b*r"), 0);
-        assert_eq!(svc.drop_recovering("nobody*r"), 0);
+        assert!(
+            !svc.drop_recovering("a*r", recovering.entry() + 1),
+            "another bind"
+        );
+        assert!(svc.drop_recovering("a*r", recovering.entry()));
+        assert!(!svc.drop_recovering("a*r", recovering.entry()), "closed already");
+        assert!(!svc.drop_recovering("b*r", plain.entry()));
+        assert!(!svc.drop_recovering("nobody*r", 1));
         assert!(recovering.is_closed());
         assert!(rx.try_recv().is_none(), "a drop, not a kick");
         assert!(!plain.is_closed());
