@@ -111,3 +111,62 @@ async fn rooms_nobody_is_in_any_more_are_forgotten() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_sent_to_a_users_earlier_session_does_not_reach_its_new_one_on_the_same_connector() {
+    // Pushes are routed by uid: while alice's new session enters through the connector her
+    // old one was on, what the room still sends the old one reaches the new one too.
+    let config = TestConfig::new("stale-news", "");
+    let chat = Server::start("chat", "chat-server-1", &config).await;
+    let c1 = Server::start("connector", "connector-server-1", &config).await;
+    let c2 = Server::start("connector", "connector-server-2", &config).await;
+    let alice1 = connect(&c1.url()).await;
+    let dave1 = connect(&c2.url()).await;
+    assert!(enter(&alice1, "alice", "x").await.get("users").is_some());
+    assert!(enter(&dave1, "dave", "x").await.get("users").is_some());
+    let mut alice2 = connect(&c1.url()).await;
+    let dave2 = connect(&c2.url()).await;
+
+    // The chat server stops a moment (less than the lapse) while dave and alice both come
+    // back: dave's old leave, alice's old leave, dave's enter, alice's enter queue in order.
+    chat.signal("STOP");
+    dave1.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    alice1.close();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let enter_body = |name: &str| json!({"username": name, "rid": "x"});
+    let (dave_in, alice_in, ()) = tokio::join!(
+        dave2.request(crate::support::ENTER, enter_body("dave")),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            alice2.request(crate::support::ENTER, enter_body("alice")).await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            chat.signal("CONT");
+        }
+    );
+    let alice_in = alice_in.expect("alice's enter answer");
+    let dave_is_in = dave_in.expect("dave's enter answer").get("users").is_some();
+    // Her picture of the room: her answer, then each onAdd and onLeave. Dave's old session's
+    // onLeave, sent while her old session was still in, must not be part of it: she entered
+    // after dave was back, and her answer says so.
+    let mut view: std::collections::BTreeSet<String> = users(&alice_in).into_iter().collect();
+    for p in alice2.pushes_within(Duration::from_secs(1)).await {
+        let who = p.body["user"].as_str().unwrap_or_default().to_owned();
+        match p.route.as_str() {
+            "onAdd" => view.insert(who),
+            "onLeave" => view.remove(&who),
+            _ => false,
+        };
+    }
+    let mut truth = vec!["alice"];
+    if dave_is_in {
+        truth.push("dave");
+    }
+    assert_eq!(
+        view.iter().collect::<Vec<_>>(),
+        truth,
+        "alice's answer: {alice_in}"
+    );
+}

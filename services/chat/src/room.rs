@@ -255,13 +255,14 @@ async fn agrees_with_store(
 }
 
 /// Pushes `onAdd` for `uid` to `others` (the joiner never hears its own).
-pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: &str) {
+/// Returns the onAdd's offset in the room's history, when it has one.
+pub async fn announce_add(state: &ChatState, others: &[Member], uid: &str, rid: &str) -> Option<u64> {
     if !still_holds(state, rid, "onAdd", uid).await {
-        return;
+        return None;
     }
     tracing::debug!(%rid, %uid, to = others.len(), "onAdd");
     let audience = Audience::Except(uid.to_owned());
-    push_event(state, rid, others, &audience, "onAdd", uid).await;
+    push_event(state, rid, others, &audience, "onAdd", uid).await
 }
 
 /// Tells `to` alone that `uid` is in the room (`onAdd`) or not (`onLeave`): what it missed
@@ -320,6 +321,7 @@ pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
 /// history write fails (without an offset); but when the job stalled before the push and the
 /// news no longer holds (see [`still_holds`]), it is withdrawn from the history and not pushed:
 /// whoever changed the room since told the members, and may have written before or after it.
+/// Returns its offset, when it was recorded and still holds.
 async fn push_event(
     state: &ChatState,
     rid: &str,
@@ -327,10 +329,10 @@ async fn push_event(
     audience: &Audience,
     route: &str,
     uid: &str,
-) {
+) -> Option<u64> {
     let user = user_name(uid, rid);
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
-        return;
+        return None;
     };
     let position = match state.history.append_kept(rid, route, &body, audience).await {
         Ok(position) => position,
@@ -347,16 +349,17 @@ async fn push_event(
         {
             tracing::warn!(%rid, %route, error = %e, "cannot withdraw stale news");
         }
-        return;
-    }
-    // Nobody to tell now; a member who recovers later still hears of it.
-    if to.is_empty() {
-        return;
+        return None;
     }
     let offset = position.map(|p| p.offset);
+    // Nobody to tell now; a member who recovers later still hears of it.
+    if to.is_empty() {
+        return offset;
+    }
     if let Err(e) = push(state, route, &body, To::Members(to, audience), offset).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
+    offset
 }
 
 #[cfg(test)]

@@ -91,6 +91,11 @@ pub enum AddOutcome {
     Entered {
         users: Vec<String>,
         recovery: Option<Recovery>,
+        /// The offset of the joiner's `onAdd`: a push to its uid at or below it was sent
+        /// before it was in (to an earlier session of the same user, say, whose leave was
+        /// still on its way), not to this session.
+        #[serde(default)]
+        floor: Option<u64>,
     },
     /// The uid is in the room through another connector.
     Taken,

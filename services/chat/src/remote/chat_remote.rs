@@ -97,9 +97,10 @@ async fn add(
     // leave arrived; Resumed: it took back its held place. Either way the others never heard
     // it leave, so they hear no join either.
     state.rounds.loss.entered(rid, &joiner.uid, added == Added::New);
+    let mut floor = None;
     if added == Added::New {
         let others: Vec<Member> = members.iter().filter(|m| m.uid != joiner.uid).cloned().collect();
-        announce_add(state, &others, &joiner.uid, rid).await;
+        floor = announce_add(state, &others, &joiner.uid, rid).await;
     }
     Ok(AddOutcome::Entered {
         users: members
@@ -107,6 +108,7 @@ async fn add(
             .map(|m| user_name(&m.uid, rid).to_owned())
             .collect(),
         recovery,
+        floor,
     })
 }
 

@@ -138,28 +138,34 @@ impl Enter {
         }
         let recover = recover_request(&body);
         session.set_recover(recover.is_some());
-        if recover.is_some() {
-            // Pushes that follow the add must reach the client after this answer (released
-            // when it is queued).
-            session.hold_pushes();
-        }
+        // Pushes that follow the add must reach the client after this answer (released when
+        // it is queued), and those sent before it to an earlier session of this uid on this
+        // connector (routed by uid, they reach this one too) must not reach it at all.
+        session.hold_pushes();
         let add = Add {
             rid: rid.clone(),
             member: room_member(&session, uid, incarnation),
             recover: recover.clone(),
         };
         match rpc.call(add).await {
-            Ok(AddOutcome::Entered { users, recovery }) => {
+            Ok(AddOutcome::Entered {
+                users,
+                recovery,
+                floor,
+            }) => {
                 // The socket may have closed while `add` was in flight: its leave could then
                 // have reached the chat server first and found nothing. Leave again (it is
                 // idempotent) so that no member outlives its session.
                 if session.is_closed() {
                     self.leaves.spawn(session.clone(), 0);
                 }
-                // What the answer gives up to its offset, pushes held meanwhile for an
-                // earlier session of this user must not give again, late.
-                if let Some(r) = recovery.as_ref().filter(|_| recover.is_some()) {
-                    session.skip_held_through(r.position.offset);
+                // Pushes held meanwhile that were sent before this session was in (an earlier
+                // session's), or that the answer's recovery gives up to its offset, are not
+                // for it.
+                let recovered = recovery.as_ref().filter(|_| recover.is_some());
+                let through = recovered.map(|r| r.position.offset).max(floor);
+                if let Some(through) = through {
+                    session.skip_held_through(through);
                 }
                 Ok(entered(users, recover.as_ref(), recovery))
             }

@@ -205,7 +205,7 @@ impl SessionService {
                             }
                             s.push_at(with_offset.as_ref().unwrap_or(pkg).clone(), offset);
                         } else {
-                            s.push(pkg.clone());
+                            s.push_at(pkg.clone(), offset);
                         }
                     }
                 }
@@ -451,11 +451,13 @@ impl Session {
         self.inner.holding.store(true, Ordering::Release);
     }
 
-    /// On release, drops the held pushes at or below `offset`: a recovering enter's answer
-    /// gave the client its room up to there. Pushes routed by uid reach every session of the
-    /// uid on this connector, so while the enter ran this session also got what the room sent
-    /// an earlier session of the same user (one closed while its connector was paused, say):
-    /// released after the answer, they would arrive behind it, twice and out of order.
+    /// On release, drops the held pushes at or below `offset`: sent before this session was
+    /// in its room (the offset of its `onAdd`), or given by a recovering enter's answer (its
+    /// offset). Pushes routed by uid reach every session of the uid on this connector, so
+    /// while the enter ran this session also got what the room sent an earlier session of
+    /// the same user (one closed while its connector or chat server was paused, say):
+    /// released after the answer, they would arrive behind it, out of place (an `onLeave` of
+    /// someone the answer lists as in) or twice.
     pub fn skip_held_through(&self, offset: u64) {
         self.inner.held_floor.store(offset, Ordering::Release);
     }
