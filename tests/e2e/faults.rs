@@ -406,3 +406,33 @@ async fn on_a_nats_cluster_a_node_that_dies_loses_nobody_and_pushes_resume_withi
     assert!(!alice.is_closed() && !bob.is_closed());
     drop(chat);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_drops_a_connectors_recovering_clients_to_recover_and_keeps_the_others() {
+    // What was on its way to a connector when NATS went away is gone, and nothing tells its
+    // clients: a recovering one is dropped (no kick) so that it comes back and recovers.
+    let mut nats = PrivateServer::nats().await;
+    let config = TestConfig::with_urls("natsdrop", "", &nats.url(), "redis://127.0.0.1:6379");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let alice = connect(&conn.url()).await;
+    let carol = connect(&conn.url()).await;
+    let answer = alice
+        .request(
+            crate::support::ENTER,
+            json!({"username": "alice", "rid": "room", "recover": true}),
+        )
+        .await
+        .expect("enter answer");
+    assert!(answer.get("epoch").is_some(), "{answer}");
+    enter(&carol, "carol", "room").await;
+
+    nats.stop().await;
+    nats.restart().await;
+    assert!(
+        alice.closed_within(Duration::from_secs(10)).await,
+        "alice was not dropped"
+    );
+    assert_eq!(alice.kick_reason(), None, "a drop, not a kick");
+    assert!(!carol.is_closed(), "a stock client stays");
+}

@@ -28,6 +28,30 @@ pub const SERVER_TYPE: &str = "connector";
 /// The backend whose routes are forwarded by room (`rid`).
 const CHAT: &str = <ChatRemote as Remote>::SERVER_TYPE;
 
+/// Each time pushes to this connector may have been lost on their way (its NATS connection
+/// dropped, or NATS dropped messages for it), closes every recovering session, without a
+/// KICK: nothing newer can have reached them yet, so their clients come back and recover
+/// exactly what was lost. A stock client stays and misses it, as with Pomelo.
+async fn drop_recovering_on_loss(
+    mut losses: tokio::sync::watch::Receiver<u64>,
+    sessions: shaddock_server::SessionService,
+    token: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = losses.changed() => if changed.is_err() { return },
+        }
+        let dropped = sessions.drop_all_recovering();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "pushes may have been lost on the way here: recovering clients dropped, to recover"
+            );
+        }
+    }
+}
+
 /// Runs a connector on `app` until it is stopped (signal or token).
 pub async fn run(app: App) -> anyhow::Result<()> {
     start(&app).await?;
@@ -68,6 +92,13 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     let every = std::time::Duration::from_millis(app.config.registry.sync_ms);
     app.tracker
         .spawn(membership::run(rpc.clone(), me, every, asked, app.token.clone()));
+    if let Some(losses) = app.bus.losses() {
+        app.tracker.spawn(drop_recovering_on_loss(
+            losses,
+            fe.sessions().clone(),
+            app.token.clone(),
+        ));
+    }
     let console = Console::new(rpc, app.bus.clone(), &app.config.namespace);
     fe.start(console.routes()).await
 }

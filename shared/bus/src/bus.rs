@@ -63,6 +63,9 @@ struct NatsShared {
     home_live: AtomicBool,
     /// When the connection last came up (first connect or reconnect).
     connected_at: Arc<parking_lot::Mutex<tokio::time::Instant>>,
+    /// Counts the moments this server may have lost what was sent to it (see
+    /// [`Bus::losses`]).
+    losses: tokio::sync::watch::Sender<u64>,
 }
 
 impl Bus {
@@ -86,6 +89,8 @@ impl Bus {
         let counted = stats.clone();
         let connected_at = Arc::new(parking_lot::Mutex::new(tokio::time::Instant::now()));
         let marked = connected_at.clone();
+        let losses = tokio::sync::watch::Sender::new(0u64);
+        let lost = losses.clone();
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
@@ -93,6 +98,7 @@ impl Bus {
             .event_callback(move |event| {
                 let stats = counted.clone();
                 let marked = marked.clone();
+                let lost = lost.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
@@ -102,10 +108,12 @@ impl Bus {
                         }
                         async_nats::Event::Disconnected => {
                             stats.nats_disconnects.inc();
+                            lost.send_modify(|n| *n += 1);
                             tracing::warn!("nats disconnected")
                         }
                         async_nats::Event::SlowConsumer(sid) => {
                             stats.slow_consumer_events.inc();
+                            lost.send_modify(|n| *n += 1);
                             tracing::warn!(sid, "nats slow consumer, messages dropped")
                         }
                         other => tracing::debug!(event = %other, "nats event"),
@@ -128,6 +136,7 @@ impl Bus {
                 home,
                 home_live: AtomicBool::new(false),
                 connected_at,
+                losses,
             }),
             stats,
         }))
@@ -277,6 +286,17 @@ impl Bus {
     pub fn connected_since(&self) -> Option<tokio::time::Instant> {
         match self {
             Bus::Nats(n) => Some(*n.shared.connected_at.lock()),
+            Bus::Local(_) => None,
+        }
+    }
+
+    /// Changes each time what was published to this server may have been lost: its
+    /// connection dropped (NATS keeps nothing for a subject nobody listens on, and what was
+    /// on its way when the server died is gone), or NATS dropped messages for it as a slow
+    /// consumer. `None` for the in-process bus, which loses nothing.
+    pub fn losses(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Bus::Nats(n) => Some(n.shared.losses.subscribe()),
             Bus::Local(_) => None,
         }
     }

@@ -249,6 +249,18 @@ impl SessionService {
         found.is_some()
     }
 
+    /// Closes, without a KICK, every session that entered with `recover` (see
+    /// [`SessionService::drop_recovering`]). Returns how many.
+    pub fn drop_all_recovering(&self) -> usize {
+        let sessions: Vec<Session> = self.inner.sessions.read().values().cloned().collect();
+        let mut n = 0;
+        for s in sessions.iter().filter(|s| s.recovers() && !s.is_closed()) {
+            s.close();
+            n += 1;
+        }
+        n
+    }
+
     /// Kicks everybody (graceful shutdown).
     pub fn kick_all(&self, reason: &str) -> usize {
         let all = self.all();
