@@ -29,9 +29,9 @@ pub const SERVER_TYPE: &str = "connector";
 const CHAT: &str = <ChatRemote as Remote>::SERVER_TYPE;
 
 /// Each time pushes to this connector may have been lost on their way (its NATS connection
-/// dropped, or NATS dropped messages for it), closes every recovering session, without a
-/// KICK: nothing newer can have reached them yet, so their clients come back and recover
-/// exactly what was lost. A stock client stays and misses it, as with Pomelo.
+/// dropped), closes every recovering session, without a KICK: nothing newer reaches a closed
+/// session, so their clients come back and recover exactly what was lost. A stock client
+/// stays and misses it, as with Pomelo.
 async fn drop_recovering_on_loss(
     mut losses: tokio::sync::watch::Receiver<u64>,
     sessions: shaddock_server::SessionService,

@@ -111,9 +111,11 @@ impl Bus {
                             lost.send_modify(|n| *n += 1);
                             tracing::warn!("nats disconnected")
                         }
+                        // Not a loss here: the event does not say which subscription (a reply
+                        // inbox loses no push), and dropping every recovering client on each
+                        // one would feed the overload that caused it.
                         async_nats::Event::SlowConsumer(sid) => {
                             stats.slow_consumer_events.inc();
-                            lost.send_modify(|n| *n += 1);
                             tracing::warn!(sid, "nats slow consumer, messages dropped")
                         }
                         other => tracing::debug!(event = %other, "nats event"),
@@ -292,8 +294,8 @@ impl Bus {
 
     /// Changes each time what was published to this server may have been lost: its
     /// connection dropped (NATS keeps nothing for a subject nobody listens on, and what was
-    /// on its way when the server died is gone), or NATS dropped messages for it as a slow
-    /// consumer. `None` for the in-process bus, which loses nothing.
+    /// on its way when the server died is gone). `None` for the in-process bus, which loses
+    /// nothing.
     pub fn losses(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         match self {
             Bus::Nats(n) => Some(n.shared.losses.subscribe()),

@@ -434,8 +434,13 @@ impl Session {
         self.push_at(pkg, None)
     }
 
-    /// As [`Session::push`], for a push with its room offset.
+    /// As [`Session::push`], for a push with its room offset. Nothing once the session is
+    /// closing: a session dropped so that its client recovers must get nothing newer than
+    /// what it missed, or its recovery would start past it.
     pub fn push_at(&self, pkg: Bytes, offset: Option<u64>) -> bool {
+        if self.is_closed() {
+            return false;
+        }
         if self.inner.holding.load(Ordering::Acquire) {
             let mut held = self.inner.held.lock();
             if let Some(list) = held.as_mut() {
