@@ -3,6 +3,7 @@
 //! were withdrawn (kept in the stream, never given back).
 
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use redis::{RedisResult, Script};
@@ -63,6 +64,9 @@ static READ: LazyLock<Script> = LazyLock::new(|| {
          return out"
     ))
 });
+
+/// How long a failed append's withdrawal is retried while Redis cannot be reached.
+const WITHDRAW_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Withdraws offsets of the epoch ARGV[1] (nothing if the room is in another epoch by now).
 /// KEYS: meta, withdrawn. ARGV: epoch, ttl ms, then the offsets.
@@ -212,8 +216,7 @@ impl RedisHistory {
             // The append may have happened all the same (its answer timed out, the connection
             // dropped after the script ran): its caller will not push it, so recovery must not
             // give it back either. Sent after it, without holding up the room's next job (the
-            // token is found wherever later appends put it); a one-shot call, bounded by the
-            // connection's response timeout.
+            // token is found wherever later appends put it); retried while Redis is away.
             let (this, room) = (self.clone(), room.to_owned());
             tokio::spawn(async move { this.withdraw_append(&room, &token).await });
         }
@@ -229,20 +232,37 @@ impl RedisHistory {
             .collect())
     }
 
-    /// Withdraws what the append marked `token` kept, if it happened.
+    /// Withdraws what the append marked `token` kept, if it happened. Retried while Redis
+    /// cannot be reached (for a while): an append whose answer was lost with its connection
+    /// (Redis restarting with its AOF just after running it) is otherwise left in the history,
+    /// pushed to nobody, for a recovering client to be given.
     async fn withdraw_append(&self, room: &str, token: &str) {
-        let answer: RedisResult<u64> = WITHDRAW_APPEND
-            .key(self.stream_key(room))
-            .key(self.withdrawn_key(room))
-            .arg(token)
-            .arg(self.retention.meta_ttl.as_millis() as u64)
-            .arg(self.retention.size.max(1))
-            .invoke_async(&mut self.conn.clone())
-            .await;
-        match answer {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(%room, withdrawn = n, "a failed history append had happened: withdrawn"),
-            Err(e) => tracing::warn!(%room, error = %e, "cannot withdraw a failed history append"),
+        let until = tokio::time::Instant::now() + WITHDRAW_PATIENCE;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let answer: RedisResult<u64> = WITHDRAW_APPEND
+                .key(self.stream_key(room))
+                .key(self.withdrawn_key(room))
+                .arg(token)
+                .arg(self.retention.meta_ttl.as_millis() as u64)
+                .arg(self.retention.size.max(1))
+                .invoke_async(&mut self.conn.clone())
+                .await;
+            match answer {
+                Ok(0) => return,
+                Ok(n) => {
+                    tracing::warn!(%room, withdrawn = n, "a failed history append had happened: withdrawn");
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() >= until => {
+                    tracing::warn!(%room, error = %e, "cannot withdraw a failed history append");
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 
