@@ -109,22 +109,19 @@ struct Stretch {
     got: BTreeSet<u64>,
     /// What it got, in order (`e12` entered at 12, `l13` pushed 13, `r14` recovered 14), to
     /// show around a loss.
-    trace: Vec<String>,
+    trace: Vec<(u64, String)>,
 }
 
 impl Stretch {
     /// The member's trace just around `offset`.
     fn around(&self, offset: u64) -> String {
-        let at = |t: &String| {
-            let digits = t[1..].split('@').next().unwrap_or("");
-            digits.parse::<u64>().unwrap_or(0)
-        };
         let i = self
             .trace
             .iter()
-            .position(|t| at(t) > offset)
+            .position(|(at, _)| *at > offset)
             .unwrap_or(self.trace.len());
-        self.trace[i.saturating_sub(2)..(i + 2).min(self.trace.len())].join(" ")
+        let near = &self.trace[i.saturating_sub(2)..(i + 2).min(self.trace.len())];
+        near.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -164,7 +161,7 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                     if continues {
                         if let Some(s) = current.as_mut() {
                             s.to = s.to.max(*offset);
-                            s.trace.push(format!("e{offset}"));
+                            s.trace.push((*offset, format!("e{offset}")));
                             // Its recovered messages follow; then pushes after its offset.
                             s.answered = Some(*offset);
                         }
@@ -182,7 +179,7 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                         last: *offset,
                         answered: None,
                         got: BTreeSet::new(),
-                        trace: vec![format!("e{offset}")],
+                        trace: vec![(*offset, format!("e{offset}"))],
                     });
                 }
                 Got::Message {
@@ -221,8 +218,8 @@ pub fn check(members: &[(String, String, Vec<Got>)]) -> Vec<String> {
                     }
                     s.last = *offset;
                     s.to = s.to.max(*offset);
-                    s.trace
-                        .push(format!("{}{offset}@{at}", if *live { 'l' } else { 'r' }));
+                    let how = if *live { 'l' } else { 'r' };
+                    s.trace.push((*offset, format!("{how}{offset}@{at}")));
                     s.got.insert(*offset);
                     let key = (room.clone(), s.epoch.clone(), *offset);
                     match truth.get(&key) {
