@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 pub mod chaos;
 pub mod eventually;
 pub mod in_process;
+pub mod proxy;
 
 pub use eventually::{eventually, eventually_true};
 pub use in_process::{Backing, ClusterSpec, TestCluster, TestUser, spawn_cluster};
@@ -74,6 +75,31 @@ impl TestConfig {
         std::fs::write(&path, text).expect("write config");
         Self {
             namespace,
+            path,
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// The same cluster (namespace, Redis, settings) for a server that reaches NATS at
+    /// `nats_url` instead (through a [`proxy::TcpProxy`], say).
+    pub fn beside(&self, nats_url: &str) -> Self {
+        let text = std::fs::read_to_string(&self.path).expect("read config");
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("nats_url = ") {
+                    format!("nats_url = \"{nats_url}\"")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("{}-beside-{}", self.namespace, std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, text.join("\n")).expect("write config");
+        Self {
+            namespace: self.namespace.clone(),
             path,
             _dir: TempDir(dir),
         }

@@ -436,3 +436,82 @@ async fn a_nats_restart_drops_a_connectors_recovering_clients_to_recover_and_kee
     assert_eq!(alice.kick_reason(), None, "a drop, not a kick");
     assert!(!carol.is_closed(), "a stock client stays");
 }
+
+/// A proxy to the shared NATS, and `config` for a server that reaches NATS through it.
+async fn through_a_proxy(config: &TestConfig) -> (shaddock_e2e::proxy::TcpProxy, TestConfig) {
+    let proxy = shaddock_e2e::proxy::TcpProxy::start("127.0.0.1:4222").await;
+    let beside = config.beside(&format!("nats://127.0.0.1:{}", proxy.port));
+    (proxy, beside)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_a_chat_server_sent_as_its_nats_connection_died_is_told_again_once_it_is_back() {
+    // Bob's connector is paused past the lapse and purged (alice hears him leave); it comes
+    // back and he is put back, but the chat server's onAdd dies with its NATS connection.
+    // Nothing else tells alice: back, the chat server tells the room its latest news again.
+    let config = TestConfig::new("newsloss", "");
+    let (proxy, through_proxy) = through_a_proxy(&config).await;
+    let _chat = Server::start("chat", "chat-server-1", &through_proxy).await;
+    let conn1 = Server::start("connector", "connector-server-1", &config).await;
+    let conn2 = Server::start("connector", "connector-server-2", &config).await;
+    let mut alice = connect(&conn1.url()).await;
+    let bob = connect(&conn2.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+    let news =
+        |route: &'static str| move |p: &shaddock_client::Push| p.route == route && p.body["user"] == "bob";
+    assert!(receives_push(&mut alice, Duration::from_secs(5), news("onAdd")).await);
+    let bob_stored = || async {
+        stored_members(&config, "redis://127.0.0.1:6379", "room")
+            .await
+            .iter()
+            .any(|m| m.starts_with("bob"))
+    };
+
+    conn2.signal("STOP");
+    eventually_true("bob's connector is purged", Duration::from_secs(10), || async {
+        !bob_stored().await
+    })
+    .await;
+    assert!(receives_push(&mut alice, Duration::from_secs(5), news("onLeave")).await);
+    proxy.swallow_sent();
+    conn2.signal("CONT");
+    eventually_true("bob is put back", Duration::from_secs(10), bob_stored).await;
+    // What the chat server sent meanwhile (bob's onAdd) is gone with the connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut();
+    assert!(
+        receives_push(&mut alice, Duration::from_secs(10), news("onAdd")).await,
+        "alice never heard bob come back"
+    );
+    assert!(!bob.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn news_lost_on_its_way_to_a_connector_is_told_again_once_its_connection_is_back() {
+    // Dave's onAdd is lost on its way to alice's connector (its NATS connection dies with it
+    // unsent); the chat server lost nothing. Back, the connector asks for the latest news.
+    let config = TestConfig::new("newsdown", "");
+    let (proxy, through_proxy) = through_a_proxy(&config).await;
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn1 = Server::start("connector", "connector-server-1", &through_proxy).await;
+    let conn2 = Server::start("connector", "connector-server-2", &config).await;
+    let mut alice = connect(&conn1.url()).await;
+    let bob = connect(&conn2.url()).await;
+    let dave = connect(&conn2.url()).await;
+    enter(&alice, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+    let added =
+        |who: &'static str| move |p: &shaddock_client::Push| p.route == "onAdd" && p.body["user"] == who;
+    assert!(receives_push(&mut alice, Duration::from_secs(5), added("bob")).await);
+
+    proxy.swallow_received();
+    let answer = enter(&dave, "dave", "room").await;
+    assert_eq!(users(&answer), ["alice", "bob", "dave"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut();
+    assert!(
+        receives_push(&mut alice, Duration::from_secs(10), added("dave")).await,
+        "alice never heard dave come in"
+    );
+}

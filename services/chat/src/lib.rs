@@ -9,6 +9,7 @@
 //! - [`membership`]: how the store's members are kept equal to the live sessions (rounds,
 //!   purges of dead connectors, a store that lost its data): the whole state machine.
 //! - [`handoff`]: a room that has just moved here waits for its old owner to finish with it.
+//! - [`recent_news`]: member news that a NATS loss may have taken, told again.
 //!
 //! # Order
 //! Everything that changes a room or pushes into it (a chat message, an add, a kick, a purge)
@@ -35,6 +36,7 @@ pub mod handler;
 pub mod handoff;
 pub mod limits;
 pub mod membership;
+pub mod recent_news;
 pub mod remote;
 pub mod room;
 pub mod store_loss;
@@ -60,6 +62,8 @@ pub struct ChatState {
     pub room_rates: Arc<limits::RoomRates>,
     /// The rooms' history: every push into a room gets its offset here (see [`room`]).
     pub history: History,
+    /// Who each room was told of lately (told again after a NATS loss).
+    pub news: Arc<recent_news::RecentNews>,
 }
 
 impl ChatState {
@@ -173,6 +177,7 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
             app.config.limits.room_burst,
         )),
         history: history.clone(),
+        news: Arc::default(),
     };
     let mut handlers = Handlers::new();
     handler::chat_handler::register(&mut handlers, state.clone());
@@ -199,6 +204,11 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
         .spawn(membership::watch(state.clone(), grace, app.token.clone()));
     app.tracker
         .spawn(membership::sweep(state.clone(), rounds, grace, app.token.clone()));
+    app.tracker.spawn(recent_news::watch(
+        state.clone(),
+        app.bus.clone(),
+        app.token.clone(),
+    ));
     app.tracker.spawn(store_loss::watch_store(
         state.clone(),
         heartbeat,

@@ -322,7 +322,7 @@ pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
 /// news no longer holds (see [`still_holds`]), it is withdrawn from the history and not pushed:
 /// whoever changed the room since told the members, and may have written before or after it.
 /// Returns its offset, when it was recorded and still holds.
-async fn push_event(
+pub(crate) async fn push_event(
     state: &ChatState,
     rid: &str,
     to: &[Member],
@@ -356,6 +356,7 @@ async fn push_event(
     if to.is_empty() {
         return offset;
     }
+    state.news.told(rid, uid);
     if let Err(e) = push(state, route, &body, To::Members(to, audience), offset).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use shaddock_console::Console;
 use shaddock_remote::Remote;
-use shaddock_remote::chat_remote::ChatRemote;
+use shaddock_remote::chat_remote::{ChatRemote, Restate};
 use shaddock_server::App;
 use shaddock_server::frontend::Frontend;
 use shaddock_server::frontend::builder::DRAIN_REASON;
@@ -31,10 +31,12 @@ const CHAT: &str = <ChatRemote as Remote>::SERVER_TYPE;
 /// Each time pushes to this connector may have been lost on their way (its NATS connection
 /// dropped), closes every recovering session, without a KICK: nothing newer reaches a closed
 /// session, so their clients come back and recover exactly what was lost. A stock client
-/// stays and misses it, as with Pomelo.
-async fn drop_recovering_on_loss(
+/// stays; once the connection is back, the chat servers tell its rooms' latest member news
+/// again ([`ask_news_again`]), so that its list of users is right again.
+async fn on_loss(
     mut losses: tokio::sync::watch::Receiver<u64>,
     sessions: shaddock_server::SessionService,
+    asking: Asking,
     token: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -42,6 +44,7 @@ async fn drop_recovering_on_loss(
             _ = token.cancelled() => return,
             changed = losses.changed() => if changed.is_err() { return },
         }
+        let noticed = tokio::time::Instant::now();
         let dropped = sessions.drop_all_recovering();
         if dropped > 0 {
             tracing::warn!(
@@ -49,7 +52,61 @@ async fn drop_recovering_on_loss(
                 "pushes may have been lost on the way here: recovering clients dropped, to recover"
             );
         }
+        asking
+            .tracker
+            .spawn(ask_news_again(asking.clone(), noticed, token.clone()));
     }
+}
+
+/// What [`ask_news_again`] needs.
+#[derive(Debug, Clone)]
+struct Asking {
+    sid: String,
+    bus: shaddock_bus::Bus,
+    rpc: shaddock_remote::RpcClient,
+    registry: shaddock_bus::Registry,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+/// How long the chat servers are asked for news again after a loss: they may still be
+/// reconnecting themselves (a NATS restart), and NATS keeps nothing for a subject nobody
+/// listens on.
+const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Once the connection is back, asks every chat server to tell this connector's members again
+/// the rooms' latest member news (`chatRemote.restate`), each until it answers.
+async fn ask_news_again(
+    asking: Asking,
+    noticed: tokio::time::Instant,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let pause = std::time::Duration::from_millis(200);
+    let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while noticed.elapsed() < ASK_FOR && !token.is_cancelled() {
+        if asking.bus.is_connected() {
+            let list = asking.registry.list();
+            let chats = list.servers(CHAT);
+            let unasked: Vec<_> = chats.iter().filter(|s| !answered.contains(&s.id)).collect();
+            for chat in unasked {
+                let ask = Restate {
+                    sid: asking.sid.clone(),
+                    noticed_ms_ago: noticed.elapsed().as_millis() as u64,
+                };
+                match asking.rpc.call_server(&chat.id, ask).await {
+                    Ok(rooms) => {
+                        tracing::info!(chat = %chat.id, rooms, "rooms' latest news told here again");
+                        answered.insert(chat.id.clone());
+                    }
+                    Err(e) => tracing::debug!(chat = %chat.id, error = %e, "asking for news again"),
+                }
+            }
+            if !chats.is_empty() && chats.iter().all(|s| answered.contains(&s.id)) {
+                return;
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+    tracing::warn!("not every chat server could be asked to tell its latest news again");
 }
 
 /// Runs a connector on `app` until it is stopped (signal or token).
@@ -93,11 +150,15 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
     app.tracker
         .spawn(membership::run(rpc.clone(), me, every, asked, app.token.clone()));
     if let Some(losses) = app.bus.losses() {
-        app.tracker.spawn(drop_recovering_on_loss(
-            losses,
-            fe.sessions().clone(),
-            app.token.clone(),
-        ));
+        let asking = Asking {
+            sid: app.me.id.clone(),
+            bus: app.bus.clone(),
+            rpc: rpc.clone(),
+            registry: fe.registry().clone(),
+            tracker: app.tracker.clone(),
+        };
+        app.tracker
+            .spawn(on_loss(losses, fe.sessions().clone(), asking, app.token.clone()));
     }
     let console = Console::new(rpc, app.bus.clone(), &app.config.namespace);
     fe.start(console.routes()).await

@@ -23,6 +23,11 @@ remote_service! {
         /// A push from the admin console to every member of room `rid`, in the room's order
         /// and history like a chat message: answers how many members it went to.
         Broadcast = "broadcast" -> usize,
+        /// What was on its way to connector `sid` may be lost (its NATS connection dropped):
+        /// each room with recent member news tells that connector's members again where each
+        /// user of that news stands now (the chat server's `recent_news`). Answers how many
+        /// rooms were asked to.
+        Restate = "restate" -> usize,
     }
 }
 
@@ -185,6 +190,15 @@ impl std::ops::AddAssign for SyncReport {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Channels {}
+
+/// See [`ChatRemote::Restate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restate {
+    /// The connector whose pushes may be lost.
+    pub sid: String,
+    /// How long ago (ms) it noticed: news from a window before that is told again.
+    pub noticed_ms_ago: u64,
+}
 
 /// See [`ChatRemote::Broadcast`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

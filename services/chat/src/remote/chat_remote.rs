@@ -11,7 +11,7 @@ use shaddock_channel::{Added, Member};
 use shaddock_history::Position;
 use shaddock_remote::chat_remote::{
     Add, AddOutcome, Broadcast, ChannelMembers, Channels, ChatRemote, Kick, MemberAt, Recover,
-    RecoveredMessage, Recovery, RoomMember, RoomPosition, Sync,
+    RecoveredMessage, Recovery, Restate, RoomMember, RoomPosition, Sync,
 };
 use shaddock_remote::{decode_call, encode_reply};
 use shaddock_server::HandlerError;
@@ -43,6 +43,12 @@ pub async fn dispatch(
         ChatRemote::Sync(part) => encode_reply::<Sync>(&crate::membership::sync(state, part).await?),
         ChatRemote::Channels(Channels {}) => encode_reply::<Channels>(&channels(state).await?),
         ChatRemote::Broadcast(b) => encode_reply::<Broadcast>(&broadcast(state, b).await?),
+        ChatRemote::Restate(r) => {
+            let ago = std::time::Duration::from_millis(r.noticed_ms_ago);
+            let noticed = tokio::time::Instant::now().checked_sub(ago);
+            let rooms = crate::recent_news::tell_again(state, noticed, Some(&r.sid));
+            encode_reply::<Restate>(&rooms)
+        }
     };
     answer.map_err(err)
 }
