@@ -66,6 +66,8 @@ struct NatsShared {
     /// Counts the moments this server may have lost what was sent to it (see
     /// [`Bus::losses`]).
     losses: tokio::sync::watch::Sender<u64>,
+    /// The client's counters (`connects`: see [`Bus::connects`]).
+    statistics: Arc<async_nats::Statistics>,
 }
 
 impl Bus {
@@ -130,6 +132,7 @@ impl Bus {
             })?;
         let replies = ReplyMux::start(&client, home.as_deref()).await?;
         let out = batching.then(|| Coalescer::start(client.clone(), stats.clone()));
+        let statistics = client.statistics();
         Ok(Bus::Nats(NatsBus {
             client,
             shared: Arc::new(NatsShared {
@@ -139,6 +142,7 @@ impl Bus {
                 home_live: AtomicBool::new(false),
                 connected_at,
                 losses,
+                statistics,
             }),
             stats,
         }))
@@ -300,6 +304,18 @@ impl Bus {
         match self {
             Bus::Nats(n) => Some(n.shared.losses.subscribe()),
             Bus::Local(_) => None,
+        }
+    }
+
+    /// How many times the connection came up (the first connect included; 0 for the
+    /// in-process bus). Counted before anything is read from a new connection, so a message
+    /// received after it changed may be the first of a new connection: what was on its way
+    /// before is lost, though the `Disconnected` event (see [`Bus::losses`]) may not have
+    /// been handled yet.
+    pub fn connects(&self) -> u64 {
+        match self {
+            Bus::Nats(n) => n.shared.statistics.connects.load(Ordering::Relaxed),
+            Bus::Local(_) => 0,
         }
     }
 

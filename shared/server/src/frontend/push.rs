@@ -34,6 +34,7 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
             }
         });
     }
+    let mut connects = bus.connects();
     loop {
         let msg = tokio::select! {
             _ = token.cancelled() => break,
@@ -41,6 +42,20 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
             m = rx.recv() => m,
         };
         let Some(msg) = msg else { break };
+        // The first message of a new connection may reach here before the `Disconnected`
+        // event is handled: recovering sessions must be closed before it, or it would put
+        // their clients' offsets past what was lost with the old one.
+        let now = bus.connects();
+        if now != connects {
+            connects = now;
+            let dropped = fe.sessions.drop_all_recovering();
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "nats reconnected: recovering clients dropped, to recover"
+                );
+            }
+        }
         let reply = deliver(&fe, &msg);
         let answer = match (reply, &msg.reply) {
             (Some(reply), Some(_)) => reply.encode().ok(),
