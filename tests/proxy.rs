@@ -5,16 +5,20 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// What a connection throws away: what clients send (`.0`), what they are sent (`.1`).
+type Swallow = Arc<(AtomicBool, AtomicBool)>;
 
 /// Forwards every connection made to [`TcpProxy::port`] to the target; dropped, it stops.
 #[derive(Debug)]
 pub struct TcpProxy {
     pub port: u16,
-    /// While set, what clients send (`.0`) or are sent (`.1`) is read and thrown away.
-    swallow: Arc<(AtomicBool, AtomicBool)>,
+    /// The open connections' switches (a new connection forwards everything).
+    open: Arc<Mutex<Vec<Swallow>>>,
     /// Bumped to close every connection open now.
     cuts: watch::Sender<u64>,
     accept: tokio::task::JoinHandle<()>,
@@ -25,39 +29,44 @@ impl TcpProxy {
     pub async fn start(target: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let port = listener.local_addr().expect("proxy addr").port();
-        let swallow = Arc::new((AtomicBool::new(false), AtomicBool::new(false)));
+        let open: Arc<Mutex<Vec<Swallow>>> = Arc::default();
         let cuts = watch::Sender::new(0u64);
-        let (target, flag, cut) = (target.to_owned(), swallow.clone(), cuts.clone());
+        let (target, conns, cut) = (target.to_owned(), open.clone(), cuts.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(forward(client, server, flag.clone(), cut.subscribe()));
+                let swallow = Swallow::default();
+                conns.lock().push(swallow.clone());
+                tokio::spawn(forward(client, server, swallow, cut.subscribe()));
             }
         });
         Self {
             port,
-            swallow,
+            open,
             cuts,
             accept,
         }
     }
 
-    /// From now on, what clients send goes nowhere (the connections stay open).
+    /// From now on, what clients send on the open connections goes nowhere (they stay open).
     pub fn swallow_sent(&self) {
-        self.swallow.0.store(true, Ordering::SeqCst);
+        for s in self.open.lock().iter() {
+            s.0.store(true, Ordering::SeqCst);
+        }
     }
 
-    /// From now on, what is sent to clients goes nowhere (the connections stay open).
+    /// From now on, what is sent to clients on the open connections goes nowhere.
     pub fn swallow_received(&self) {
-        self.swallow.1.store(true, Ordering::SeqCst);
+        for s in self.open.lock().iter() {
+            s.1.store(true, Ordering::SeqCst);
+        }
     }
 
-    /// Closes every open connection and forwards again, whole, on the next ones.
+    /// Closes every open connection (swallowing to the end); the next ones forward whole.
     pub fn cut(&self) {
-        self.swallow.0.store(false, Ordering::SeqCst);
-        self.swallow.1.store(false, Ordering::SeqCst);
+        self.open.lock().clear();
         self.cuts.send_modify(|n| *n += 1);
     }
 }
@@ -69,12 +78,7 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn forward(
-    client: TcpStream,
-    server: TcpStream,
-    swallow: Arc<(AtomicBool, AtomicBool)>,
-    mut cut: watch::Receiver<u64>,
-) {
+async fn forward(client: TcpStream, server: TcpStream, swallow: Swallow, mut cut: watch::Receiver<u64>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     tokio::select! {

@@ -477,8 +477,9 @@ async fn news_a_chat_server_sent_as_its_nats_connection_died_is_told_again_once_
     proxy.swallow_sent();
     conn2.signal("CONT");
     eventually_true("bob is put back", Duration::from_secs(10), bob_stored).await;
-    // What the chat server sent meanwhile (bob's onAdd) is gone with the connection.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // What the chat server sent meanwhile (bob's onAdd, right after the store write) is gone
+    // with the connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.cut();
     assert!(
         receives_push(&mut alice, Duration::from_secs(10), news("onAdd")).await,

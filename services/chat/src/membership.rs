@@ -73,12 +73,13 @@
 //!    a request, retried while nobody listens, for at most a lapse
 //!    (`shaddock_channel::ChannelService::follow`). A store that lost its data, and a leave
 //!    that removed nothing, also drop the room cache: it may name members the store forgot.
+//!
 //!    What was already on its way when a connection dropped is gone (the dead socket's
-//!    buffers, NATS' own): each chat server remembers its rooms' member news for a few
-//!    seconds and tells each room again where each user of it stands now (`onAdd` if in,
-//!    `onLeave` if not) once its own connection is back, or to a connector's members when
-//!    that connector's connection dropped and it asks (`chatRemote.restate`;
-//!    `crate::recent_news`).
+//!    buffers, NATS' own): each chat server remembers its rooms' member news and, once its
+//!    own connection is back, or to a connector's members when that connector's connection
+//!    dropped and it asks (`chatRemote.restate`), tells each room again the last news of each
+//!    user from just before the loss, where the store still agrees with it
+//!    (`crate::recent_news`).
 //! 8. **A job that stalled.** A room's job that has run for a third of the lapse may have been
 //!    paused between its store write and its push while the others gave its room to another
 //!    owner, which changed the room and told the members meanwhile: its `onAdd` and `onLeave`

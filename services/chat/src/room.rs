@@ -276,6 +276,34 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
     push_event(state, rid, std::slice::from_ref(to), &audience, route, uid).await;
 }
 
+/// Tells `to` again that `uid` is in the room (`present`) or not, without recording it in the
+/// history (the first telling is there): see `crate::recent_news`. A user who is in is told
+/// as `onLeave` then `onAdd`, so that a client that got the first `onAdd` still lists it once
+/// (the Pomelo chat client appends a user on every `onAdd`, and removes every copy on `onLeave`).
+pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid: &str, present: bool) {
+    let route = if present { "onAdd" } else { "onLeave" };
+    if to.is_empty() || !still_holds(state, rid, route, uid).await {
+        return;
+    }
+    let user = user_name(uid, rid);
+    let routes: &[&str] = if present {
+        &["onLeave", "onAdd"]
+    } else {
+        &["onLeave"]
+    };
+    // Nothing is recorded: the audience is not read.
+    let audience = Audience::All;
+    for &route in routes {
+        let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
+            return;
+        };
+        if let Err(e) = push(state, route, &body, To::Members(to, &audience), None).await {
+            tracing::warn!(%rid, %route, error = %e, "cannot tell news again");
+            return;
+        }
+    }
+}
+
 /// Pushes to `to`, in order and with their offsets, the room's messages for it after `since`:
 /// what it missed while its connector was purged and its session lived on. Run in the room's
 /// job, so that they come before anything pushed after. False when the history cannot give
@@ -322,7 +350,7 @@ pub async fn announce_leave(state: &ChatState, channel: &Channel, uid: &str) {
 /// news no longer holds (see [`still_holds`]), it is withdrawn from the history and not pushed:
 /// whoever changed the room since told the members, and may have written before or after it.
 /// Returns its offset, when it was recorded and still holds.
-pub(crate) async fn push_event(
+async fn push_event(
     state: &ChatState,
     rid: &str,
     to: &[Member],
@@ -356,7 +384,7 @@ pub(crate) async fn push_event(
     if to.is_empty() {
         return offset;
     }
-    state.news.told(rid, uid);
+    state.news.told(rid, uid, route == "onAdd");
     if let Err(e) = push(state, route, &body, To::Members(to, audience), offset).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }

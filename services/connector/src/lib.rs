@@ -30,21 +30,17 @@ const CHAT: &str = <ChatRemote as Remote>::SERVER_TYPE;
 
 /// Each time pushes to this connector may have been lost on their way (its NATS connection
 /// dropped), closes every recovering session, without a KICK: nothing newer reaches a closed
-/// session, so their clients come back and recover exactly what was lost. A stock client
-/// stays; once the connection is back, the chat servers tell its rooms' latest member news
-/// again ([`ask_news_again`]), so that its list of users is right again.
+/// session, so their clients come back and recover exactly what was lost (the push loop does
+/// the same on the first message of a new connection, which may come before this event). A
+/// stock client stays; once the connection is back, the chat servers tell its rooms' latest
+/// member news again ([`ask_news_again`]), so that its list of users is right again.
 async fn on_loss(
     mut losses: tokio::sync::watch::Receiver<u64>,
     sessions: shaddock_server::SessionService,
     asking: Asking,
     token: tokio_util::sync::CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            changed = losses.changed() => if changed.is_err() { return },
-        }
-        let noticed = tokio::time::Instant::now();
+    let drop_recovering = || {
         let dropped = sessions.drop_all_recovering();
         if dropped > 0 {
             tracing::warn!(
@@ -52,9 +48,25 @@ async fn on_loss(
                 "pushes may have been lost on the way here: recovering clients dropped, to recover"
             );
         }
-        asking
-            .tracker
-            .spawn(ask_news_again(asking.clone(), noticed, token.clone()));
+    };
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = losses.changed() => if changed.is_err() { return },
+        }
+        // Asked from the first loss on: a loss while asking starts the asking again.
+        let noticed = tokio::time::Instant::now();
+        drop_recovering();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                changed = losses.changed() => {
+                    if changed.is_err() { return }
+                    drop_recovering();
+                }
+                () = ask_news_again(&asking, noticed) => break,
+            }
+        }
     }
 }
 
@@ -65,48 +77,50 @@ struct Asking {
     bus: shaddock_bus::Bus,
     rpc: shaddock_remote::RpcClient,
     registry: shaddock_bus::Registry,
-    tracker: tokio_util::task::TaskTracker,
 }
 
-/// How long the chat servers are asked for news again after a loss: they may still be
-/// reconnecting themselves (a NATS restart), and NATS keeps nothing for a subject nobody
-/// listens on.
+/// How long, once the connection is back, the chat servers are asked for news again: they may
+/// still be reconnecting themselves (a NATS restart), and NATS keeps nothing for a subject
+/// nobody listens on.
 const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Once the connection is back, asks every chat server to tell this connector's members again
-/// the rooms' latest member news (`chatRemote.restate`), each until it answers.
-async fn ask_news_again(
-    asking: Asking,
-    noticed: tokio::time::Instant,
-    token: tokio_util::sync::CancellationToken,
-) {
+/// Once the connection is back, asks every chat server known then or since to tell this
+/// connector's members the rooms' latest member news again (`chatRemote.restate`), each until
+/// it answers.
+async fn ask_news_again(asking: &Asking, noticed: tokio::time::Instant) {
     let pause = std::time::Duration::from_millis(200);
-    let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
-    while noticed.elapsed() < ASK_FOR && !token.is_cancelled() {
-        if asking.bus.is_connected() {
-            let list = asking.registry.list();
-            let chats = list.servers(CHAT);
-            let unasked: Vec<_> = chats.iter().filter(|s| !answered.contains(&s.id)).collect();
-            for chat in unasked {
-                let ask = Restate {
-                    sid: asking.sid.clone(),
-                    noticed_ms_ago: noticed.elapsed().as_millis() as u64,
-                };
-                match asking.rpc.call_server(&chat.id, ask).await {
-                    Ok(rooms) => {
-                        tracing::info!(chat = %chat.id, rooms, "rooms' latest news told here again");
-                        answered.insert(chat.id.clone());
-                    }
-                    Err(e) => tracing::debug!(chat = %chat.id, error = %e, "asking for news again"),
+    let chats = || -> Vec<String> {
+        let list = asking.registry.list();
+        list.servers(CHAT).iter().map(|s| s.id.clone()).collect()
+    };
+    let mut to_ask: std::collections::BTreeSet<String> = chats().into_iter().collect();
+    let mut answered = std::collections::BTreeSet::new();
+    while !asking.bus.is_connected() {
+        tokio::time::sleep(pause).await;
+    }
+    let back = tokio::time::Instant::now();
+    while back.elapsed() < ASK_FOR {
+        to_ask.extend(chats());
+        for id in to_ask.difference(&answered).cloned().collect::<Vec<_>>() {
+            let ask = Restate {
+                sid: asking.sid.clone(),
+                noticed_ms_ago: noticed.elapsed().as_millis() as u64,
+            };
+            match asking.rpc.call_server(&id, ask).await {
+                Ok(rooms) => {
+                    tracing::info!(chat = %id, rooms, "rooms' latest news told here again");
+                    answered.insert(id);
                 }
+                Err(e) => tracing::debug!(chat = %id, error = %e, "asking for news again"),
             }
-            if !chats.is_empty() && chats.iter().all(|s| answered.contains(&s.id)) {
-                return;
-            }
+        }
+        if !to_ask.is_empty() && to_ask.is_subset(&answered) {
+            return;
         }
         tokio::time::sleep(pause).await;
     }
-    tracing::warn!("not every chat server could be asked to tell its latest news again");
+    let unasked: Vec<_> = to_ask.difference(&answered).collect();
+    tracing::warn!(?unasked, "chat servers not asked to tell their latest news again");
 }
 
 /// Runs a connector on `app` until it is stopped (signal or token).
@@ -155,7 +169,6 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
             bus: app.bus.clone(),
             rpc: rpc.clone(),
             registry: fe.registry().clone(),
-            tracker: app.tracker.clone(),
         };
         app.tracker
             .spawn(on_loss(losses, fe.sessions().clone(), asking, app.token.clone()));

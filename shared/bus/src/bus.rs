@@ -68,6 +68,8 @@ struct NatsShared {
     losses: tokio::sync::watch::Sender<u64>,
     /// The client's counters (`connects`: see [`Bus::connects`]).
     statistics: Arc<async_nats::Statistics>,
+    /// Bumped each time the connection comes up (see [`Bus::comebacks`]).
+    comebacks: tokio::sync::watch::Sender<u64>,
 }
 
 impl Bus {
@@ -93,6 +95,8 @@ impl Bus {
         let marked = connected_at.clone();
         let losses = tokio::sync::watch::Sender::new(0u64);
         let lost = losses.clone();
+        let comebacks = tokio::sync::watch::Sender::new(0u64);
+        let back = comebacks.clone();
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
@@ -101,11 +105,13 @@ impl Bus {
                 let stats = counted.clone();
                 let marked = marked.clone();
                 let lost = lost.clone();
+                let back = back.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             *marked.lock() = tokio::time::Instant::now();
                             stats.nats_connects.inc();
+                            back.send_modify(|n| *n += 1);
                             tracing::info!("nats connected")
                         }
                         async_nats::Event::Disconnected => {
@@ -143,6 +149,7 @@ impl Bus {
                 connected_at,
                 losses,
                 statistics,
+                comebacks,
             }),
             stats,
         }))
@@ -316,6 +323,16 @@ impl Bus {
         match self {
             Bus::Nats(n) => n.shared.statistics.connects.load(Ordering::Relaxed),
             Bus::Local(_) => 0,
+        }
+    }
+
+    /// Changes each time the connection comes up (after [`Bus::connects`] has counted it),
+    /// so that a loop that checks `connects` per message also learns of a new connection
+    /// when nothing arrives on it. `None` for the in-process bus.
+    pub fn comebacks(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Bus::Nats(n) => Some(n.shared.comebacks.subscribe()),
+            Bus::Local(_) => None,
         }
     }
 

@@ -24,9 +24,9 @@ remote_service! {
         /// and history like a chat message: answers how many members it went to.
         Broadcast = "broadcast" -> usize,
         /// What was on its way to connector `sid` may be lost (its NATS connection dropped):
-        /// each room with recent member news tells that connector's members again where each
-        /// user of that news stands now (the chat server's `recent_news`). Answers how many
-        /// rooms were asked to.
+        /// each room with recent member news tells that connector's members its last news of
+        /// each user again, where it still holds (the chat server's `recent_news`). Answers
+        /// how many rooms it was queued in.
         Restate = "restate" -> usize,
     }
 }

@@ -45,8 +45,9 @@ pub async fn dispatch(
         ChatRemote::Broadcast(b) => encode_reply::<Broadcast>(&broadcast(state, b).await?),
         ChatRemote::Restate(r) => {
             let ago = std::time::Duration::from_millis(r.noticed_ms_ago);
-            let noticed = tokio::time::Instant::now().checked_sub(ago);
-            let rooms = crate::recent_news::tell_again(state, noticed, Some(&r.sid));
+            let now = tokio::time::Instant::now();
+            let noticed = now.checked_sub(ago).unwrap_or(now);
+            let rooms = crate::recent_news::tell_rooms_again(state, noticed, Some(&r.sid));
             encode_reply::<Restate>(&rooms)
         }
     };

@@ -35,27 +35,22 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
         });
     }
     let mut connects = bus.connects();
+    let mut comebacks = bus.comebacks();
     loop {
         let msg = tokio::select! {
             _ = token.cancelled() => break,
             m = own.next() => m,
             m = rx.recv() => m,
+            () = came_back(&mut comebacks) => {
+                drop_recovering_if_reconnected(&bus, &fe, &mut connects);
+                continue;
+            }
         };
         let Some(msg) = msg else { break };
         // The first message of a new connection may reach here before the `Disconnected`
         // event is handled: recovering sessions must be closed before it, or it would put
         // their clients' offsets past what was lost with the old one.
-        let now = bus.connects();
-        if now != connects {
-            connects = now;
-            let dropped = fe.sessions.drop_all_recovering();
-            if dropped > 0 {
-                tracing::warn!(
-                    dropped,
-                    "nats reconnected: recovering clients dropped, to recover"
-                );
-            }
-        }
+        drop_recovering_if_reconnected(&bus, &fe, &mut connects);
         let reply = deliver(&fe, &msg);
         let answer = match (reply, &msg.reply) {
             (Some(reply), Some(_)) => reply.encode().ok(),
@@ -66,6 +61,34 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
         {
             tracing::debug!(error = %e, "cannot answer a push");
         }
+    }
+}
+
+/// Waits until the connection comes up again (forever for the in-process bus).
+async fn came_back(comebacks: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = comebacks
+        && rx.changed().await.is_ok()
+    {
+        return;
+    }
+    *comebacks = None;
+    std::future::pending::<()>().await
+}
+
+/// When the connection came up again since `connects` (what was on its way is lost), closes
+/// every recovering session, so that its client comes back and recovers it.
+fn drop_recovering_if_reconnected(bus: &Bus, fe: &Frontend, connects: &mut u64) {
+    let now = bus.connects();
+    if now == *connects {
+        return;
+    }
+    *connects = now;
+    let dropped = fe.sessions.drop_all_recovering();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "nats reconnected: recovering clients dropped, to recover"
+        );
     }
 }
 
