@@ -516,3 +516,61 @@ async fn news_lost_on_its_way_to_a_connector_is_told_again_once_its_connection_i
         "alice never heard dave come in"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_by_recovering_members() {
+    // Only the chat server's connection dies, with carol's message in it: the connector lost
+    // nothing itself. Its recovering member is dropped (no kick) and gets it back; the stock
+    // one stays.
+    let config = TestConfig::new("pushloss", "");
+    let (proxy, through_proxy) = through_a_proxy(&config).await;
+    let _chat = Server::start("chat", "chat-server-1", &through_proxy).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let alice = connect(&conn.url()).await;
+    let carol = connect(&conn.url()).await;
+    enter(&carol, "carol", "room").await;
+    let answer = alice
+        .request(
+            crate::support::ENTER,
+            json!({"username": "alice", "rid": "room", "recover": true}),
+        )
+        .await
+        .expect("enter answer");
+    let (epoch, offset) = (answer["epoch"].clone(), answer["offset"].clone());
+    assert!(epoch.is_string() && offset.is_u64(), "{answer}");
+
+    proxy.swallow_sent();
+    let said = json!({"rid": "room", "content": "lost", "from": "carol", "target": "*"});
+    // Its answer is lost too: carol's request times out.
+    let _ = tokio::time::timeout(Duration::from_millis(500), carol.request(SEND, said)).await;
+    proxy.cut();
+    assert!(
+        alice.closed_within(Duration::from_secs(10)).await,
+        "alice was not dropped"
+    );
+    assert_eq!(alice.kick_reason(), None, "a drop, not a kick");
+    assert!(!carol.is_closed(), "a stock client stays");
+
+    let alice = connect(&conn.url()).await;
+    let back = eventually("alice enters again", Duration::from_secs(5), || async {
+        let back = alice
+            .request(
+                crate::support::ENTER,
+                json!({"username": "alice", "rid": "room", "recover": true,
+                       "epoch": epoch, "offset": offset}),
+            )
+            .await
+            .ok()?;
+        back.get("recovered").is_some().then_some(back)
+    })
+    .await;
+    assert_eq!(back["recovered"], json!(true), "{back}");
+    let contents: Vec<&Value> = back["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["route"] == "onChat")
+        .map(|m| &m["body"]["msg"])
+        .collect();
+    assert_eq!(contents, [&json!("lost")], "{back}");
+}

@@ -10,6 +10,8 @@
 //!   purges of dead connectors, a store that lost its data): the whole state machine.
 //! - [`handoff`]: a room that has just moved here waits for its old owner to finish with it.
 //! - [`recent_news`]: member news that a NATS loss may have taken, told again.
+//! - [`lost_pushes`]: recovering members dropped after pushes were lost with this server's NATS
+//!   connection, to recover them.
 //!
 //! # Order
 //! Everything that changes a room or pushes into it (a chat message, an add, a kick, a purge)
@@ -35,6 +37,7 @@ pub mod closed;
 pub mod handler;
 pub mod handoff;
 pub mod limits;
+pub mod lost_pushes;
 pub mod membership;
 pub mod recent_news;
 pub mod remote;
@@ -64,6 +67,9 @@ pub struct ChatState {
     pub history: History,
     /// Who each room was told of lately (told again after a NATS loss).
     pub news: Arc<recent_news::RecentNews>,
+    /// Which rooms were pushed to lately (their recovering members are dropped after a loss).
+    pub lost: Arc<lost_pushes::LostPushes>,
+    pub bus: shaddock_bus::Bus,
 }
 
 impl ChatState {
@@ -178,6 +184,8 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
         )),
         history: history.clone(),
         news: Arc::default(),
+        lost: Arc::new(lost_pushes::LostPushes::new(app.bus.connects())),
+        bus: app.bus.clone(),
     };
     let mut handlers = Handlers::new();
     handler::chat_handler::register(&mut handlers, state.clone());

@@ -79,7 +79,9 @@
 //!    own connection is back, or to a connector's members when that connector's connection
 //!    dropped and it asks (`chatRemote.restate`), tells each room again the last news of each
 //!    user from just before the loss, where the store still agrees with it
-//!    (`crate::recent_news`).
+//!    (`crate::recent_news`). Recovering members come back for the chat messages: a
+//!    connector whose connection dropped drops them itself; after a loss of a chat server's
+//!    own connection, it asks the connectors to, before its next push (`crate::lost_pushes`).
 //! 8. **A job that stalled.** A room's job that has run for a third of the lapse may have been
 //!    paused between its store write and its push while the others gave its room to another
 //!    owner, which changed the room and told the members meanwhile: its `onAdd` and `onLeave`

@@ -83,6 +83,7 @@ pub async fn watch(state: ChatState, bus: Bus, token: CancellationToken) {
             changed = losses.changed() => if changed.is_err() { return },
         }
         let noticed = Instant::now();
+        state.lost.down(noticed);
         while !bus.is_connected() {
             tokio::select! {
                 _ = token.cancelled() => return,
@@ -91,6 +92,8 @@ pub async fn watch(state: ChatState, bus: Bus, token: CancellationToken) {
         }
         // Losses while it was down are covered by this telling.
         losses.borrow_and_update();
+        // Pushes first: recovering members must be dropped before anything newer reaches them.
+        crate::lost_pushes::handle(&state).await;
         let rooms = tell_rooms_again(&state, noticed, None);
         if rooms > 0 {
             tracing::warn!(

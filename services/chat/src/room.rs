@@ -57,7 +57,7 @@ pub async fn publish(
     if overtaken(state, rid, position.as_slice()).await {
         return Err(PublishError::Overtaken);
     }
-    push(state, route, body, to, position.map(|p| p.offset)).await
+    push(state, rid, route, body, to, position.map(|p| p.offset)).await
 }
 
 /// One message of [`publish_batch`]: its body and whom it goes to.
@@ -101,7 +101,7 @@ pub async fn publish_batch(
     let mut results = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let offset = offsets.as_ref().and_then(|o| o.get(i).copied());
-        results.push(push(state, route, m.body, m.to, offset).await);
+        results.push(push(state, rid, route, m.body, m.to, offset).await);
     }
     results
 }
@@ -171,13 +171,18 @@ fn went_on_without(mine: &Position, now: &Position) -> bool {
     now.epoch != mine.epoch || now.offset > mine.offset
 }
 
+/// Pushes into room `rid`, after what this server's NATS connection may have lost is handled
+/// (`crate::lost_pushes`).
 async fn push(
     state: &ChatState,
+    rid: &str,
     route: &str,
     body: &[u8],
     to: To<'_>,
     offset: Option<u64>,
 ) -> Result<(), PublishError> {
+    crate::lost_pushes::before_push(state).await;
+    state.lost.pushed(rid);
     match to {
         To::Room(channel) => {
             channel
@@ -297,7 +302,7 @@ pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid:
         let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
             return;
         };
-        if let Err(e) = push(state, route, &body, To::Members(to, &audience), None).await {
+        if let Err(e) = push(state, rid, route, &body, To::Members(to, &audience), None).await {
             tracing::warn!(%rid, %route, error = %e, "cannot tell news again");
             return;
         }
@@ -322,7 +327,7 @@ pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Positio
     let audience = Audience::Only(vec![to.uid.clone()]);
     for m in &recovery.messages {
         let to = To::Members(std::slice::from_ref(to), &audience);
-        if let Err(e) = push(state, &m.route, &m.body, to, Some(m.offset)).await {
+        if let Err(e) = push(state, rid, &m.route, &m.body, to, Some(m.offset)).await {
             tracing::warn!(%rid, error = %e, "cannot push what a member missed");
             return false;
         }
@@ -385,7 +390,7 @@ async fn push_event(
         return offset;
     }
     state.news.told(rid, uid, route == "onAdd");
-    if let Err(e) = push(state, route, &body, To::Members(to, audience), offset).await {
+    if let Err(e) = push(state, rid, route, &body, To::Members(to, audience), offset).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
     offset

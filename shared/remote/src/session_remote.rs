@@ -18,6 +18,9 @@ remote_service! {
         /// Closes the socket of one session (no KICK: a drop) if it entered with `recover`, so
         /// that its client comes back and recovers what it missed; answers whether it did.
         DropRecovering = "dropRecovering" -> bool,
+        /// Closes (no KICK) every recovering session bound to one of `uids`: what a chat server
+        /// pushed to them may have been lost with its NATS connection. Answers how many.
+        DropRecoveringOf = "dropRecoveringOf" -> usize,
     }
 }
 
@@ -44,6 +47,12 @@ pub struct DropRecovering {
     pub uid: String,
     /// The session's bind on the connector (its entry): only that one is dropped.
     pub entry: u64,
+}
+
+/// See [`SessionRemote::DropRecoveringOf`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DropRecoveringOf {
+    pub uids: Vec<String>,
 }
 
 /// The answer to [`SessionCount`].

@@ -3,7 +3,7 @@
 
 use shaddock_bus::Reply;
 use shaddock_remote::session_remote::{
-    DropRecovering, KickByUid, Resync, SessionCount, SessionCounts, SessionRemote,
+    DropRecovering, DropRecoveringOf, KickByUid, Resync, SessionCount, SessionCounts, SessionRemote,
 };
 use shaddock_remote::{RemoteError, decode_call, encode_reply};
 
@@ -63,6 +63,9 @@ fn handle(
         }),
         SessionRemote::DropRecovering(DropRecovering { uid, entry }) => {
             encode_reply::<DropRecovering>(&fe.sessions.drop_recovering(&uid, entry))
+        }
+        SessionRemote::DropRecoveringOf(DropRecoveringOf { uids }) => {
+            encode_reply::<DropRecoveringOf>(&fe.sessions.drop_recovering_of(&uids))
         }
     }
 }
