@@ -526,7 +526,7 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
     let (proxy, through_proxy) = through_a_proxy(&config).await;
     let _chat = Server::start("chat", "chat-server-1", &through_proxy).await;
     let conn = Server::start("connector", "connector-server-1", &config).await;
-    let alice = connect(&conn.url()).await;
+    let mut alice = connect(&conn.url()).await;
     let carol = connect(&conn.url()).await;
     enter(&carol, "carol", "room").await;
     let answer = alice
@@ -544,11 +544,19 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
     // Its answer is lost too: carol's request times out.
     let _ = tokio::time::timeout(Duration::from_millis(500), carol.request(SEND, said)).await;
     proxy.cut();
+    // Said after the loss: it must not reach alice before she is dropped, or her client would
+    // recover from past what was lost.
+    send_until_ok(&carol, "room", "after", Duration::from_secs(10)).await;
     assert!(
         alice.closed_within(Duration::from_secs(10)).await,
         "alice was not dropped"
     );
     assert_eq!(alice.kick_reason(), None, "a drop, not a kick");
+    let before_drop = alice.pushes_within(Duration::from_millis(100)).await;
+    assert!(
+        !before_drop.iter().any(|p| p.body["msg"] == "after"),
+        "a push after the loss reached alice first: {before_drop:?}"
+    );
     assert!(!carol.is_closed(), "a stock client stays");
 
     let alice = connect(&conn.url()).await;
@@ -572,5 +580,9 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
         .filter(|m| m["route"] == "onChat")
         .map(|m| &m["body"]["msg"])
         .collect();
-    assert_eq!(contents, [&json!("lost")], "{back}");
+    assert_eq!(contents.first(), Some(&&json!("lost")), "{back}");
+    assert!(
+        contents.len() > 1 && contents[1..].iter().all(|m| **m == "after"),
+        "{back}"
+    );
 }

@@ -184,7 +184,10 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
         )),
         history: history.clone(),
         news: Arc::default(),
-        lost: Arc::new(lost_pushes::LostPushes::new(app.bus.connects())),
+        lost: Arc::new(lost_pushes::LostPushes::new(
+            app.bus.connects(),
+            app.token.clone(),
+        )),
         bus: app.bus.clone(),
     };
     let mut handlers = Handlers::new();

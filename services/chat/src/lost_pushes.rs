@@ -7,10 +7,19 @@
 //! link was reset), the connectors lost nothing themselves and keep their sessions. So before
 //! its first push on a new connection, or once the connection is back if nothing is pushed, a
 //! chat server asks each connector to drop the recovering members of every room it pushed to
-//! in the [`WINDOW`] before the loss (`sessionRemote.dropRecoveringOf`). Sent to each
-//! connector's own subject, as pushes are, the ask reaches it before anything pushed after;
-//! pushes wait while the connection is down (a publish made then would go out on the new
-//! connection ahead of the ask).
+//! in the [`WINDOW`] before the loss (`sessionRemote.dropRecoveringOf`, naming each session).
+//! Sent to each connector's own subject, as pushes are, the ask reaches it before anything
+//! this server pushes after; pushes wait while the connection is down (a publish made then
+//! would go out on the new connection ahead of the ask), and a room's job checks again, after
+//! such a wait, that its push is still due (a wait counts as a stall: `crate::room`).
+//!
+//! Not covered: pushes already handed to the NATS client when the loss happened but not yet
+//! written go out first on the new connection, ahead of the ask (a handful when a link is
+//! reset; more when a silent cut is only noticed by unanswered pings, after up to two ping
+//! intervals, during which everything pushed is lost and only the [`WINDOW`] before the loss
+//! was noticed is covered). A recovering client that gets one of those before it is dropped
+//! recovers from past what was lost. Numbering each server's pushes to each connector would
+//! let the connector see the gap itself.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,16 +27,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use shaddock_channel::HELD_SID;
-use shaddock_remote::session_remote::DropRecoveringOf;
+use shaddock_remote::session_remote::{DropRecovering, DropRecoveringOf};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::ChatState;
 
 /// How far back, before the connection was seen down, pushes may have been lost.
 pub const WINDOW: Duration = crate::recent_news::WINDOW;
 
-/// How long a push waits for the connection to come back before it goes anyway.
-const WAIT_AT_MOST: Duration = Duration::from_secs(30);
+/// How many sessions one ask names at most (NATS' max_payload).
+const ASK_SESSIONS: usize = 2000;
 
 /// Rooms remembered before those not pushed to lately are forgotten (the rooms pushed to in
 /// the last two windows are all kept).
@@ -44,16 +54,19 @@ pub struct LostPushes {
     handled: AtomicU64,
     /// One handling at a time; pushes wait for it.
     handling: tokio::sync::Mutex<()>,
+    /// The server's shutdown: a push waiting for the connection gives up.
+    token: CancellationToken,
 }
 
 impl LostPushes {
-    /// For a server on its connection number `connects`.
-    pub fn new(connects: u64) -> Self {
+    /// For a server on its connection number `connects`, stopped by `token`.
+    pub fn new(connects: u64, token: CancellationToken) -> Self {
         Self {
             pushed: Mutex::default(),
             down_since: Mutex::default(),
             handled: AtomicU64::new(connects),
             handling: tokio::sync::Mutex::new(()),
+            token,
         }
     }
 
@@ -87,9 +100,9 @@ impl LostPushes {
     }
 }
 
-/// Before a push: when the connection is down, or came back since its losses were handled,
-/// waits for it and handles them (see the module doc). An atomic load and a state read when
-/// nothing happened.
+/// Before a room's job pushes: when the connection is down, or came back since its losses
+/// were handled, waits for it and handles them (see the module doc). A state read and an
+/// atomic load when nothing happened.
 pub async fn before_push(state: &ChatState) {
     let lost = &state.lost;
     if state.bus.is_connected() && state.bus.connects() == lost.handled.load(Ordering::Acquire) {
@@ -99,42 +112,61 @@ pub async fn before_push(state: &ChatState) {
     handle(state).await;
 }
 
-/// Waits (at most [`WAIT_AT_MOST`]) for the connection to be up, then, unless done already,
-/// asks the connectors to drop the recovering members of the rooms pushed to lately.
+/// Waits for the connection to be up (until shutdown), then, unless done already, asks the
+/// connectors to drop the recovering members of the rooms pushed to lately.
 pub async fn handle(state: &ChatState) {
     let lost = &state.lost;
     let _one = lost.handling.lock().await;
-    let began = Instant::now();
     while !state.bus.is_connected() {
-        if began.elapsed() > WAIT_AT_MOST {
-            tracing::warn!("nats still down: pushing without waiting for it");
-            return;
+        tokio::select! {
+            _ = lost.token.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let connects = state.bus.connects();
     if connects == lost.handled.load(Ordering::Acquire) {
+        // Handled already (this was seen down after): forget it, or the next loss would
+        // date from it.
+        lost.down_since.lock().take();
         return;
     }
-    let down = lost.down_since.lock().take().unwrap_or(began);
+    let down = lost.down_since.lock().take().unwrap_or_else(Instant::now);
     let rooms = lost.pushed_since(down.checked_sub(WINDOW).unwrap_or(down));
-    let mut by_sid: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_sid: BTreeMap<String, Vec<DropRecovering>> = BTreeMap::new();
+    let mut failed = false;
     for rid in &rooms {
         match state.channels.channel(rid).members().await {
             Ok(members) => {
                 for m in members.into_iter().filter(|m| m.sid != HELD_SID) {
-                    by_sid.entry(m.sid).or_default().push(m.uid);
+                    by_sid.entry(m.sid).or_default().push(DropRecovering {
+                        uid: m.uid,
+                        entry: m.session,
+                    });
                 }
             }
-            Err(e) => tracing::warn!(%rid, error = %e, "cannot read a room whose pushes may be lost"),
+            Err(e) => {
+                tracing::warn!(%rid, error = %e, "cannot read a room whose pushes may be lost");
+                failed = true;
+            }
         }
     }
-    for (sid, uids) in by_sid {
-        tracing::warn!(connector = %sid, members = uids.len(), rooms = rooms.len(),
+    for (sid, sessions) in by_sid {
+        tracing::warn!(connector = %sid, members = sessions.len(), rooms = rooms.len(),
             "pushes lost with this server's nats connection: recovering members dropped, to recover");
-        if let Err(e) = state.rpc.notify_server(&sid, DropRecoveringOf { uids }).await {
-            tracing::warn!(connector = %sid, error = %e, "cannot ask to drop recovering members");
+        for part in sessions.chunks(ASK_SESSIONS) {
+            let ask = DropRecoveringOf {
+                sessions: part.to_vec(),
+            };
+            if let Err(e) = state.rpc.notify_server(&sid, ask).await {
+                tracing::warn!(connector = %sid, error = %e, "cannot ask to drop recovering members");
+                failed = true;
+            }
         }
+    }
+    if failed {
+        // Asked again before the next push, from the same moment.
+        lost.down(down);
+        return;
     }
     lost.handled.store(connects, Ordering::Release);
 }
@@ -145,7 +177,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_rooms_pushed_to_since_a_moment_are_known_and_old_ones_forgotten_when_many() {
-        let lost = LostPushes::new(1);
+        let lost = LostPushes::new(1, CancellationToken::new());
         lost.pushed("r1");
         tokio::time::advance(Duration::from_secs(60)).await;
         let mid = Instant::now();
@@ -167,7 +199,7 @@ mod tests {
 
     #[test]
     fn a_loss_is_dated_from_when_it_was_first_seen() {
-        let lost = LostPushes::new(1);
+        let lost = LostPushes::new(1, CancellationToken::new());
         let first = Instant::now();
         lost.down(first);
         lost.down(first + Duration::from_secs(1));

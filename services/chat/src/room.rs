@@ -7,6 +7,7 @@ use shaddock_channel::{Channel, ChannelError, Delivery, Member};
 use shaddock_history::{Audience, History, HistoryError, NewEntry, Position};
 
 use crate::ChatState;
+use crate::lost_pushes::before_push;
 
 /// Why a push into a room failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,7 @@ pub async fn publish(
     to: To<'_>,
 ) -> Result<(), PublishError> {
     let position = state.history.append(rid, route, body, to.audience()).await?;
+    before_push(state).await;
     if overtaken(state, rid, position.as_slice()).await {
         return Err(PublishError::Overtaken);
     }
@@ -94,6 +96,7 @@ pub async fn publish_batch(
                 .collect();
         }
     };
+    before_push(state).await;
     if overtaken(state, rid, positions.as_deref().unwrap_or_default()).await {
         return messages.iter().map(|_| Err(PublishError::Overtaken)).collect();
     }
@@ -171,8 +174,8 @@ fn went_on_without(mine: &Position, now: &Position) -> bool {
     now.epoch != mine.epoch || now.offset > mine.offset
 }
 
-/// Pushes into room `rid`, after what this server's NATS connection may have lost is handled
-/// (`crate::lost_pushes`).
+/// Pushes into room `rid`. The caller has waited for `crate::lost_pushes::before_push` first,
+/// before the checks that a stall (which such a wait is) makes it run.
 async fn push(
     state: &ChatState,
     rid: &str,
@@ -181,7 +184,6 @@ async fn push(
     to: To<'_>,
     offset: Option<u64>,
 ) -> Result<(), PublishError> {
-    crate::lost_pushes::before_push(state).await;
     state.lost.pushed(rid);
     match to {
         To::Room(channel) => {
@@ -287,7 +289,11 @@ pub async fn tell(state: &ChatState, to: &Member, route: &str, uid: &str, rid: &
 /// (the Pomelo chat client appends a user on every `onAdd`, and removes every copy on `onLeave`).
 pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid: &str, present: bool) {
     let route = if present { "onAdd" } else { "onLeave" };
-    if to.is_empty() || !still_holds(state, rid, route, uid).await {
+    if to.is_empty() {
+        return;
+    }
+    before_push(state).await;
+    if !still_holds(state, rid, route, uid).await {
         return;
     }
     let user = user_name(uid, rid);
@@ -315,6 +321,7 @@ pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid:
 /// them all (off, failing, trimmed, or in another epoch by now): nothing is pushed then; or
 /// when a push fails on the way (those before it went).
 pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Position) -> bool {
+    before_push(state).await;
     let recovery = match state.history.recover(rid, &to.uid, Some(since)).await {
         Ok(Some(r)) if r.recovered => r,
         Ok(_) => return false,
@@ -374,6 +381,7 @@ async fn push_event(
             None
         }
     };
+    before_push(state).await;
     if !still_holds(state, rid, route, uid).await {
         // Stale news: whoever changed the room since may have written after it, and a
         // recovering client must not replay it last.

@@ -18,8 +18,8 @@ remote_service! {
         /// Closes the socket of one session (no KICK: a drop) if it entered with `recover`, so
         /// that its client comes back and recovers what it missed; answers whether it did.
         DropRecovering = "dropRecovering" -> bool,
-        /// Closes (no KICK) every recovering session bound to one of `uids`: what a chat server
-        /// pushed to them may have been lost with its NATS connection. Answers how many.
+        /// Closes (no KICK) each of these recovering sessions (uid and entry): what a chat
+        /// server pushed to them may have been lost with its NATS connection. Answers how many.
         DropRecoveringOf = "dropRecoveringOf" -> usize,
     }
 }
@@ -52,7 +52,7 @@ pub struct DropRecovering {
 /// See [`SessionRemote::DropRecoveringOf`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DropRecoveringOf {
-    pub uids: Vec<String>,
+    pub sessions: Vec<DropRecovering>,
 }
 
 /// The answer to [`SessionCount`].

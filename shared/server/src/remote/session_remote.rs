@@ -64,8 +64,12 @@ fn handle(
         SessionRemote::DropRecovering(DropRecovering { uid, entry }) => {
             encode_reply::<DropRecovering>(&fe.sessions.drop_recovering(&uid, entry))
         }
-        SessionRemote::DropRecoveringOf(DropRecoveringOf { uids }) => {
-            encode_reply::<DropRecoveringOf>(&fe.sessions.drop_recovering_of(&uids))
+        SessionRemote::DropRecoveringOf(DropRecoveringOf { sessions }) => {
+            let dropped = sessions
+                .iter()
+                .filter(|s| fe.sessions.drop_recovering(&s.uid, s.entry))
+                .count();
+            encode_reply::<DropRecoveringOf>(&dropped)
         }
     }
 }

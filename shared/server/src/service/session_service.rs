@@ -261,24 +261,6 @@ impl SessionService {
         n
     }
 
-    /// Closes, without a KICK, every session bound to one of `uids` that entered with
-    /// `recover`. Returns how many.
-    pub fn drop_recovering_of(&self, uids: &[String]) -> usize {
-        let mut n = 0;
-        for uid in uids {
-            for s in self
-                .get_by_uid(uid)
-                .iter()
-                .filter(|s| s.recovers() && !s.is_closed())
-            {
-                tracing::debug!(session.id = s.id(), %uid, "dropped: what it was sent may be lost");
-                s.close();
-                n += 1;
-            }
-        }
-        n
-    }
-
     /// Kicks everybody (graceful shutdown).
     pub fn kick_all(&self, reason: &str) -> usize {
         let all = self.all();
