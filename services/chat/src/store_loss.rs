@@ -14,6 +14,9 @@
 //! - a leave that found nobody is announced to whoever is stored, and remembered;
 //! - a user who entered (`onAdd` to whoever was stored) is remembered.
 //!
+//! The loss is found up to a heartbeat after it happened, so enters and leaves are remembered
+//! for [`CARRY`] at all times, and those are kept when a loss is found.
+//!
 //! A member put back later missed both, so it is told each remembered leave (of a user still
 //! gone) and each remembered enter (of a user still there); each who entered is told of it
 //! (`onAdd`: the list it got on entering lacked it). A member put back that was announced as
@@ -51,8 +54,11 @@ pub struct StoreLoss {
     lost_at: Mutex<Option<Instant>>,
     /// The epoch mark this server saw last.
     mark: Mutex<Option<String>>,
-    /// Per room, since the loss: uids whose leave found nobody, and uids that entered.
+    /// Per room, since the loss (or in the last [`CARRY`]): uids whose leave found nobody,
+    /// and uids that entered.
     rooms: Mutex<HashMap<String, Remembered>>,
+    /// When `rooms` was last rid of what is older than [`CARRY`] outside a loss's window.
+    pruned: Mutex<Option<Instant>>,
 }
 
 /// [`SinceLoss`] as remembered, each uid with when.
@@ -87,13 +93,31 @@ impl StoreLoss {
         rooms.retain(|_, r| !r.left.is_empty() || !r.entered.is_empty());
     }
 
+    /// Room `rid`'s memory in `rooms`, to note something in. Outside a loss's window only the
+    /// last [`CARRY`] is kept: a loss found later may have happened before it (a Redis that
+    /// restarted empty is found up to a heartbeat later, and what entered or left meanwhile
+    /// must still be told to the members put back).
+    fn noting<'a>(&self, rooms: &'a mut HashMap<String, Remembered>, rid: &str) -> &'a mut Remembered {
+        if self.recent() {
+            return rooms.entry(rid.to_owned()).or_default();
+        }
+        let now = Instant::now();
+        let fresh = |(_, at): &(String, Instant)| now.duration_since(*at) <= CARRY;
+        let mut pruned = self.pruned.lock();
+        if pruned.is_none_or(|at| now.duration_since(at) > CARRY) {
+            *pruned = Some(now);
+            rooms.retain(|_, r| r.left.iter().chain(&r.entered).any(fresh));
+        }
+        let room = rooms.entry(rid.to_owned()).or_default();
+        room.left.retain(fresh);
+        room.entered.retain(fresh);
+        room
+    }
+
     /// A leave of `uid` found nobody in `rid`.
     pub fn left(&self, rid: &str, uid: &str) {
-        if !self.recent() {
-            return;
-        }
         let mut rooms = self.rooms.lock();
-        let room = rooms.entry(rid.to_owned()).or_default();
+        let room = self.noting(&mut rooms, rid);
         room.entered.retain(|(u, _)| u != uid);
         if !room.left.iter().any(|(u, _)| u == uid) && room.left.len() < REMEMBERED {
             room.left.push((uid.to_owned(), Instant::now()));
@@ -102,11 +126,8 @@ impl StoreLoss {
 
     /// `uid` entered `rid`; `announced`: as a newcomer (`onAdd` to those stored).
     pub fn entered(&self, rid: &str, uid: &str, announced: bool) {
-        if !self.recent() {
-            return;
-        }
         let mut rooms = self.rooms.lock();
-        let room = rooms.entry(rid.to_owned()).or_default();
+        let room = self.noting(&mut rooms, rid);
         room.left.retain(|(u, _)| u != uid);
         if announced && !room.entered.iter().any(|(u, _)| u == uid) && room.entered.len() < REMEMBERED {
             room.entered.push((uid.to_owned(), Instant::now()));
@@ -255,13 +276,34 @@ pub async fn watch_store(state: ChatState, every: Duration, token: CancellationT
 mod tests {
     use super::StoreLoss;
 
-    #[test]
-    fn nothing_is_remembered_unless_the_store_lost_its_data_recently() {
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_told_unless_the_store_lost_its_data_recently_and_what_came_just_before_is() {
         let loss = StoreLoss::default();
         loss.left("r", "a*r");
+        tokio::time::advance(super::CARRY + std::time::Duration::from_secs(1)).await;
         loss.entered("r", "b*r", true);
         assert!(!loss.recent());
         assert!(loss.since("r").is_none());
+        // Found a moment later: b entered the store that was already empty.
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        loss.lost();
+        let seen = loss.since("r").unwrap();
+        assert_eq!(
+            (seen.left, seen.entered),
+            (vec![], vec!["b*r".to_owned()]),
+            "a's leave, long before, is forgotten"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outside_a_loss_rooms_without_news_of_the_last_seconds_are_forgotten() {
+        let loss = StoreLoss::default();
+        for i in 0..100 {
+            loss.entered(&format!("r{i}"), "a", true);
+        }
+        tokio::time::advance(super::CARRY * 2).await;
+        loss.entered("new", "b", true);
+        assert_eq!(loss.rooms.lock().len(), 1);
     }
 
     #[test]
