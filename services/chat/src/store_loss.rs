@@ -59,6 +59,24 @@ pub struct StoreLoss {
     rooms: Mutex<HashMap<String, Remembered>>,
     /// When `rooms` was last rid of what is older than [`CARRY`] outside a loss's window.
     pruned: Mutex<Option<Instant>>,
+    /// When the last epoch check that found the store intact was sent: what was noted before
+    /// it was in the store before any loss found after.
+    intact_at: Mutex<Option<Instant>>,
+}
+
+/// Notes `uid` in `list` as of now (once; the oldest goes past [`REMEMBERED`]).
+fn note(list: &mut Vec<(String, Instant)>, uid: &str) {
+    let now = Instant::now();
+    if let Some(at) = list.iter().position(|(u, _)| u == uid) {
+        // Again: as of now (an enter after the wipe of a user who entered before it).
+        let (u, _) = list.remove(at);
+        list.push((u, now));
+        return;
+    }
+    if list.len() >= REMEMBERED {
+        list.remove(0);
+    }
+    list.push((uid.to_owned(), now));
 }
 
 /// [`SinceLoss`] as remembered, each uid with when.
@@ -81,14 +99,18 @@ impl StoreLoss {
         self.lost_at.lock().is_some_and(|at| at.elapsed() < WINDOW)
     }
 
+    /// The store was found without its data: what was noted since it was last found intact
+    /// (and within [`CARRY`]) may already belong to this loss, and is kept; the rest goes.
     fn lost(&self) {
         let now = Instant::now();
-        *self.lost_at.lock() = Some(now);
-        let fresh = |(_, at): &(String, Instant)| now.duration_since(*at) <= CARRY;
         let mut rooms = self.rooms.lock();
+        *self.lost_at.lock() = Some(now);
+        let carry_from = now.checked_sub(CARRY).unwrap_or(now);
+        let from = self.intact_at.lock().map_or(carry_from, |at| at.max(carry_from));
+        let after = |(_, at): &(String, Instant)| *at >= from;
         for room in rooms.values_mut() {
-            room.left.retain(fresh);
-            room.entered.retain(fresh);
+            room.left.retain(after);
+            room.entered.retain(after);
         }
         rooms.retain(|_, r| !r.left.is_empty() || !r.entered.is_empty());
     }
@@ -98,19 +120,24 @@ impl StoreLoss {
     /// restarted empty is found up to a heartbeat later, and what entered or left meanwhile
     /// must still be told to the members put back).
     fn noting<'a>(&self, rooms: &'a mut HashMap<String, Remembered>, rid: &str) -> &'a mut Remembered {
-        if self.recent() {
-            return rooms.entry(rid.to_owned()).or_default();
-        }
+        let recent = self.recent();
         let now = Instant::now();
         let fresh = |(_, at): &(String, Instant)| now.duration_since(*at) <= CARRY;
-        let mut pruned = self.pruned.lock();
-        if pruned.is_none_or(|at| now.duration_since(at) > CARRY) {
-            *pruned = Some(now);
-            rooms.retain(|_, r| r.left.iter().chain(&r.entered).any(fresh));
+        if !recent {
+            let mut pruned = self.pruned.lock();
+            if pruned.is_none_or(|at| now.duration_since(at) > CARRY) {
+                *pruned = Some(now);
+                rooms.retain(|_, r| r.left.iter().chain(&r.entered).any(fresh));
+            }
         }
-        let room = rooms.entry(rid.to_owned()).or_default();
-        room.left.retain(fresh);
-        room.entered.retain(fresh);
+        if !rooms.contains_key(rid) {
+            rooms.insert(rid.to_owned(), Remembered::default());
+        }
+        let room = rooms.get_mut(rid).expect("inserted above");
+        if !recent {
+            room.left.retain(fresh);
+            room.entered.retain(fresh);
+        }
         room
     }
 
@@ -119,9 +146,7 @@ impl StoreLoss {
         let mut rooms = self.rooms.lock();
         let room = self.noting(&mut rooms, rid);
         room.entered.retain(|(u, _)| u != uid);
-        if !room.left.iter().any(|(u, _)| u == uid) && room.left.len() < REMEMBERED {
-            room.left.push((uid.to_owned(), Instant::now()));
-        }
+        note(&mut room.left, uid);
     }
 
     /// `uid` entered `rid`; `announced`: as a newcomer (`onAdd` to those stored).
@@ -129,8 +154,8 @@ impl StoreLoss {
         let mut rooms = self.rooms.lock();
         let room = self.noting(&mut rooms, rid);
         room.left.retain(|(u, _)| u != uid);
-        if announced && !room.entered.iter().any(|(u, _)| u == uid) && room.entered.len() < REMEMBERED {
-            room.entered.push((uid.to_owned(), Instant::now()));
+        if announced {
+            note(&mut room.entered, uid);
         }
     }
 
@@ -235,6 +260,7 @@ async fn check_epoch(state: &ChatState) -> Result<(), ChannelError> {
         state.server_id,
         crate::membership::now_ms().wrapping_mul(1000) + u64::from(std::process::id() % 1000)
     );
+    let asked = Instant::now();
     let epoch = state.channels.store().claim_epoch(&token).await?;
     let changed = {
         let mut seen = state.rounds.loss.mark.lock();
@@ -246,6 +272,8 @@ async fn check_epoch(state: &ChatState) -> Result<(), ChannelError> {
         store_lost(state, true);
     } else if changed {
         store_lost(state, false);
+    } else {
+        *state.rounds.loss.intact_at.lock() = Some(asked);
     }
     Ok(())
 }
@@ -293,6 +321,23 @@ mod tests {
             (vec![], vec!["b*r".to_owned()]),
             "a's leave, long before, is forgotten"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loss_keeps_only_what_came_after_the_store_was_last_found_intact() {
+        let loss = StoreLoss::default();
+        loss.entered("r", "a*r", true);
+        loss.entered("r", "b*r", true);
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        *loss.intact_at.lock() = Some(tokio::time::Instant::now());
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        // a enters again after the check: as of now, not as of its first enter.
+        loss.entered("r", "a*r", true);
+        loss.entered("r", "c*r", true);
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        loss.lost();
+        let seen = loss.since("r").unwrap();
+        assert_eq!(seen.entered, vec!["a*r".to_owned(), "c*r".to_owned()]);
     }
 
     #[tokio::test(start_paused = true)]

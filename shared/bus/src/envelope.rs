@@ -97,6 +97,22 @@ pub fn now_ms() -> u64 {
 /// How far servers' clocks may disagree before a request is called late by the wrong one.
 pub const CLOCK_SKEW_MS: u64 = 200;
 
+/// How long the receiver may still answer a request whose sender waits `wait`: less the
+/// answer's way (a quarter, at most 250 ms). The sender's timer runs from before the request
+/// arrives; what is done just before the full wait would reach the sender after it was told
+/// the request failed, and a retry would do it twice (a chat message pushed twice).
+pub fn answerable_within(wait: std::time::Duration) -> std::time::Duration {
+    let way = (wait / 4).min(std::time::Duration::from_millis(250));
+    wait - way
+}
+
+/// The wall-clock expiry to put in a request whose sender waits `wait`: the end of
+/// [`answerable_within`], less the clock skew [`is_late`] allows, so that a receiver on the
+/// same clock calls it late exactly there.
+pub fn expiry_for(wait: std::time::Duration) -> u64 {
+    (now_ms() + answerable_within(wait).as_millis() as u64).saturating_sub(CLOCK_SKEW_MS)
+}
+
 /// True when a request that expired at `expires_at_ms` (sender's clock) is late now.
 pub fn is_late(expires_at_ms: Option<u64>) -> bool {
     expires_at_ms.is_some_and(|at| now_ms() > at.saturating_add(CLOCK_SKEW_MS))
@@ -319,6 +335,28 @@ mod tests {
         .unwrap();
         assert_eq!(decode_push(&b).unwrap(), None);
         assert!(decode_push(&[0xc1]).is_err());
+    }
+
+    #[test]
+    fn a_request_is_answerable_until_its_wait_less_the_way_back() {
+        use std::time::Duration;
+        assert_eq!(
+            answerable_within(Duration::from_millis(2000)),
+            Duration::from_millis(1750)
+        );
+        assert_eq!(
+            answerable_within(Duration::from_millis(5000)),
+            Duration::from_millis(4750)
+        );
+        assert_eq!(
+            answerable_within(Duration::from_millis(400)),
+            Duration::from_millis(300)
+        );
+        let at = expiry_for(Duration::from_millis(5000));
+        let now = now_ms();
+        // Late on the same clock once the answerable part is over, not before.
+        assert!(!is_late(Some(at)));
+        assert!((now + 4700..=now + 4750).contains(&(at + CLOCK_SKEW_MS)));
     }
 
     #[test]

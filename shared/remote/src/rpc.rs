@@ -124,6 +124,6 @@ fn envelope<R: Remote>(call: &R, key: Option<String>, wait: Option<Duration>) ->
         method: call.method().to_owned(),
         args: encode_call(call)?,
         key,
-        expires_at_ms: wait.map(|w| shaddock_bus::envelope::now_ms() + w.as_millis() as u64),
+        expires_at_ms: wait.map(shaddock_bus::envelope::expiry_for),
     })
 }

@@ -38,16 +38,6 @@ impl Deadline {
     }
 }
 
-/// How long after its arrival a forwarded request with a deadline of `deadline_ms` may still
-/// be answered: the deadline less its answer's way back (a quarter of it, at most 250 ms).
-/// The sender's timer started before the request arrived here; what is pushed just before
-/// the full deadline would reach its sender after it was told the request failed, and its
-/// retry would push it twice.
-pub fn answerable_within(deadline_ms: u64) -> std::time::Duration {
-    let way_back = (deadline_ms / 4).min(250);
-    std::time::Duration::from_millis(deadline_ms - way_back)
-}
-
 /// True when every forwarded request the running job answers has passed its deadline: their
 /// senders were all told it failed, so what the job would send now would come as a surprise,
 /// and a retry as a second copy. False outside such a job, and while any sender still waits.
@@ -174,7 +164,7 @@ impl Backend {
             Ok(Envelope::Forward {
                 deadline_ms: Some(ms),
                 ..
-            }) => Some(tokio::time::Instant::now() + answerable_within(*ms)),
+            }) => Some(tokio::time::Instant::now() + std::time::Duration::from_millis(*ms)),
             _ => None,
         };
         match (key, env) {
@@ -402,14 +392,6 @@ mod tests {
         ));
         let sub = bus.subscribe("t.srv.chat-1".into()).await.unwrap();
         tracker.spawn(backend.serve(bus.clone(), sub, token.clone(), tracker.clone()));
-    }
-
-    #[test]
-    fn a_request_is_answerable_until_its_deadline_less_the_way_back() {
-        assert_eq!(super::answerable_within(2000), Duration::from_millis(1750));
-        assert_eq!(super::answerable_within(5000), Duration::from_millis(4750));
-        assert_eq!(super::answerable_within(400), Duration::from_millis(300));
-        assert_eq!(super::answerable_within(0), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,9 +53,10 @@ impl Forwarder {
             route: route.to_owned(),
             body,
             key: Some(key),
-            deadline_ms: (!notify).then_some(self.timeout.as_millis() as u64),
-            expires_at_ms: (!notify)
-                .then(|| shaddock_bus::envelope::now_ms() + self.timeout.as_millis() as u64),
+            // Short of the wait by the answer's way back (see `answerable_within`).
+            deadline_ms: (!notify)
+                .then(|| shaddock_bus::envelope::answerable_within(self.timeout).as_millis() as u64),
+            expires_at_ms: (!notify).then(|| shaddock_bus::envelope::expiry_for(self.timeout)),
         };
         let payload = env.encode().map_err(|e| HandlerError::new(e.to_string()))?;
         if notify {
