@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shaddock_client::Client;
 use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually, eventually_true};
 
-use crate::support::{SEND, connect, enter, receives_push, stored_members, users};
+use crate::support::{SEND, connect, enter, enter_recovering, receives_push, stored_members, users};
 
 /// Sends `text` to the room until the cluster answers `{}` (it may be recovering).
 async fn send_until_ok(client: &Client, room: &str, text: &str, within: Duration) -> Vec<Value> {
@@ -417,13 +417,7 @@ async fn a_nats_restart_drops_a_connectors_recovering_clients_to_recover_and_kee
     let conn = Server::start("connector", "connector-server-1", &config).await;
     let alice = connect(&conn.url()).await;
     let carol = connect(&conn.url()).await;
-    let answer = alice
-        .request(
-            crate::support::ENTER,
-            json!({"username": "alice", "rid": "room", "recover": true}),
-        )
-        .await
-        .expect("enter answer");
+    let answer = enter_recovering(&alice, "alice", "room", None).await;
     assert!(answer.get("epoch").is_some(), "{answer}");
     enter(&carol, "carol", "room").await;
 
@@ -529,15 +523,10 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
     let mut alice = connect(&conn.url()).await;
     let carol = connect(&conn.url()).await;
     enter(&carol, "carol", "room").await;
-    let answer = alice
-        .request(
-            crate::support::ENTER,
-            json!({"username": "alice", "rid": "room", "recover": true}),
-        )
-        .await
-        .expect("enter answer");
-    let (epoch, offset) = (answer["epoch"].clone(), answer["offset"].clone());
-    assert!(epoch.is_string() && offset.is_u64(), "{answer}");
+    let answer = enter_recovering(&alice, "alice", "room", None).await;
+    let (Some(epoch), Some(offset)) = (answer["epoch"].as_str(), answer["offset"].as_u64()) else {
+        panic!("no position in {answer}");
+    };
 
     proxy.swallow_sent();
     let said = json!({"rid": "room", "content": "lost", "from": "carol", "target": "*"});
@@ -560,18 +549,7 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
     assert!(!carol.is_closed(), "a stock client stays");
 
     let alice = connect(&conn.url()).await;
-    let back = eventually("alice enters again", Duration::from_secs(5), || async {
-        let back = alice
-            .request(
-                crate::support::ENTER,
-                json!({"username": "alice", "rid": "room", "recover": true,
-                       "epoch": epoch, "offset": offset}),
-            )
-            .await
-            .ok()?;
-        back.get("recovered").is_some().then_some(back)
-    })
-    .await;
+    let back = enter_recovering(&alice, "alice", "room", Some((epoch, offset))).await;
     assert_eq!(back["recovered"], json!(true), "{back}");
     let contents: Vec<&Value> = back["messages"]
         .as_array()

@@ -8,25 +8,9 @@ use serde_json::{Value, json};
 use shaddock_client::Client;
 use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually};
 
-use crate::support::{ENTER, QUERY_ENTRY, SEND, connect, enter, users};
+use crate::support::{QUERY_ENTRY, SEND, connect, enter, enter_recovering, users};
 
 const NATS: &str = "nats://127.0.0.1:4222";
-
-/// `enter` with `recover: true`, from `since` (epoch, offset) when given; retried while the
-/// cluster forms.
-async fn enter_recovering(client: &Client, username: &str, rid: &str, since: Option<(&str, u64)>) -> Value {
-    let mut body = json!({"username": username, "rid": rid, "recover": true});
-    if let Some((epoch, offset)) = since {
-        body["epoch"] = json!(epoch);
-        body["offset"] = json!(offset);
-    }
-    eventually("the cluster has formed", Duration::from_secs(10), || async {
-        let resp = client.request(ENTER, body.clone()).await.expect("enter response");
-        let forming = resp.get("code") == Some(&json!(500));
-        (!forming).then_some(resp)
-    })
-    .await
-}
 
 async fn say(client: &Client, text: &str) -> Value {
     client

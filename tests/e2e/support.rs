@@ -32,6 +32,27 @@ pub async fn enter(client: &Client, username: &str, rid: &str) -> Value {
     .await
 }
 
+/// `enter` with `recover: true` (and the epoch and offset seen last, if any), retrying while
+/// the cluster is still forming.
+pub async fn enter_recovering(
+    client: &Client,
+    username: &str,
+    rid: &str,
+    since: Option<(&str, u64)>,
+) -> Value {
+    let mut body = json!({"username": username, "rid": rid, "recover": true});
+    if let Some((epoch, offset)) = since {
+        body["epoch"] = json!(epoch);
+        body["offset"] = json!(offset);
+    }
+    eventually("the cluster has formed", Duration::from_secs(10), || async {
+        let resp = client.request(ENTER, body.clone()).await.expect("enter response");
+        let forming = resp.get("code") == Some(&json!(500));
+        (!forming).then_some(resp)
+    })
+    .await
+}
+
 /// Waits (at most `within`) for a push `wanted` accepts, skipping the others.
 pub async fn receives_push(
     client: &mut Client,

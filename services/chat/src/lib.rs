@@ -215,11 +215,8 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
         .spawn(membership::watch(state.clone(), grace, app.token.clone()));
     app.tracker
         .spawn(membership::sweep(state.clone(), rounds, grace, app.token.clone()));
-    app.tracker.spawn(recent_news::watch(
-        state.clone(),
-        app.bus.clone(),
-        app.token.clone(),
-    ));
+    app.tracker
+        .spawn(recent_news::watch(state.clone(), app.token.clone()));
     app.tracker.spawn(store_loss::watch_store(
         state.clone(),
         heartbeat,

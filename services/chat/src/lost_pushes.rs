@@ -48,6 +48,8 @@ const ROOMS: usize = 4096;
 pub struct LostPushes {
     /// Each room's last push.
     pushed: Mutex<HashMap<String, Instant>>,
+    /// When `pushed` was last rid of the rooms not pushed to lately.
+    pruned: Mutex<Option<Instant>>,
     /// When the connection was first seen down, while that loss is not handled yet.
     down_since: Mutex<Option<Instant>>,
     /// The connection (`Bus::connects`) whose losses are handled.
@@ -63,6 +65,7 @@ impl LostPushes {
     pub fn new(connects: u64, token: CancellationToken) -> Self {
         Self {
             pushed: Mutex::default(),
+            pruned: Mutex::default(),
             down_since: Mutex::default(),
             handled: AtomicU64::new(connects),
             handling: tokio::sync::Mutex::new(()),
@@ -78,7 +81,10 @@ impl LostPushes {
             *at = now;
             return;
         }
-        if pushed.len() >= ROOMS {
+        let mut pruned = self.pruned.lock();
+        if pushed.len() >= ROOMS && pruned.is_none_or(|at| now.duration_since(at) > WINDOW) {
+            // At most once a window: past it, many rooms are pushed to at once, all kept.
+            *pruned = Some(now);
             pushed.retain(|_, at| now.duration_since(*at) <= WINDOW * 2);
         }
         pushed.insert(rid.to_owned(), now);
@@ -117,11 +123,9 @@ pub async fn before_push(state: &ChatState) {
 pub async fn handle(state: &ChatState) {
     let lost = &state.lost;
     let _one = lost.handling.lock().await;
-    while !state.bus.is_connected() {
-        tokio::select! {
-            _ = lost.token.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
+    tokio::select! {
+        _ = lost.token.cancelled() => return,
+        () = state.bus.until_connected() => {}
     }
     let connects = state.bus.connects();
     if connects == lost.handled.load(Ordering::Acquire) {

@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use shaddock_bus::Bus;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +72,8 @@ impl RecentNews {
 
 /// Each time `bus` loses its connection: once it is back, tells every room that had news in
 /// the [`WINDOW`] before (see the module doc).
-pub async fn watch(state: ChatState, bus: Bus, token: CancellationToken) {
+pub async fn watch(state: ChatState, token: CancellationToken) {
+    let bus = state.bus.clone();
     let Some(mut losses) = bus.losses() else {
         return;
     };
@@ -84,11 +84,9 @@ pub async fn watch(state: ChatState, bus: Bus, token: CancellationToken) {
         }
         let noticed = Instant::now();
         state.lost.down(noticed);
-        while !bus.is_connected() {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            () = bus.until_connected() => {}
         }
         // Losses while it was down are covered by this telling.
         losses.borrow_and_update();

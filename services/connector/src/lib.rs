@@ -76,7 +76,6 @@ struct Asking {
     sid: String,
     bus: shaddock_bus::Bus,
     rpc: shaddock_remote::RpcClient,
-    registry: shaddock_bus::Registry,
 }
 
 /// How long, once the connection is back, the chat servers are asked for news again: they may
@@ -90,14 +89,12 @@ const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 async fn ask_news_again(asking: &Asking, noticed: tokio::time::Instant) {
     let pause = std::time::Duration::from_millis(200);
     let chats = || -> Vec<String> {
-        let list = asking.registry.list();
+        let list = asking.rpc.registry().list();
         list.servers(CHAT).iter().map(|s| s.id.clone()).collect()
     };
     let mut to_ask: std::collections::BTreeSet<String> = chats().into_iter().collect();
     let mut answered = std::collections::BTreeSet::new();
-    while !asking.bus.is_connected() {
-        tokio::time::sleep(pause).await;
-    }
+    asking.bus.until_connected().await;
     let back = tokio::time::Instant::now();
     while back.elapsed() < ASK_FOR {
         to_ask.extend(chats());
@@ -168,7 +165,6 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
             sid: app.me.id.clone(),
             bus: app.bus.clone(),
             rpc: rpc.clone(),
-            registry: fe.registry().clone(),
         };
         app.tracker
             .spawn(on_loss(losses, fe.sessions().clone(), asking, app.token.clone()));

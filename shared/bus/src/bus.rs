@@ -336,6 +336,13 @@ impl Bus {
         }
     }
 
+    /// Returns once the transport is connected (at once for the in-process bus).
+    pub async fn until_connected(&self) {
+        while !self.is_connected() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// True while the transport is connected (always for the in-process bus).
     pub fn is_connected(&self) -> bool {
         match self {
