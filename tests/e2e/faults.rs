@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shaddock_bus::envelope::encode_push;
+use shaddock_bus::{Bus, PushNo, subject};
 use shaddock_client::Client;
 use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually, eventually_true};
 
@@ -563,4 +565,62 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
         contents.len() > 1 && contents[1..].iter().all(|m| **m == "after"),
         "{back}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_missing_from_its_senders_numbering_drops_the_recovering_members_before_the_next() {
+    // Whatever lost it (a connection dropped with it queued, an overflowing subscription),
+    // the push after a gap must not reach a recovering member: her client would recover from
+    // past what was lost. Here the sender is the test, numbering 1 then 3.
+    let config = TestConfig::new("pushgap", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let mut alice = connect(&conn.url()).await;
+    let mut carol = connect(&conn.url()).await;
+    enter(&carol, "carol", "room").await;
+    enter_recovering(&alice, "alice", "room", None).await;
+    let _ = alice.pushes_within(Duration::from_millis(200)).await;
+    let _ = carol.pushes_within(Duration::from_millis(200)).await;
+
+    let sender = Bus::connect_nats("127.0.0.1:4222", "test-sender").await.unwrap();
+    let to = subject::server(&config.namespace, "connector-server-1");
+    let uids = ["alice*room".to_owned(), "carol*room".to_owned()];
+    let push = |msg: &str, n| {
+        let body = json!({"msg": msg, "from": "test", "target": "*"}).to_string();
+        encode_push(
+            "onChat",
+            body.as_bytes(),
+            &uids,
+            None,
+            Some(PushNo { from: 77, n }),
+        )
+        .unwrap()
+    };
+    sender.publish(to.clone(), push("one", 1)).await.unwrap();
+    sender.publish(to, push("three", 3)).await.unwrap();
+    sender.flush().await.unwrap();
+
+    let msgs = |pushes: Vec<shaddock_client::Push>| -> Vec<Value> {
+        pushes
+            .into_iter()
+            .filter(|p| p.route == "onChat")
+            .map(|p| p.body["msg"].clone())
+            .collect()
+    };
+    assert_eq!(
+        msgs(carol.pushes_within(Duration::from_secs(1)).await),
+        vec![json!("one"), json!("three")],
+        "a stock client gets what arrives"
+    );
+    assert!(
+        alice.closed_within(Duration::from_secs(2)).await,
+        "alice was not dropped"
+    );
+    assert_eq!(alice.kick_reason(), None, "a drop, not a kick");
+    assert_eq!(
+        msgs(alice.pushes_within(Duration::from_millis(100)).await),
+        vec![json!("one")],
+        "what came after the gap reached alice"
+    );
+    assert!(!carol.is_closed(), "a stock client stays");
 }

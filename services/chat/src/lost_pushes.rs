@@ -13,13 +13,10 @@
 //! would go out on the new connection ahead of the ask), and a room's job checks again, after
 //! such a wait, that its push is still due (a wait counts as a stall: `crate::room`).
 //!
-//! Not covered: pushes already handed to the NATS client when the loss happened but not yet
-//! written go out first on the new connection, ahead of the ask (a handful when a link is
-//! reset; more when a silent cut is only noticed by unanswered pings, after up to two ping
-//! intervals, during which everything pushed is lost and only the [`WINDOW`] before the loss
-//! was noticed is covered). A recovering client that gets one of those before it is dropped
-//! recovers from past what was lost. Numbering each server's pushes to each connector would
-//! let the connector see the gap itself.
+//! Pushes already handed to the NATS client when the loss happened but not yet written go out
+//! first on the new connection, ahead of the ask: the connectors see those losses themselves,
+//! by the pushes' numbering (`shaddock_bus::PushNo`). The ask covers what numbering cannot
+//! show: a lost push that was the last this server sent to a connector.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

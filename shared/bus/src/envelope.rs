@@ -118,6 +118,47 @@ pub fn is_late(expires_at_ms: Option<u64>) -> bool {
     expires_at_ms.is_some_and(|at| now_ms() > at.saturating_add(CLOCK_SKEW_MS))
 }
 
+/// Numbers the pushes one sender (a chat server's channel service, `from`, random per run)
+/// sends to one frontend: 1, 2, 3, in the order they leave. NATS keeps that order, so a
+/// frontend that gets `n` after `n - 2` knows one was lost (a connection dropped with it in
+/// its buffers, a subscription overflowed), even when nothing else shows it.
+///
+/// It travels after the push's envelope, as [`PUSH_NO_LEN`] bytes of its own (a MessagePack
+/// array of two 64-bit integers): a frontend of the previous version reads the envelope and
+/// ignores what follows it, so the two versions still talk during a rolling upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushNo {
+    pub from: u64,
+    pub n: u64,
+}
+
+/// The length of a [`PushNo`] after its envelope.
+pub const PUSH_NO_LEN: usize = 19;
+
+impl PushNo {
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[0x92, 0xcf]);
+        out.extend_from_slice(&self.from.to_be_bytes());
+        out.push(0xcf);
+        out.extend_from_slice(&self.n.to_be_bytes());
+    }
+
+    /// The number at the end of `bytes`, and the envelope before it, when it ends with one.
+    fn read(bytes: &[u8]) -> Option<(&[u8], PushNo)> {
+        let at = bytes.len().checked_sub(PUSH_NO_LEN)?;
+        let tail = &bytes[at..];
+        if tail[..2] != [0x92, 0xcf] || tail[10] != 0xcf {
+            return None;
+        }
+        let word = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+        let no = PushNo {
+            from: word(&tail[2..10])?,
+            n: word(&tail[11..19])?,
+        };
+        Some((&bytes[..at], no))
+    }
+}
+
 /// A push envelope encoded from borrowed parts: the same bytes as [`Envelope::Push`], without
 /// cloning the uids of a cached channel group on every push.
 pub fn encode_push(
@@ -125,6 +166,7 @@ pub fn encode_push(
     body: &[u8],
     uids: &[String],
     offset: Option<u64>,
+    no: Option<PushNo>,
 ) -> Result<Bytes, BusError> {
     /// Mirrors [`Envelope`]: same variant names and order, so the encoding is identical.
     #[derive(Serialize)]
@@ -146,7 +188,12 @@ pub fn encode_push(
         uids,
         offset,
     };
-    Ok(Bytes::from(rmp_serde::to_vec(&env)?))
+    let mut out = rmp_serde::to_vec(&env)?;
+    if let Some(no) = no {
+        out.reserve_exact(PUSH_NO_LEN);
+        no.write(&mut out);
+    }
+    Ok(Bytes::from(out))
 }
 
 /// A push read without copying: the route, body and uids borrow from the received bytes, so a
@@ -157,6 +204,7 @@ pub struct PushView<'a> {
     pub body: &'a [u8],
     pub uids: Vec<&'a str>,
     pub offset: Option<u64>,
+    pub no: Option<PushNo>,
 }
 
 /// Decodes `bytes` as a push without copying; `None` when it is another kind of envelope.
@@ -180,7 +228,15 @@ pub fn decode_push(bytes: &[u8]) -> Result<Option<PushView<'_>>, BusError> {
         Broadcast(IgnoredAny),
         Barrier(IgnoredAny),
     }
-    Ok(match rmp_serde::from_slice::<EnvelopeView<'_>>(bytes)? {
+    // A numbered push is read without its number; anything else (an envelope whose last
+    // bytes merely look like a number) is read whole.
+    let (view, no) = match PushNo::read(bytes)
+        .and_then(|(env, no)| Some((rmp_serde::from_slice::<EnvelopeView<'_>>(env).ok()?, no)))
+    {
+        Some((view, no)) => (view, Some(no)),
+        None => (rmp_serde::from_slice::<EnvelopeView<'_>>(bytes)?, None),
+    };
+    Ok(match view {
         EnvelopeView::Push {
             route,
             body,
@@ -191,6 +247,7 @@ pub fn decode_push(bytes: &[u8]) -> Result<Option<PushView<'_>>, BusError> {
             body,
             uids,
             offset,
+            no,
         }),
         EnvelopeView::Forward(_)
         | EnvelopeView::Rpc(_)
@@ -302,7 +359,7 @@ mod tests {
     #[test]
     fn a_borrowed_push_encodes_like_the_owned_one() {
         let uids = vec!["a".to_owned(), "b".to_owned()];
-        let borrowed = encode_push("onChat", b"{}", &uids, Some(7)).unwrap();
+        let borrowed = encode_push("onChat", b"{}", &uids, Some(7), None).unwrap();
         let owned = Envelope::Push {
             route: "onChat".into(),
             body: b"{}".to_vec(),
@@ -315,7 +372,7 @@ mod tests {
     #[test]
     fn a_push_is_read_without_copying_and_other_envelopes_are_not_pushes() {
         let uids = vec!["a*r".to_owned(), "b*r".to_owned()];
-        let bytes = encode_push("onChat", b"{\"msg\":1}", &uids, None).unwrap();
+        let bytes = encode_push("onChat", b"{\"msg\":1}", &uids, None, None).unwrap();
         let view = decode_push(&bytes).unwrap().unwrap();
         assert_eq!(
             view,
@@ -324,6 +381,7 @@ mod tests {
                 body: b"{\"msg\":1}",
                 uids: vec!["a*r", "b*r"],
                 offset: None,
+                no: None,
             }
         );
         assert_eq!(decode_push(&rpc().encode().unwrap()).unwrap(), None);
@@ -335,6 +393,45 @@ mod tests {
         .unwrap();
         assert_eq!(decode_push(&b).unwrap(), None);
         assert!(decode_push(&[0xc1]).is_err());
+    }
+
+    #[test]
+    fn a_numbered_push_and_one_of_the_previous_version_read_each_other() {
+        // What a server of the previous version wrote and read: a push without `no`.
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum Before {
+            Forward {},
+            Rpc {},
+            Push {
+                route: String,
+                #[serde(with = "serde_bytes")]
+                body: Vec<u8>,
+                uids: Vec<String>,
+                offset: Option<u64>,
+            },
+        }
+        let uids = vec!["a".to_owned()];
+        let old = rmp_serde::to_vec(&Before::Push {
+            route: "onChat".into(),
+            body: b"{}".to_vec(),
+            uids: uids.clone(),
+            offset: Some(4),
+        })
+        .unwrap();
+        let view = decode_push(&old).unwrap().unwrap();
+        assert_eq!((view.offset, view.no), (Some(4), None));
+        let no = PushNo {
+            from: u64::MAX - 1,
+            n: 2,
+        };
+        let new = encode_push("onChat", b"{}", &uids, Some(4), Some(no)).unwrap();
+        let Before::Push { route, offset, .. } = rmp_serde::from_slice(&new).unwrap() else {
+            panic!("not a push");
+        };
+        assert_eq!((route.as_str(), offset), ("onChat", Some(4)));
+        let view = decode_push(&new).unwrap().unwrap();
+        assert_eq!((view.route, view.offset, view.no), ("onChat", Some(4), Some(no)));
+        assert!(matches!(Envelope::decode(&new).unwrap(), Envelope::Push { .. }));
     }
 
     #[test]

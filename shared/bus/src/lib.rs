@@ -26,7 +26,7 @@ pub mod stats;
 pub mod subject;
 
 pub use bus::{Bus, Incoming, Subscription};
-pub use envelope::{Envelope, Reply, SessionExport};
+pub use envelope::{Envelope, PushNo, Reply, SessionExport};
 pub use registry::{Registry, ServerInfo, ServerList};
 pub use reply::PendingReply;
 

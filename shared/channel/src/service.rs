@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use shaddock_bus::envelope::{decode_value, encode_push};
-use shaddock_bus::{Bus, BusError, Envelope, Registry, Reply, subject};
+use shaddock_bus::{Bus, BusError, Envelope, PendingReply, PushNo, Registry, Reply, subject};
 
 use crate::ChannelError;
 use crate::store::{Added, ChannelStore, HELD_SID, Member};
@@ -133,6 +133,49 @@ struct Inner {
     registry: OnceLock<Registry>,
     /// sid -> when a push to it last showed that its subject is live.
     listening: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// This service's pushes numbered per frontend (see [`PushNo`]).
+    numbering: Numbering,
+}
+
+/// The last number given to a push for each frontend. The lock is held while the pushes
+/// leave (the bus queues them in the order they are handed over), so numbers reach each
+/// frontend in order; a frontend that then sees one missing knows a push was lost.
+#[derive(Debug)]
+struct Numbering {
+    from: u64,
+    last: tokio::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Numbering {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // Random per run, so that a restarted server is a new sender to its frontends.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        Self {
+            from: h.finish(),
+            last: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn next_no(from: u64, last: &mut HashMap<String, u64>, sid: &str) -> PushNo {
+    let n = match last.get_mut(sid) {
+        Some(n) => {
+            *n += 1;
+            *n
+        }
+        None => {
+            last.insert(sid.to_owned(), 1);
+            1
+        }
+    };
+    PushNo { from, n }
 }
 
 /// How soon a push to a frontend nobody listens on yet is tried again.
@@ -153,6 +196,7 @@ impl ChannelService {
                 generation: AtomicU64::new(0),
                 registry: OnceLock::new(),
                 listening: Mutex::new(HashMap::new()),
+                numbering: Numbering::new(),
             }),
         }
     }
@@ -268,9 +312,12 @@ impl ChannelService {
                 chunks.push((sid, chunk));
             }
         }
+        let numbering = &self.inner.numbering;
+        let mut last = numbering.last.lock().await;
         for (sid, uids) in chunks {
             // One buffer per envelope; the uids are borrowed from the cached grouping.
-            let payload = encode_push(route, body, uids, offset)?;
+            let no = next_no(numbering.from, &mut last, sid);
+            let payload = encode_push(route, body, uids, offset, Some(no))?;
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {
@@ -279,8 +326,11 @@ impl ChannelService {
                         && self.may_not_listen(sid) =>
                 {
                     let bus = self.inner.bus.clone();
+                    let first = bus
+                        .send_request(subject.clone(), payload.clone(), UNHEARD_PROBE)
+                        .await;
                     unheard.push(async move {
-                        let sent = push_when_listening(&bus, registry, sid, subject, payload).await;
+                        let sent = push_when_listening(&bus, registry, sid, subject, payload, first).await;
                         (sid, sent)
                     });
                 }
@@ -293,15 +343,16 @@ impl ChannelService {
                     }
                 }
                 Delivery::Confirm => {
-                    let bus = self.inner.bus.clone();
-                    let timeout = self.inner.timeout;
-                    confirms.push(async move {
-                        let answer = bus.request(subject, payload, timeout).await;
-                        (uids, answer)
-                    });
+                    let answer = self
+                        .inner
+                        .bus
+                        .send_request(subject, payload, self.inner.timeout)
+                        .await;
+                    confirms.push(async move { (uids, answer.answer().await) });
                 }
             }
         }
+        drop(last);
         for (sid, result) in futures_util::future::join_all(unheard).await {
             match result {
                 Ok(()) => {
@@ -386,25 +437,29 @@ impl ChannelService {
     }
 }
 
-/// Sends a push to frontend `sid` as a request, again while nobody listens on `subject`, for
-/// at most a lapse and while the registry still lists `sid` (a frontend that died is not
-/// waited for: its members are purged). Ok once it was answered, or not answered soon
-/// ([`UNHEARD_PROBE`]): then it waits in a paused subscriber's queue.
+/// Awaits `first`, a push sent to frontend `sid` as a request, and sends it again while
+/// nobody listens on `subject`, for at most a lapse and while the registry still lists `sid`
+/// (a frontend that died is not waited for: its members are purged). Ok once it was
+/// answered, or not answered soon ([`UNHEARD_PROBE`]): then it waits in a paused subscriber's
+/// queue.
 async fn push_when_listening(
     bus: &Bus,
     registry: &Registry,
     sid: &str,
     subject: String,
     payload: bytes::Bytes,
+    first: PendingReply,
 ) -> Result<(), BusError> {
     let until = tokio::time::Instant::now() + registry.lapse();
+    let mut answer = first.answer().await;
     loop {
-        match bus.request(subject.clone(), payload.clone(), UNHEARD_PROBE).await {
+        match answer {
             Ok(_) | Err(BusError::Timeout) => return Ok(()),
             Err(BusError::NoResponders(_))
                 if tokio::time::Instant::now() < until && registry.list().contains(sid) =>
             {
-                tokio::time::sleep(UNHEARD_RETRY).await
+                tokio::time::sleep(UNHEARD_RETRY).await;
+                answer = bus.request(subject.clone(), payload.clone(), UNHEARD_PROBE).await;
             }
             Err(e) => return Err(e),
         }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub queue_drops: Counter,
     /// Remote calls from this server that failed.
     pub rpc_errors: Counter,
+    /// Pushes a frontend found missing from a sender's numbering (lost on the way).
+    pub lost_pushes: Counter,
     /// Every request answered, whatever its route (not exported: `requests` has the detail;
     /// the admin console reads it for rates).
     pub requests_answered: Counter,
@@ -84,6 +86,7 @@ impl Metrics {
             kicks: Family::default(),
             queue_drops: Counter::default(),
             rpc_errors: Counter::default(),
+            lost_pushes: Counter::default(),
             requests_answered: Counter::default(),
         };
         // Every reason is exported from the start (at 0), so dashboards and alerts see the
@@ -125,6 +128,11 @@ impl Metrics {
             m.queue_drops.clone(),
         );
         m.register("rpc_errors", "Failed remote calls", m.rpc_errors.clone());
+        m.register(
+            "lost_pushes",
+            "Pushes found missing from a sender's numbering (recovering clients are dropped)",
+            m.lost_pushes.clone(),
+        );
         m
     }
 
