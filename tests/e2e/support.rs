@@ -145,3 +145,27 @@ pub async fn eventually_said(
     }
     false
 }
+
+/// The chat lines a recovering enter's answer gave back, in order; panics unless it recovered.
+pub fn recovered_lines(back: &Value) -> Vec<String> {
+    assert_eq!(back["recovered"], json!(true), "{back}");
+    back["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["route"] == "onChat")
+        .filter_map(|m| m["body"]["msg"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Asserts that `client` is dropped (closed, no kick) within `within`, and got no chat line
+/// `text` before that.
+pub async fn dropped_before(client: &mut Client, text: &str, within: Duration) {
+    assert!(client.closed_within(within).await, "not dropped");
+    assert_eq!(client.kick_reason(), None, "a drop, not a kick");
+    let before_drop = client.pushes_within(Duration::from_millis(100)).await;
+    assert!(
+        !before_drop.iter().any(|p| p.body["msg"] == text),
+        "{text:?} reached it before it was dropped: {before_drop:?}"
+    );
+}

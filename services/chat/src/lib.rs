@@ -12,6 +12,8 @@
 //! - [`recent_news`]: member news that a NATS loss may have taken, told again.
 //! - [`lost_pushes`]: recovering members dropped after pushes were lost with this server's NATS
 //!   connection, to recover them.
+//! - [`takeover`]: the same for a room taken over from a server that died between a history
+//!   append and its push.
 //!
 //! # Order
 //! Everything that changes a room or pushes into it (a chat message, an add, a kick, a purge)
@@ -43,6 +45,7 @@ pub mod recent_news;
 pub mod remote;
 pub mod room;
 pub mod store_loss;
+pub mod takeover;
 
 /// The server type.
 pub const SERVER_TYPE: &str = "chat";
@@ -69,6 +72,10 @@ pub struct ChatState {
     pub news: Arc<recent_news::RecentNews>,
     /// Which rooms were pushed to lately (their recovering members are dropped after a loss).
     pub lost: Arc<lost_pushes::LostPushes>,
+    /// Which rooms this server recorded itself as the writer of (see [`takeover`]).
+    pub takeovers: Arc<takeover::Takeovers>,
+    /// This start of the server: the writer it records.
+    pub incarnation: u64,
     pub bus: shaddock_bus::Bus,
 }
 
@@ -188,6 +195,8 @@ pub async fn start(app: &App, store: ChannelStore, history: History) -> anyhow::
             app.bus.connects(),
             app.token.clone(),
         )),
+        takeovers: Arc::default(),
+        incarnation: app.incarnation,
         bus: app.bus.clone(),
     };
     let mut handlers = Handlers::new();

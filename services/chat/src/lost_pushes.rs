@@ -133,9 +133,22 @@ pub async fn handle(state: &ChatState) {
     }
     let down = lost.down_since.lock().take().unwrap_or_else(Instant::now);
     let rooms = lost.pushed_since(down.checked_sub(WINDOW).unwrap_or(down));
+    if !drop_recovering_members(state, &rooms, "pushes lost with this server's nats connection").await {
+        // Asked again before the next push, from the same moment.
+        lost.down(down);
+        return;
+    }
+    lost.handled.store(connects, Ordering::Release);
+}
+
+/// Asks each connector to drop the recovering members of `rooms` (no kick): their clients
+/// come back and recover from the rooms' history what they did not get. Sent on each
+/// connector's own subject, ahead of whatever this server pushes after. False when a room
+/// could not be read or a connector not asked.
+pub async fn drop_recovering_members(state: &ChatState, rooms: &[String], why: &str) -> bool {
     let mut by_sid: BTreeMap<String, Vec<DropRecovering>> = BTreeMap::new();
     let mut failed = false;
-    for rid in &rooms {
+    for rid in rooms {
         match state.channels.channel(rid).members().await {
             Ok(members) => {
                 for m in members.into_iter().filter(|m| m.sid != HELD_SID) {
@@ -146,14 +159,14 @@ pub async fn handle(state: &ChatState) {
                 }
             }
             Err(e) => {
-                tracing::warn!(%rid, error = %e, "cannot read a room whose pushes may be lost");
+                tracing::warn!(%rid, error = %e, why, "cannot read a room to drop its recovering members");
                 failed = true;
             }
         }
     }
     for (sid, sessions) in by_sid {
-        tracing::warn!(connector = %sid, members = sessions.len(), rooms = rooms.len(),
-            "pushes lost with this server's nats connection: recovering members dropped, to recover");
+        tracing::warn!(connector = %sid, members = sessions.len(), rooms = rooms.len(), why,
+            "recovering members dropped, to recover");
         for part in sessions.chunks(ASK_SESSIONS) {
             let ask = DropRecoveringOf {
                 sessions: part.to_vec(),
@@ -164,12 +177,7 @@ pub async fn handle(state: &ChatState) {
             }
         }
     }
-    if failed {
-        // Asked again before the next push, from the same moment.
-        lost.down(down);
-        return;
-    }
-    lost.handled.store(connects, Ordering::Release);
+    !failed
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub async fn publish(
     body: &[u8],
     to: To<'_>,
 ) -> Result<(), PublishError> {
+    crate::takeover::before_append(state, rid).await;
     let position = state.history.append(rid, route, body, to.audience()).await?;
     before_push(state).await;
     if overtaken(state, rid, position.as_slice()).await {
@@ -86,6 +87,7 @@ pub async fn publish_batch(
             audience: m.to.audience(),
         })
         .collect();
+    crate::takeover::before_append(state, rid).await;
     let positions = match state.history.append_batch(rid, &entries).await {
         Ok(positions) => positions,
         Err(e) => {
@@ -116,10 +118,13 @@ pub async fn publish_batch(
 /// - its job stalled (a third of the lapse or more) and meanwhile another owner of the room
 ///   appended after it, and pushed that: the batch would reach every member after later
 ///   messages. A job that did not stall is the room's only writer.
+///
+/// Offsets a new writer of the room sealed meanwhile (`History::take_over`) stay in the
+/// history: the room's recovering members are dropped then, to recover them.
 async fn overtaken(state: &ChatState, rid: &str, positions: &[Position]) -> bool {
     let started = shaddock_server::sequencer::job_started();
     let senders_gone = shaddock_server::backend::deadline_passed_for_sender();
-    overtaken_in(
+    let withdrawn = overtaken_in(
         &state.history,
         rid,
         positions,
@@ -127,11 +132,27 @@ async fn overtaken(state: &ChatState, rid: &str, positions: &[Position]) -> bool
         state.registry.lapse(),
         senders_gone,
     )
-    .await
+    .await;
+    match withdrawn {
+        None => false,
+        Some(0) => true,
+        Some(kept) => {
+            kept_for_recovery(state, rid, kept).await;
+            true
+        }
+    }
+}
+
+/// `kept` messages of room `rid` that were not pushed could not be withdrawn (a new writer
+/// sealed them): its recovering members are dropped, to recover them.
+async fn kept_for_recovery(state: &ChatState, rid: &str, kept: u64) {
+    tracing::warn!(%rid, kept, "messages not pushed were sealed by the room's new writer");
+    let rooms = [rid.to_owned()];
+    crate::lost_pushes::drop_recovering_members(state, &rooms, "a message of the room was not pushed").await;
 }
 
 /// [`overtaken`], given the history, when the job began, the lapse, and whether its senders'
-/// deadline passed.
+/// deadline passed: `None` when not overtaken, else how many of its offsets stay (sealed).
 async fn overtaken_in(
     history: &History,
     rid: &str,
@@ -139,22 +160,22 @@ async fn overtaken_in(
     started: Option<tokio::time::Instant>,
     lapse: std::time::Duration,
     senders_gone: bool,
-) -> bool {
+) -> Option<u64> {
     let (Some(first), Some(last)) = (positions.first(), positions.last()) else {
         // Nothing kept (history off): only the senders' deadline counts.
-        return senders_gone;
+        return senders_gone.then_some(0);
     };
     let why = if senders_gone {
         "its senders' deadline passed"
     } else if !may_have_stalled(started, lapse) {
-        return false;
+        return None;
     } else {
         match history.position(rid).await {
             Ok(Some(now)) if went_on_without(last, &now) => "the room went on without it",
-            Ok(_) => return false,
+            Ok(_) => return None,
             Err(e) => {
                 tracing::warn!(%rid, error = %e, "cannot check a stalled batch against the history; pushed");
-                return false;
+                return None;
             }
         }
     };
@@ -162,10 +183,13 @@ async fn overtaken_in(
     let ran_ms = started.map(|s| s.elapsed().as_millis()).unwrap_or_default();
     tracing::warn!(%rid, from = first.offset, to = last.offset, ran_ms, why,
         "a batch too late to push: withdrawn, not pushed");
-    if let Err(e) = history.withdraw(rid, &last.epoch, &offsets).await {
-        tracing::warn!(%rid, error = %e, "cannot withdraw a batch too late to push");
+    match history.withdraw(rid, &last.epoch, &offsets).await {
+        Ok(kept) => Some(kept),
+        Err(e) => {
+            tracing::warn!(%rid, error = %e, "cannot withdraw a batch too late to push");
+            Some(0)
+        }
     }
-    true
 }
 
 /// True when the history at `now` has gone past `mine`, the last position a batch was given
@@ -322,6 +346,7 @@ pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid:
 /// when a push fails on the way (those before it went).
 pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Position) -> bool {
     before_push(state).await;
+    crate::takeover::before_append(state, rid).await;
     let recovery = match state.history.recover(rid, &to.uid, Some(since)).await {
         Ok(Some(r)) if r.recovered => r,
         Ok(_) => return false,
@@ -374,6 +399,7 @@ async fn push_event(
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
         return None;
     };
+    crate::takeover::before_append(state, rid).await;
     let position = match state.history.append_kept(rid, route, &body, audience).await {
         Ok(position) => position,
         Err(e) => {
@@ -385,10 +411,12 @@ async fn push_event(
     if !still_holds(state, rid, route, uid).await {
         // Stale news: whoever changed the room since may have written after it, and a
         // recovering client must not replay it last.
-        if let Some(p) = &position
-            && let Err(e) = state.history.withdraw(rid, &p.epoch, &[p.offset]).await
-        {
-            tracing::warn!(%rid, %route, error = %e, "cannot withdraw stale news");
+        if let Some(p) = &position {
+            match state.history.withdraw(rid, &p.epoch, &[p.offset]).await {
+                Ok(0) => {}
+                Ok(kept) => kept_for_recovery(state, rid, kept).await,
+                Err(e) => tracing::warn!(%rid, %route, error = %e, "cannot withdraw stale news"),
+            }
         }
         return None;
     }
@@ -470,11 +498,14 @@ mod tests {
         let batch = vec![append(2).await, append(3).await];
         // Nobody wrote after it: a slow job is still the room's only writer.
         tokio::time::advance(lapse).await;
-        assert!(!overtaken_in(&history, "r", &batch, Some(began), lapse, false).await);
+        assert_eq!(
+            overtaken_in(&history, "r", &batch, Some(began), lapse, false).await,
+            None
+        );
         // Another owner appended after it while it stalled.
         append(4).await;
-        assert!(
-            !overtaken_in(
+        assert_eq!(
+            overtaken_in(
                 &history,
                 "r",
                 &batch,
@@ -483,9 +514,13 @@ mod tests {
                 false
             )
             .await,
+            None,
             "a job that did not stall does not even look"
         );
-        assert!(overtaken_in(&history, "r", &batch, Some(began), lapse, false).await);
+        assert_eq!(
+            overtaken_in(&history, "r", &batch, Some(began), lapse, false).await,
+            Some(0)
+        );
         let r = history.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
         assert!(r.recovered);
         let offsets: Vec<u64> = r.messages.iter().map(|m| m.offset).collect();
@@ -493,7 +528,10 @@ mod tests {
         // A batch whose senders gave up is withdrawn, stalled or not, overtaken or not.
         let late = vec![append(5).await];
         let now = Some(tokio::time::Instant::now());
-        assert!(overtaken_in(&history, "r", &late, now, lapse, true).await);
+        assert_eq!(
+            overtaken_in(&history, "r", &late, now, lapse, true).await,
+            Some(0)
+        );
         let r = history.recover("r", "u", Some(&seen)).await.unwrap().unwrap();
         assert_eq!(r.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![4]);
         assert!(r.recovered);
@@ -503,8 +541,8 @@ mod tests {
     async fn a_batch_without_history_is_too_late_only_once_its_senders_gave_up() {
         let off = History::Off;
         let lapse = Duration::from_millis(3000);
-        assert!(overtaken_in(&off, "r", &[], None, lapse, true).await);
-        assert!(!overtaken_in(&off, "r", &[], None, lapse, false).await);
+        assert_eq!(overtaken_in(&off, "r", &[], None, lapse, true).await, Some(0));
+        assert_eq!(overtaken_in(&off, "r", &[], None, lapse, false).await, None);
     }
 
     #[test]

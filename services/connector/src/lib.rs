@@ -120,6 +120,60 @@ async fn ask_news_again(asking: &Asking, noticed: tokio::time::Instant) {
     tracing::warn!(?unasked, "chat servers not asked to tell their latest news again");
 }
 
+/// A chat server that vanished from the list (not stopped in good order: killed, or paused
+/// past the lapse) may have died between a message's history write and its push, which no
+/// member got: closes, without a KICK, the recovering sessions whose rooms it owned, so that
+/// their clients come back and recover it. (A room that goes on is covered before that too:
+/// its next owner asks for the same drop before its first push, `sessionRemote.dropRecoveringOf`.)
+async fn on_chat_vanished(
+    registry: shaddock_bus::Registry,
+    sessions: shaddock_server::SessionService,
+    token: tokio_util::sync::CancellationToken,
+) {
+    let mut lists = registry.watch();
+    let mut before = lists.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            changed = lists.changed() => if changed.is_err() { return },
+        }
+        let now = lists.borrow_and_update().clone();
+        let vanished: Vec<&shaddock_bus::ServerInfo> = before
+            .departed(&now, CHAT)
+            .into_iter()
+            .filter(|s| !registry.left_in_good_order(s.incarnation))
+            .collect();
+        if !vanished.is_empty() {
+            let owned_by_vanished = |s: &shaddock_server::Session| {
+                let rid = s.get("rid");
+                let owner = rid
+                    .as_ref()
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| before.pick(CHAT, r));
+                owner.is_some_and(|o| {
+                    vanished
+                        .iter()
+                        .any(|v| v.id == o.id && v.incarnation == o.incarnation)
+                })
+            };
+            let mut dropped = 0;
+            for s in sessions.bound() {
+                if s.recovers() && !s.is_closed() && owned_by_vanished(&s) {
+                    s.close();
+                    dropped += 1;
+                }
+            }
+            let ids: Vec<&str> = vanished.iter().map(|s| s.id.as_str()).collect();
+            tracing::warn!(
+                chat = ?ids,
+                dropped,
+                "a chat server vanished: its rooms' recovering clients dropped, to recover"
+            );
+        }
+        before = now;
+    }
+}
+
 /// Runs a connector on `app` until it is stopped (signal or token).
 pub async fn run(app: App) -> anyhow::Result<()> {
     start(&app).await?;
@@ -169,6 +223,11 @@ pub async fn start(app: &App) -> anyhow::Result<Arc<Frontend>> {
         app.tracker
             .spawn(on_loss(losses, fe.sessions().clone(), asking, app.token.clone()));
     }
+    app.tracker.spawn(on_chat_vanished(
+        fe.registry().clone(),
+        fe.sessions().clone(),
+        app.token.clone(),
+    ));
     let console = Console::new(rpc, app.bus.clone(), &app.config.namespace);
     fe.start(console.routes()).await
 }

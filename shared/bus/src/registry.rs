@@ -148,12 +148,20 @@ pub struct Registry {
     complete: watch::Receiver<bool>,
     /// When each other server was last heard first hand (see [`Registry::is_heard`]).
     heard: Heard,
+    /// The incarnations that said `Bye` lately (see [`Registry::left_in_good_order`]).
+    left: Left,
     bus: Bus,
     timing: RegistryTiming,
 }
 
 /// Server id -> when its heartbeat last arrived.
 type Heard = Arc<parking_lot::Mutex<HashMap<String, Instant>>>;
+
+/// Incarnation -> when it said `Bye`.
+type Left = Arc<parking_lot::Mutex<HashMap<u64, Instant>>>;
+
+/// How long a `Bye` is remembered.
+const LEFT_KEPT: Duration = Duration::from_secs(600);
 
 impl Registry {
     /// Joins the registry and keeps the list current until `token` is cancelled, when it
@@ -174,9 +182,11 @@ impl Registry {
         let (draining, draining_rx) = watch::channel(false);
         let (rejoins_tx, rejoins) = watch::channel(0u64);
         let heard = Heard::default();
+        let left = Left::default();
         let task = RegistryTask {
             bus: bus.clone(),
             heard: heard.clone(),
+            left: left.clone(),
             subject,
             me,
             timing,
@@ -192,9 +202,17 @@ impl Registry {
             rejoins,
             complete,
             heard,
+            left,
             bus,
             timing,
         })
+    }
+
+    /// True when `incarnation` is in the list now, or left it lately saying `Bye` (it
+    /// finished its work first); false for one that vanished (expired, or replaced by a new
+    /// incarnation of its id: it died, or was paused past the lapse), or left unheard.
+    pub fn left_in_good_order(&self, incarnation: u64) -> bool {
+        self.list().all().any(|s| s.incarnation == incarnation) || self.left.lock().contains_key(&incarnation)
     }
 
     /// True when server `id` has been heard since this server's bus last (re)connected, and
@@ -308,6 +326,7 @@ struct RegistryTask {
     complete_tx: watch::Sender<bool>,
     rejoins: watch::Sender<u64>,
     heard: Heard,
+    left: Left,
 }
 
 impl RegistryTask {
@@ -432,7 +451,11 @@ impl RegistryTask {
             }
             Announce::Bye(id) => {
                 self.heard.lock().remove(&id);
-                if self.seen.remove(&id).is_some() {
+                if let Some((info, _)) = self.seen.remove(&id) {
+                    let mut left = self.left.lock();
+                    left.retain(|_, at| at.elapsed() < LEFT_KEPT);
+                    left.insert(info.incarnation, Instant::now());
+                    drop(left);
                     tracing::info!(server.id = %id, "server left");
                     self.publish_list();
                 }
@@ -550,6 +573,7 @@ mod tests {
             tx: watch::channel(Arc::new(ServerList::default())).0,
             complete_tx: watch::channel(false).0,
             rejoins: watch::channel(0).0,
+            left: Left::default(),
         }
     }
 
@@ -611,7 +635,10 @@ mod tests {
         let _b = Registry::start(
             bus.clone(),
             "t",
-            info("chat-1", "chat"),
+            ServerInfo {
+                incarnation: 7,
+                ..info("chat-1", "chat")
+            },
             timing(),
             b_token.clone(),
             &tracker,
@@ -631,6 +658,8 @@ mod tests {
         })
         .await
         .unwrap();
+        assert!(a.left_in_good_order(7), "it said Bye");
+        assert!(!a.left_in_good_order(8), "never seen");
         a_token.cancel();
     }
 }

@@ -232,15 +232,31 @@ impl History {
         }
     }
 
+    /// Records `writer` (a server's incarnation) as the one that writes and pushes room `room`
+    /// now, and answers the one that did before, if another. A writer that died between an
+    /// append and its push left a message in the history that its members never got; one that
+    /// was only paused would withdraw it when it runs again. So a change of writer seals what
+    /// the room holds: [`History::withdraw`] no longer takes it back, and the new writer can
+    /// have the recovering members come back for it. `None` for a history in memory (one
+    /// process) or off.
+    pub async fn take_over(&self, room: &str, writer: u64) -> Result<Option<u64>, HistoryError> {
+        match self {
+            History::Off | History::Memory(_) => Ok(None),
+            History::Redis(r) => r.take_over(room, writer).await,
+        }
+    }
+
     /// Withdraws messages appended at `offsets` of `epoch` that were never pushed: recovery
     /// never gives them back, and the history stays whole (a client recovering across them
-    /// still recovers). Nothing happens if the room has started another epoch since.
-    pub async fn withdraw(&self, room: &str, epoch: &str, offsets: &[u64]) -> Result<(), HistoryError> {
+    /// still recovers). Nothing happens if the room has started another epoch since. Answers
+    /// how many were kept, sealed by a new writer ([`History::take_over`]): recovery gives
+    /// those back.
+    pub async fn withdraw(&self, room: &str, epoch: &str, offsets: &[u64]) -> Result<u64, HistoryError> {
         match self {
-            History::Off => Ok(()),
+            History::Off => Ok(0),
             History::Memory(m) => {
                 m.withdraw(room, epoch, offsets);
-                Ok(())
+                Ok(0)
             }
             History::Redis(r) => r.withdraw(room, epoch, offsets).await,
         }

@@ -68,32 +68,56 @@ static READ: LazyLock<Script> = LazyLock::new(|| {
 /// How long a failed append's withdrawal is retried while Redis cannot be reached.
 const WITHDRAW_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Withdraws offsets of the epoch ARGV[1] (nothing if the room is in another epoch by now).
+/// Withdraws offsets of the epoch ARGV[1] (nothing if the room is in another epoch by now),
+/// but for those a new writer sealed; answers how many were sealed.
 /// KEYS: meta, withdrawn. ARGV: epoch, ttl ms, then the offsets.
 static WITHDRAW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end \
-         for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end \
+         local sealed = tonumber(redis.call('HGET', KEYS[1], 'sealed') or '0') \
+         local kept = 0 \
+         for i = 3, #ARGV do \
+           if tonumber(ARGV[i]) <= sealed then kept = kept + 1 \
+           else redis.call('SADD', KEYS[2], ARGV[i]) end \
+         end \
          redis.call('PEXPIRE', KEYS[2], ARGV[2]) \
-         return 1",
+         return kept",
     )
 });
 
 /// Withdraws the entries an append marked with token ARGV[1], among the last ARGV[3] kept
-/// (an append whose answer was lost: it may or may not have happened). Answers how many.
-/// KEYS: stream, withdrawn. ARGV: token, ttl ms, entries to look through.
+/// (an append whose answer was lost: it may or may not have happened), but for those a new
+/// writer sealed. Answers how many were withdrawn.
+/// KEYS: stream, withdrawn, meta. ARGV: token, ttl ms, entries to look through.
 static WITHDRAW_APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "local found = 0 \
+        "local sealed = tonumber(redis.call('HGET', KEYS[3], 'sealed') or '0') \
+         local found = 0 \
          for _, x in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[3])) do \
-           if x[2][4] == ARGV[1] then \
-             redis.call('SADD', KEYS[2], string.match(x[1], '^(%d+)')) \
+           local offset = string.match(x[1], '^(%d+)') \
+           if x[2][4] == ARGV[1] and tonumber(offset) > sealed then \
+             redis.call('SADD', KEYS[2], offset) \
              found = found + 1 \
            end \
          end \
          if found > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end \
          return found",
     )
+});
+
+/// Records ARGV[2] as the room's writer and answers the one before it (nil when none was
+/// recorded). When the writer changes, what the room holds so far is sealed: no withdrawal
+/// takes it back (see [`RedisHistory::take_over`]). KEYS: meta, stream, withdrawn. ARGV: epoch
+/// if new, writer.
+static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{ENSURE_META} \
+         local prev = redis.call('HGET', KEYS[1], 'w') \
+         if prev ~= ARGV[2] then \
+           redis.call('HSET', KEYS[1], 'w', ARGV[2], 'sealed', redis.call('HGET', KEYS[1], 'top')) \
+         end \
+         return prev"
+    ))
 });
 
 /// An entry as stored: its offset is the stream id.
@@ -243,6 +267,7 @@ impl RedisHistory {
             let answer: RedisResult<u64> = WITHDRAW_APPEND
                 .key(self.stream_key(room))
                 .key(self.withdrawn_key(room))
+                .key(self.meta_key(room))
                 .arg(token)
                 .arg(self.retention.meta_ttl.as_millis() as u64)
                 .arg(self.retention.size.max(1))
@@ -266,13 +291,27 @@ impl RedisHistory {
         }
     }
 
-    /// Withdraws `offsets` of `epoch` in `room`.
+    /// Records `writer` as the room's writer; answers the one before, if another.
+    pub(crate) async fn take_over(&self, room: &str, writer: u64) -> Result<Option<u64>, HistoryError> {
+        let answer: RedisResult<Option<String>> = TAKE_OVER
+            .key(self.meta_key(room))
+            .key(self.stream_key(room))
+            .key(self.withdrawn_key(room))
+            .arg(new_epoch())
+            .arg(writer.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        let before = self.check(answer)?;
+        Ok(before.and_then(|w| w.parse().ok()).filter(|w| *w != writer))
+    }
+
+    /// Withdraws `offsets` of `epoch` in `room`; answers how many were sealed (kept).
     pub(crate) async fn withdraw(
         &self,
         room: &str,
         epoch: &str,
         offsets: &[u64],
-    ) -> Result<(), HistoryError> {
+    ) -> Result<u64, HistoryError> {
         let mut call = WITHDRAW.key(self.meta_key(room));
         call.key(self.withdrawn_key(room))
             .arg(epoch)
@@ -280,8 +319,8 @@ impl RedisHistory {
         for o in offsets {
             call.arg(*o);
         }
-        let answer: RedisResult<i64> = call.invoke_async(&mut self.conn.clone()).await;
-        self.check(answer).map(drop)
+        let answer: RedisResult<u64> = call.invoke_async(&mut self.conn.clone()).await;
+        self.check(answer)
     }
 
     pub(crate) async fn read(

@@ -248,3 +248,30 @@ async fn a_withdrawn_message_is_never_recovered_and_the_history_stays_whole(make
     assert_eq!(r.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![3]);
     assert!(r.recovered);
 }
+
+#[tokio::test]
+async fn a_room_tells_who_wrote_it_before_another_server_takes_it_over_and_seals_what_it_holds() {
+    let ns = namespace("takeover");
+    let h = History::redis(REDIS, false, &ns, retention(10)).await.unwrap();
+    assert_eq!(h.take_over("r", 1).await.unwrap(), None, "the first writer");
+    let one = append(&h, "r", 1).await;
+    assert_eq!(one.offset, 1, "taking over moves no offset");
+    assert_eq!(h.take_over("r", 1).await.unwrap(), None, "the same writer again");
+    let two = append(&h, "r", 2).await;
+    assert_eq!(h.withdraw("r", &two.epoch, &[2]).await.unwrap(), 0, "withdrawn");
+    let three = append(&h, "r", 3).await;
+    assert_eq!(h.take_over("r", 2).await.unwrap(), Some(1));
+    assert_eq!(h.take_over("r", 2).await.unwrap(), None);
+    let four = append(&h, "r", 4).await;
+    assert_eq!(
+        h.withdraw("r", &three.epoch, &[3, 4]).await.unwrap(),
+        1,
+        "3 was sealed by the new writer, 4 is its own"
+    );
+    let r = h.recover("r", "u", Some(&one)).await.unwrap().unwrap();
+    assert!(r.recovered);
+    assert_eq!(r.position, four);
+    let got: Vec<u64> = r.messages.iter().map(|m| m.offset).collect();
+    assert_eq!(got, vec![3], "2 and 4 withdrawn, 3 kept");
+    assert_eq!(h.take_over("other", 2).await.unwrap(), None, "per room");
+}

@@ -77,6 +77,10 @@ async fn add(
     recover: Option<Recover>,
 ) -> Result<AddOutcome, HandlerError> {
     let joiner = member(joiner);
+    // Before anything is read from the room's history or added to it: a recovery must not give
+    // back what its old writer may still withdraw, and the members dropped for it must not
+    // include the joiner.
+    crate::takeover::before_append(state, rid).await;
     let channel = state
         .channels
         .get_channel(rid, true)
