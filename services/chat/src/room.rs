@@ -23,6 +23,10 @@ pub enum PublishError {
     /// server stalled): withdrawn from the history, not pushed.
     #[error("too late to push: withdrawn")]
     Overtaken,
+    /// The room's recovering members had to be dropped first, and could not be (see
+    /// `crate::takeover`).
+    #[error("the room's recovering members could not be dropped first")]
+    Unsettled,
 }
 
 /// Who a push goes to.
@@ -54,7 +58,9 @@ pub async fn publish(
     body: &[u8],
     to: To<'_>,
 ) -> Result<(), PublishError> {
-    crate::takeover::before_append(state, rid).await;
+    if !crate::takeover::before_append(state, rid).await {
+        return Err(PublishError::Unsettled);
+    }
     let position = state.history.append(rid, route, body, to.audience()).await?;
     before_push(state).await;
     if overtaken(state, rid, position.as_slice()).await {
@@ -87,7 +93,9 @@ pub async fn publish_batch(
             audience: m.to.audience(),
         })
         .collect();
-    crate::takeover::before_append(state, rid).await;
+    if !crate::takeover::before_append(state, rid).await {
+        return messages.iter().map(|_| Err(PublishError::Unsettled)).collect();
+    }
     let positions = match state.history.append_batch(rid, &entries).await {
         Ok(positions) => positions,
         Err(e) => {
@@ -148,7 +156,11 @@ async fn overtaken(state: &ChatState, rid: &str, positions: &[Position]) -> bool
 async fn kept_for_recovery(state: &ChatState, rid: &str, kept: u64) {
     tracing::warn!(%rid, kept, "messages not pushed were sealed by the room's new writer");
     let rooms = [rid.to_owned()];
-    crate::lost_pushes::drop_recovering_members(state, &rooms, "a message of the room was not pushed").await;
+    if !crate::lost_pushes::drop_recovering_members(state, &rooms, "a message of the room was not pushed")
+        .await
+    {
+        state.takeovers.owe(rid);
+    }
 }
 
 /// [`overtaken`], given the history, when the job began, the lapse, and whether its senders'
@@ -346,7 +358,9 @@ pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid:
 /// when a push fails on the way (those before it went).
 pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Position) -> bool {
     before_push(state).await;
-    crate::takeover::before_append(state, rid).await;
+    if !crate::takeover::before_append(state, rid).await {
+        return false;
+    }
     let recovery = match state.history.recover(rid, &to.uid, Some(since)).await {
         Ok(Some(r)) if r.recovered => r,
         Ok(_) => return false,
@@ -399,13 +413,17 @@ async fn push_event(
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
         return None;
     };
-    crate::takeover::before_append(state, rid).await;
-    let position = match state.history.append_kept(rid, route, &body, audience).await {
-        Ok(position) => position,
-        Err(e) => {
-            tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
-            None
+    // Unsettled, it is pushed without an offset (and not kept), as when the write fails.
+    let position = if crate::takeover::before_append(state, rid).await {
+        match state.history.append_kept(rid, route, &body, audience).await {
+            Ok(position) => position,
+            Err(e) => {
+                tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
+                None
+            }
         }
+    } else {
+        None
     };
     before_push(state).await;
     if !still_holds(state, rid, route, uid).await {

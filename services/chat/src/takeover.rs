@@ -6,27 +6,27 @@
 //! next offsets, and a recovering client that gets one of them would recover from past the
 //! missing one. So each server records itself as the room's writer in the history
 //! ([`shaddock_history::History::take_over`]) once per room after each change of the server
-//! list (and after coming back from a pause), on the first push after an append. When the
-//! writer before it is neither in the list nor left saying `Bye` (a server that leaves in good
-//! order finishes its rooms first), it asks the connectors to drop the room's recovering
-//! members before that push: their clients come back and recover what was missed.
-//!
-//! Not covered: a room that gets no push after its writer died keeps its recovering members
-//! until they come back for another reason (they then recover it).
+//! list of chat servers (and after coming back from a pause), before its first history write
+//! or recovery read there. When the writer before it is neither in the list nor left saying
+//! `Bye` (a server that leaves in good order finishes its rooms first), it asks the connectors
+//! to drop the room's recovering members before anything else: their clients come back and
+//! recover what was missed. (Each connector does the same by itself when it sees the server
+//! vanish, which also covers rooms that get nothing more; it may see it later than the new
+//! owner pushes.) The change of writer also seals what the room holds (see
+//! `History::take_over`).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
-use shaddock_bus::ServerList;
+use shaddock_bus::ServerInfo;
 
-use crate::ChatState;
 use crate::lost_pushes::drop_recovering_members;
+use crate::{ChatState, SERVER_TYPE};
 
 /// Rooms remembered as checked at most; past it, all are checked again.
 const ROOMS: usize = 100_000;
 
-/// The rooms whose writer this server has recorded since the server list last changed.
+/// The rooms whose writer this server has recorded since the chat servers last changed.
 #[derive(Debug, Default)]
 pub struct Takeovers {
     checked: Mutex<Checked>,
@@ -37,69 +37,88 @@ pub struct Takeovers {
 
 #[derive(Debug, Default)]
 struct Checked {
-    /// The list the rooms were checked under (compared by pointer: any change checks again).
-    list: Option<Arc<ServerList>>,
+    /// The chat servers the rooms were checked under (id and incarnation): other servers
+    /// coming and going change no room's writer.
+    chats: Vec<(String, u64)>,
     /// The registry's rejoins then.
     rejoins: u64,
     rooms: HashSet<String>,
 }
 
 impl Takeovers {
-    /// True when `rid` was checked under `list` and `rejoins`; otherwise forgets what was
-    /// checked under another.
-    fn is_checked(&self, list: &Arc<ServerList>, rejoins: u64, rid: &str) -> bool {
+    /// True when `rid` was checked under `chats` and `rejoins`; otherwise forgets what was
+    /// checked under others.
+    fn is_checked(&self, chats: &[ServerInfo], rejoins: u64, rid: &str) -> bool {
         let mut c = self.checked.lock();
-        let same = c.list.as_ref().is_some_and(|l| Arc::ptr_eq(l, list)) && c.rejoins == rejoins;
+        let same = c.rejoins == rejoins
+            && c.chats.len() == chats.len()
+            && c.chats
+                .iter()
+                .zip(chats)
+                .all(|((id, inc), s)| *id == s.id && *inc == s.incarnation);
         if !same || c.rooms.len() >= ROOMS {
             c.rooms.clear();
-            c.list = Some(list.clone());
+            c.chats = chats.iter().map(|s| (s.id.clone(), s.incarnation)).collect();
             c.rejoins = rejoins;
         }
         c.rooms.contains(rid)
     }
 
-    fn checked(&self, list: &Arc<ServerList>, rejoins: u64, rid: &str) {
-        let mut c = self.checked.lock();
-        if c.list.as_ref().is_some_and(|l| Arc::ptr_eq(l, list)) && c.rejoins == rejoins {
-            c.rooms.insert(rid.to_owned());
+    fn checked(&self, chats: &[ServerInfo], rejoins: u64, rid: &str) {
+        if self.is_checked(chats, rejoins, rid) {
+            return;
         }
+        self.checked.lock().rooms.insert(rid.to_owned());
+    }
+
+    /// Room `rid`'s recovering members are to be dropped before its next write.
+    pub fn owe(&self, rid: &str) {
+        self.owed.lock().insert(rid.to_owned());
     }
 }
 
 /// Before room `rid`'s next history write (or read, to catch a member up): see the module doc.
-/// A list read and a set lookup once the room is checked.
-pub async fn before_append(state: &ChatState, rid: &str) {
+/// False when the room's recovering members may have to be dropped and could not be: nothing
+/// with an offset may be pushed, nor recovery read, until they are. A few comparisons and two
+/// set lookups once the room is checked.
+pub async fn before_append(state: &ChatState, rid: &str) -> bool {
     if !state.history.is_on() {
-        return;
+        return true;
     }
     let list = state.registry.list();
+    let chats = list.servers(SERVER_TYPE);
     let rejoins = *state.registry.rejoins().borrow();
-    if state.takeovers.is_checked(&list, rejoins, rid) {
-        return;
-    }
     let owed = state.takeovers.owed.lock().remove(rid);
-    let vanished = match state.history.take_over(rid, state.incarnation).await {
-        Ok(Some(before)) if !state.registry.left_in_good_order(before) => {
-            tracing::warn!(%rid, writer = before, "a room taken over from a writer that vanished");
-            true
-        }
-        Ok(_) => false,
-        Err(e) => {
-            tracing::warn!(%rid, error = %e, "cannot record this server as the room's writer");
-            if owed {
-                state.takeovers.owed.lock().insert(rid.to_owned());
+    if !owed && state.takeovers.is_checked(chats, rejoins, rid) {
+        return true;
+    }
+    let vanished = if owed && state.takeovers.is_checked(chats, rejoins, rid) {
+        false
+    } else {
+        match state.history.take_over(rid, state.incarnation).await {
+            Ok(Some(before)) if !state.registry.left_in_good_order(before) => {
+                tracing::warn!(%rid, writer = before, "a room taken over from a writer that vanished");
+                true
             }
-            return;
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(%rid, error = %e, "cannot record this server as the room's writer");
+                if owed {
+                    state.takeovers.owe(rid);
+                }
+                return false;
+            }
         }
     };
     if vanished || owed {
         let rooms = [rid.to_owned()];
         if !drop_recovering_members(state, &rooms, "a message of the room may not have been pushed").await {
-            state.takeovers.owed.lock().insert(rid.to_owned());
-            return;
+            state.takeovers.owe(rid);
+            return false;
         }
     }
-    state.takeovers.checked(&list, rejoins, rid);
+    state.takeovers.checked(chats, rejoins, rid);
+    true
 }
 
 #[cfg(test)]
@@ -107,21 +126,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rooms_are_checked_again_after_a_change_of_the_list_or_a_rejoin() {
+    fn rooms_are_checked_again_after_a_change_of_the_chat_servers_or_a_rejoin() {
+        let chat = |id: &str, incarnation| ServerInfo {
+            id: id.into(),
+            server_type: SERVER_TYPE.into(),
+            host: "h".into(),
+            client_port: None,
+            incarnation,
+            draining: false,
+        };
         let t = Takeovers::default();
-        let list = Arc::new(ServerList::default());
-        assert!(!t.is_checked(&list, 0, "r"));
-        t.checked(&list, 0, "r");
-        assert!(t.is_checked(&list, 0, "r"));
-        assert!(!t.is_checked(&list, 0, "other"));
-        assert!(!t.is_checked(&list, 1, "r"), "rejoined");
-        t.checked(&list, 1, "r");
-        let changed = Arc::new(ServerList::default());
-        assert!(!t.is_checked(&changed, 1, "r"), "another list");
-        t.checked(&list, 1, "r");
-        assert!(
-            !t.is_checked(&changed, 1, "r"),
-            "checked under the old list: not kept"
-        );
+        let one = [chat("chat-1", 1)];
+        assert!(!t.is_checked(&one, 0, "r"));
+        t.checked(&one, 0, "r");
+        assert!(t.is_checked(&one, 0, "r"));
+        assert!(!t.is_checked(&one, 0, "other"));
+        assert!(!t.is_checked(&one, 1, "r"), "rejoined");
+        t.checked(&one, 1, "r");
+        assert!(t.is_checked(&one, 1, "r"));
+        let restarted = [chat("chat-1", 2)];
+        assert!(!t.is_checked(&restarted, 1, "r"), "a new incarnation");
+        t.checked(&restarted, 1, "r");
+        let two = [chat("chat-1", 2), chat("chat-2", 1)];
+        assert!(!t.is_checked(&two, 1, "r"), "another chat server");
     }
 }

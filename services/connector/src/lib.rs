@@ -124,7 +124,8 @@ async fn ask_news_again(asking: &Asking, noticed: tokio::time::Instant) {
 /// past the lapse) may have died between a message's history write and its push, which no
 /// member got: closes, without a KICK, the recovering sessions whose rooms it owned, so that
 /// their clients come back and recover it. (A room that goes on is covered before that too:
-/// its next owner asks for the same drop before its first push, `sessionRemote.dropRecoveringOf`.)
+/// its next owner asks for the same drop before its first history write or recovery read,
+/// `sessionRemote.dropRecoveringOf`, as it may hear of the change before this connector.)
 async fn on_chat_vanished(
     registry: shaddock_bus::Registry,
     sessions: shaddock_server::SessionService,

@@ -160,7 +160,7 @@ impl PushNo {
 }
 
 /// A push envelope encoded from borrowed parts: the same bytes as [`Envelope::Push`], without
-/// cloning the uids of a cached channel group on every push.
+/// cloning the uids of a cached channel group on every push; then its number, if any.
 pub fn encode_push(
     route: &str,
     body: &[u8],
@@ -168,6 +168,21 @@ pub fn encode_push(
     offset: Option<u64>,
     no: Option<PushNo>,
 ) -> Result<Bytes, BusError> {
+    let out = encode_push_unnumbered(route, body, uids, offset)?;
+    Ok(match no {
+        Some(no) => number_push(out, no),
+        None => Bytes::from(out),
+    })
+}
+
+/// [`encode_push`] without a number, with room for one ([`number_push`]): a sender encodes
+/// before it takes the lock that keeps its numbers in order.
+pub fn encode_push_unnumbered(
+    route: &str,
+    body: &[u8],
+    uids: &[String],
+    offset: Option<u64>,
+) -> Result<Vec<u8>, BusError> {
     /// Mirrors [`Envelope`]: same variant names and order, so the encoding is identical.
     #[derive(Serialize)]
     #[allow(dead_code)]
@@ -188,12 +203,17 @@ pub fn encode_push(
         uids,
         offset,
     };
-    let mut out = rmp_serde::to_vec(&env)?;
-    if let Some(no) = no {
-        out.reserve_exact(PUSH_NO_LEN);
-        no.write(&mut out);
-    }
-    Ok(Bytes::from(out))
+    let uids_len: usize = uids.iter().map(|u| u.len() + 2).sum();
+    let mut out = Vec::with_capacity(body.len() + route.len() + uids_len + 32 + PUSH_NO_LEN);
+    rmp_serde::encode::write(&mut out, &env)?;
+    Ok(out)
+}
+
+/// A push encoded by [`encode_push_unnumbered`], with its number after it.
+pub fn number_push(mut push: Vec<u8>, no: PushNo) -> Bytes {
+    push.reserve_exact(PUSH_NO_LEN);
+    no.write(&mut push);
+    Bytes::from(push)
 }
 
 /// A push read without copying: the route, body and uids borrow from the received bytes, so a

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shaddock_bus::envelope::{decode_value, encode_push};
+use shaddock_bus::envelope::{decode_value, encode_push_unnumbered, number_push};
 use shaddock_bus::{Bus, BusError, Envelope, PendingReply, PushNo, Registry, Reply, subject};
 
 use crate::ChannelError;
@@ -137,9 +137,9 @@ struct Inner {
     numbering: Numbering,
 }
 
-/// The last number given to a push for each frontend. The lock is held while the pushes
-/// leave (the bus queues them in the order they are handed over), so numbers reach each
-/// frontend in order; a frontend that then sees one missing knows a push was lost.
+/// The last number given to a push for each frontend. The lock is held while the pushes are
+/// handed to the bus (which sends, or with batching queues, them in that order), so numbers
+/// reach each frontend in order; a frontend that then sees one missing knows a push was lost.
 #[derive(Debug)]
 struct Numbering {
     from: u64,
@@ -304,20 +304,19 @@ impl ChannelService {
         let mut confirms = Vec::new();
         let mut unheard = Vec::new();
         let mut failed = None;
-        // One envelope per sid group, split only when a group would outgrow NATS' max_payload.
-        let mut chunks: Vec<(&String, &[String])> = Vec::with_capacity(groups.len());
-        // Held places (`HELD_SID`) have no session anywhere: nothing to send them.
+        // One envelope per sid group, split only when a group would outgrow NATS' max_payload;
+        // one buffer each, encoded before the numbering's lock (the uids are borrowed from the
+        // cached grouping). Held places (`HELD_SID`) have no session anywhere: nothing to send.
+        let mut payloads = Vec::with_capacity(groups.len());
         for (sid, uids) in groups.iter().filter(|(sid, _)| sid.as_str() != HELD_SID) {
             for chunk in uids.chunks(PUSH_UIDS) {
-                chunks.push((sid, chunk));
+                payloads.push((sid, chunk, encode_push_unnumbered(route, body, chunk, offset)?));
             }
         }
         let numbering = &self.inner.numbering;
         let mut last = numbering.last.lock().await;
-        for (sid, uids) in chunks {
-            // One buffer per envelope; the uids are borrowed from the cached grouping.
-            let no = next_no(numbering.from, &mut last, sid);
-            let payload = encode_push(route, body, uids, offset, Some(no))?;
+        for (sid, uids, payload) in payloads {
+            let payload = number_push(payload, next_no(numbering.from, &mut last, sid));
             let subject = subject::server(&self.inner.namespace, sid);
             report.groups += 1;
             match delivery {

@@ -108,7 +108,7 @@ static WITHDRAW_APPEND: LazyLock<Script> = LazyLock::new(|| {
 /// Records ARGV[2] as the room's writer and answers the one before it (nil when none was
 /// recorded). When the writer changes, what the room holds so far is sealed: no withdrawal
 /// takes it back (see [`RedisHistory::take_over`]). KEYS: meta, stream, withdrawn. ARGV: epoch
-/// if new, writer.
+/// if new, writer, meta ttl ms.
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{ENSURE_META} \
@@ -116,6 +116,7 @@ static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
          if prev ~= ARGV[2] then \
            redis.call('HSET', KEYS[1], 'w', ARGV[2], 'sealed', redis.call('HGET', KEYS[1], 'top')) \
          end \
+         redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
          return prev"
     ))
 });
@@ -299,6 +300,7 @@ impl RedisHistory {
             .key(self.withdrawn_key(room))
             .arg(new_epoch())
             .arg(writer.to_string())
+            .arg(self.retention.meta_ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await;
         let before = self.check(answer)?;

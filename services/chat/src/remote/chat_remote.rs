@@ -80,7 +80,9 @@ async fn add(
     // Before anything is read from the room's history or added to it: a recovery must not give
     // back what its old writer may still withdraw, and the members dropped for it must not
     // include the joiner.
-    crate::takeover::before_append(state, rid).await;
+    if !crate::takeover::before_append(state, rid).await {
+        return Err(err("the room's recovering members could not be dropped first"));
+    }
     let channel = state
         .channels
         .get_channel(rid, true)

@@ -115,7 +115,7 @@ impl Numbers {
             self.last.clear();
         }
         let last = self.last.entry(no.from).or_insert(no.n.saturating_sub(1));
-        let gap = no.n > *last + 1;
+        let gap = no.n > last.saturating_add(1);
         *last = (*last).max(no.n);
         gap
     }
