@@ -35,6 +35,8 @@ pub struct Handoff {
     registry: Registry,
     rpc: RpcClient,
     seen: Mutex<Seen>,
+    /// Rooms whose old owner did not answer their barrier (see [`Handoff::did_not_hand_over`]).
+    unsettled: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ impl Handoff {
             me: me.to_owned(),
             registry,
             rpc,
+            unsettled: Mutex::default(),
             seen: Mutex::new(Seen {
                 last,
                 changes: vec![Change {
@@ -197,10 +200,26 @@ impl Handoff {
         match self.rpc.barrier(owner, rid).await {
             Ok(_) => tracing::debug!(%rid, %owner, waited = ?started.elapsed(), "room handed over"),
             // Gone (nobody listens) or stuck: the wait is bounded, the room goes on.
-            Err(e) => tracing::debug!(%rid, %owner, error = %e, "old owner did not hand over"),
+            Err(e) => {
+                tracing::debug!(%rid, %owner, error = %e, "old owner did not hand over");
+                let mut unsettled = self.unsettled.lock();
+                if unsettled.len() >= UNSETTLED_MAX {
+                    unsettled.clear();
+                }
+                unsettled.insert(rid.to_owned());
+            }
         }
     }
+
+    /// True (once) when room `rid`'s old owner did not answer its barrier: stuck, it may
+    /// still hold a batch it wrote and did not push, as if it had died (`crate::takeover`).
+    pub fn did_not_hand_over(&self, rid: &str) -> bool {
+        self.unsettled.lock().remove(rid)
+    }
 }
+
+/// Rooms remembered as not handed over at most (each is forgotten at its next write).
+const UNSETTLED_MAX: usize = 100_000;
 
 #[cfg(test)]
 mod tests {

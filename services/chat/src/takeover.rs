@@ -10,10 +10,12 @@
 //! or recovery read there. When the writer before it is neither in the list nor left saying
 //! `Bye` (a server that leaves in good order finishes its rooms first), it asks the connectors
 //! to drop the room's recovering members before anything else: their clients come back and
-//! recover what was missed. (Each connector does the same by itself when it sees the server
-//! vanish, which also covers rooms that get nothing more; it may see it later than the new
-//! owner pushes.) The change of writer also seals what the room holds (see
-//! `History::take_over`).
+//! recover what was missed. So it does when the writer is listed but did not answer the
+//! room's handoff barrier (`crate::handoff`): stuck, it may hold such a batch, and once back
+//! it can no longer withdraw it (the change of writer seals what the room holds, see
+//! `History::take_over`). Each connector drops the same sessions by itself when it sees a
+//! server vanish, which also covers rooms that get nothing more; it may see it later than the
+//! new owner pushes.
 
 use std::collections::HashSet;
 
@@ -95,15 +97,20 @@ pub async fn before_append(state: &ChatState, rid: &str) -> bool {
     let vanished = if owed && state.takeovers.is_checked(chats, rejoins, rid) {
         false
     } else {
+        let stuck = state.handoff.did_not_hand_over(rid);
         match state.history.take_over(rid, state.incarnation).await {
             Ok(Some(before)) if !state.registry.left_in_good_order(before) => {
                 tracing::warn!(%rid, writer = before, "a room taken over from a writer that vanished");
                 true
             }
+            Ok(Some(before)) if stuck => {
+                tracing::warn!(%rid, writer = before, "a room taken over from a writer that did not hand it over");
+                true
+            }
             Ok(_) => false,
             Err(e) => {
                 tracing::warn!(%rid, error = %e, "cannot record this server as the room's writer");
-                if owed {
+                if owed || stuck {
                     state.takeovers.owe(rid);
                 }
                 return false;
