@@ -297,6 +297,7 @@ mod tests {
         let wait = one.hold(&mine).expect("a fresh server asks the old owner");
         wait.await;
         assert_eq!(*asked_of_2.lock(), vec![mine.clone()]);
+        assert!(!one.did_not_hand_over(&mine), "it answered");
         assert!(one.hold(&mine).is_none(), "once per change");
         // Every room of a fresh server is asked for once (its list before it is unknown).
         one.hold(&theirs).expect("asked once").await;
@@ -318,5 +319,30 @@ mod tests {
         assert!(one.hold(&mine).is_none(), "a room that stayed never waits");
         drop(reg2);
         token1.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_room_whose_old_owner_does_not_answer_its_barrier_is_known_as_not_handed_over_once() {
+        let bus = Bus::local();
+        let tracker = TaskTracker::new();
+        let (token1, token2) = (CancellationToken::new(), CancellationToken::new());
+        let reg1 = registry(&bus, "chat-1", &token1, &tracker).await;
+        let _reg2 = registry(&bus, "chat-2", &token2, &tracker).await;
+        assert!(reg1.wait_for(SERVER_TYPE, 2, Duration::from_secs(5)).await);
+        // Nobody answers on chat-2's subject.
+        let rpc = RpcClient::new(
+            bus.clone(),
+            reg1.clone(),
+            "t",
+            Duration::from_millis(200),
+            Default::default(),
+        );
+        let one = Arc::new(Handoff::new("chat-1", rpc));
+        let mine = room_of(&reg1.list(), "chat-1");
+        one.hold(&mine).expect("a fresh server asks the old owner").await;
+        assert!(one.did_not_hand_over(&mine));
+        assert!(!one.did_not_hand_over(&mine), "told once");
+        token1.cancel();
+        token2.cancel();
     }
 }
