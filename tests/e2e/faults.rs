@@ -12,8 +12,8 @@ use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually, eventually_tru
 use shaddock_history::{Audience, History, Retention};
 
 use crate::support::{
-    SEND, connect, dropped_before, enter, enter_recovering, receives_push, recovered_lines, room_owned,
-    stored_members, users,
+    SEND, connect, dropped_before, enter, enter_recovering, enter_recovering_at, receives_push,
+    recovered_lines, room_owned, stored_members, users,
 };
 
 /// Sends `text` to the room until the cluster answers `{}` (it may be recovering).
@@ -529,10 +529,7 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
     let mut alice = connect(&conn.url()).await;
     let carol = connect(&conn.url()).await;
     enter(&carol, "carol", "room").await;
-    let answer = enter_recovering(&alice, "alice", "room", None).await;
-    let (Some(epoch), Some(offset)) = (answer["epoch"].as_str(), answer["offset"].as_u64()) else {
-        panic!("no position in {answer}");
-    };
+    let (epoch, offset) = enter_recovering_at(&alice, "alice", "room").await;
 
     proxy.swallow_sent();
     let said = json!({"rid": "room", "content": "lost", "from": "carol", "target": "*"});
@@ -546,7 +543,7 @@ async fn a_chat_message_lost_with_its_chat_servers_nats_connection_is_recovered_
     assert!(!carol.is_closed(), "a stock client stays");
 
     let alice = connect(&conn.url()).await;
-    let back = enter_recovering(&alice, "alice", "room", Some((epoch, offset))).await;
+    let back = enter_recovering(&alice, "alice", "room", Some((&epoch, offset))).await;
     let lines = recovered_lines(&back);
     assert_eq!(lines.first().map(String::as_str), Some("lost"), "{back}");
     assert!(
@@ -625,10 +622,7 @@ async fn a_message_its_chat_server_died_before_pushing_is_recovered_by_the_rooms
     let mut alice = connect(&conn.url()).await;
     let carol = connect(&conn.url()).await;
     enter(&carol, "carol", "room").await;
-    let answer = enter_recovering(&alice, "alice", "room", None).await;
-    let (Some(epoch), Some(offset)) = (answer["epoch"].as_str(), answer["offset"].as_u64()) else {
-        panic!("no position in {answer}");
-    };
+    let (epoch, offset) = enter_recovering_at(&alice, "alice", "room").await;
     send_until_ok(&carol, "room", "before", Duration::from_secs(5)).await;
     assert!(receives(&mut alice, "before").await);
     chat.kill().await;
@@ -640,7 +634,7 @@ async fn a_message_its_chat_server_died_before_pushing_is_recovered_by_the_rooms
     assert!(!carol.is_closed(), "a stock client stays");
 
     let alice = connect(&conn.url()).await;
-    let back = enter_recovering(&alice, "alice", "room", Some((epoch, offset))).await;
+    let back = enter_recovering(&alice, "alice", "room", Some((&epoch, offset))).await;
     let lines = recovered_lines(&back);
     assert_eq!(lines[..2], ["before", "never pushed"], "{back}");
     assert!(
@@ -683,10 +677,7 @@ async fn a_room_that_goes_quiet_after_its_chat_server_died_drops_its_recovering_
     let mut alice = connect(&conn.url()).await;
     let bob = connect(&conn.url()).await;
     let carol = connect(&conn.url()).await;
-    let answer = enter_recovering(&alice, "alice", &room, None).await;
-    let (Some(epoch), Some(offset)) = (answer["epoch"].as_str(), answer["offset"].as_u64()) else {
-        panic!("no position in {answer}");
-    };
+    let (epoch, offset) = enter_recovering_at(&alice, "alice", &room).await;
     enter_recovering(&bob, "bob", &other, None).await;
     enter(&carol, "carol", &room).await;
     chat1.kill().await;
@@ -697,6 +688,6 @@ async fn a_room_that_goes_quiet_after_its_chat_server_died_drops_its_recovering_
     assert!(!bob.is_closed(), "a room of a live chat server keeps its members");
 
     let alice = connect(&conn.url()).await;
-    let back = enter_recovering(&alice, "alice", &room, Some((epoch, offset))).await;
+    let back = enter_recovering(&alice, "alice", &room, Some((&epoch, offset))).await;
     assert_eq!(recovered_lines(&back), ["never pushed"], "{back}");
 }

@@ -53,6 +53,15 @@ pub async fn enter_recovering(
     .await
 }
 
+/// [`enter_recovering`] afresh; returns the room's position (epoch, offset) to recover from.
+pub async fn enter_recovering_at(client: &Client, username: &str, rid: &str) -> (String, u64) {
+    let answer = enter_recovering(client, username, rid, None).await;
+    let (Some(epoch), Some(offset)) = (answer["epoch"].as_str(), answer["offset"].as_u64()) else {
+        panic!("no position in {answer}");
+    };
+    (epoch.to_owned(), offset)
+}
+
 /// Waits (at most `within`) for a push `wanted` accepts, skipping the others.
 pub async fn receives_push(
     client: &mut Client,

@@ -91,10 +91,11 @@ pub async fn before_append(state: &ChatState, rid: &str) -> bool {
     let chats = list.servers(SERVER_TYPE);
     let rejoins = *state.registry.rejoins().borrow();
     let owed = state.takeovers.owed.lock().remove(rid);
-    if !owed && state.takeovers.is_checked(chats, rejoins, rid) {
+    let checked = state.takeovers.is_checked(chats, rejoins, rid);
+    if checked && !owed {
         return true;
     }
-    let vanished = if owed && state.takeovers.is_checked(chats, rejoins, rid) {
+    let vanished = if checked {
         false
     } else {
         let stuck = state.handoff.did_not_hand_over(rid);

@@ -157,13 +157,7 @@ async fn on_chat_vanished(
                         .any(|v| v.id == o.id && v.incarnation == o.incarnation)
                 })
             };
-            let mut dropped = 0;
-            for s in sessions.bound() {
-                if s.recovers() && !s.is_closed() && owned_by_vanished(&s) {
-                    s.close();
-                    dropped += 1;
-                }
-            }
+            let dropped = sessions.drop_recovering_where(owned_by_vanished);
             let ids: Vec<&str> = vanished.iter().map(|s| s.id.as_str()).collect();
             tracing::warn!(
                 chat = ?ids,

@@ -252,9 +252,17 @@ impl SessionService {
     /// Closes, without a KICK, every session that entered with `recover` (see
     /// [`SessionService::drop_recovering`]). Returns how many.
     pub fn drop_all_recovering(&self) -> usize {
+        self.drop_recovering_where(|_| true)
+    }
+
+    /// [`SessionService::drop_all_recovering`], for the sessions `which` picks.
+    pub fn drop_recovering_where(&self, which: impl Fn(&Session) -> bool) -> usize {
         let sessions: Vec<Session> = self.inner.sessions.read().values().cloned().collect();
         let mut n = 0;
-        for s in sessions.iter().filter(|s| s.recovers() && !s.is_closed()) {
+        for s in sessions
+            .iter()
+            .filter(|s| s.recovers() && !s.is_closed() && which(s))
+        {
             s.close();
             n += 1;
         }
