@@ -83,18 +83,28 @@ impl TestConfig {
     /// The same cluster (namespace, Redis, settings) for a server that reaches NATS at
     /// `nats_url` instead (through a [`proxy::TcpProxy`], say).
     pub fn beside(&self, nats_url: &str) -> Self {
+        self.with_line("nats_url = ", &format!("nats_url = \"{nats_url}\""), "beside")
+    }
+
+    /// The same cluster with one setting changed for the servers started on it: the line
+    /// that starts with `key = ` becomes `key = value` (`sync_ms`, `500` → `60000`, say).
+    pub fn with_setting(&self, key: &str, value: &str) -> Self {
+        self.with_line(&format!("{key} = "), &format!("{key} = {value}"), key)
+    }
+
+    fn with_line(&self, starts: &str, line: &str, tag: &str) -> Self {
         let text = std::fs::read_to_string(&self.path).expect("read config");
         let text: Vec<String> = text
             .lines()
             .map(|l| {
-                if l.starts_with("nats_url = ") {
-                    format!("nats_url = \"{nats_url}\"")
+                if l.starts_with(starts) {
+                    line.to_owned()
                 } else {
                     l.to_owned()
                 }
             })
             .collect();
-        let dir = std::env::temp_dir().join(format!("{}-beside-{}", self.namespace, std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{}-{tag}-{}", self.namespace, std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("cluster.toml");
         std::fs::write(&path, text.join("\n")).expect("write config");
@@ -118,7 +128,15 @@ pub struct Server {
 
 impl Server {
     /// Starts `shaddock-<kind>` with `--id id` on `config` and waits for its ready line.
+    /// With `E2E_SERVER_LOGS=<dir>` set, its log goes to `<dir>/<namespace>-<id>.log`
+    /// (for reading what the servers decided when a test failed).
     pub async fn start(kind: &str, id: &str, config: &TestConfig) -> Self {
+        if let Some(dir) = std::env::var_os("E2E_SERVER_LOGS") {
+            let dir = Path::new(&dir);
+            let _ = std::fs::create_dir_all(dir);
+            let log = dir.join(format!("{}-{id}.log", config.namespace));
+            return Self::start_logged(kind, id, config, &log).await;
+        }
         let path = config.path.display().to_string();
         Self::start_bin(&format!("shaddock-{kind}"), id, &["--config", &path, "--id", id]).await
     }

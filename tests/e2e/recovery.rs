@@ -36,6 +36,17 @@ async fn chats(client: &mut Client, within: Duration) -> Vec<(String, Option<u64
         .collect()
 }
 
+/// Stops connector `paused` until `watcher` hears `who`, one of its members, leave: the chat
+/// server took it for dead and purged its members, whose sockets stay open.
+async fn pause_until_purged(paused: &Server, watcher: &mut Client, who: &str) {
+    paused.signal("STOP");
+    let purged = crate::support::receives_push(watcher, Duration::from_secs(10), |p| {
+        p.route == "onLeave" && p.body["user"] == json!(who)
+    })
+    .await;
+    assert!(purged, "{who}'s connector was never purged");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_drops_its_socket_gets_exactly_what_it_missed_then_live_messages() {
     let config = TestConfig::new("recover", "");
@@ -296,12 +307,7 @@ async fn a_member_whose_connector_was_paused_past_the_lapse_gets_what_was_said_m
 
     // Alice's connector stops past the lapse and its grace: the chat server takes it for dead
     // and purges its members, while alice's socket stays open.
-    paused.signal("STOP");
-    let purged = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
-        p.route == "onLeave" && p.body["user"] == json!("alice")
-    })
-    .await;
-    assert!(purged, "bob never heard alice's connector purged");
+    pause_until_purged(&paused, &mut bob, "alice").await;
     for text in ["meanwhile-1", "meanwhile-2"] {
         assert_eq!(say(&bob, text).await, json!({}), "{text} was refused");
     }
@@ -326,6 +332,68 @@ async fn a_member_whose_connector_was_paused_past_the_lapse_gets_what_was_said_m
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{got:?}");
 }
 
+/// A store loss asks every connector for a silent round (nobody is told who is put back: the
+/// others never heard them leave). A connector paused past the lapse hears that ask first on
+/// its return, before the announcing round its purge asks for; its member, purged meanwhile
+/// and announced gone, is still announced back and caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_purged_then_put_back_by_a_store_losss_silent_round_still_gets_what_was_said_meanwhile() {
+    let config = TestConfig::new("recover-silent", "");
+    // No round of the connectors' own while the test runs: only the asked ones, in the order
+    // they were asked.
+    let slow_rounds = config.with_setting("sync_ms", "600000");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let paused = Server::start("connector", "connector-server-1", &slow_rounds).await;
+    let other = Server::start("connector", "connector-server-2", &slow_rounds).await;
+    let mut alice = connect(&paused.url()).await;
+    let mut bob = connect(&other.url()).await;
+    enter_recovering(&alice, "alice", "x", None).await;
+    enter_recovering(&bob, "bob", "x", None).await;
+    let _ = alice.pushes_within(Duration::from_millis(300)).await;
+
+    pause_until_purged(&paused, &mut bob, "alice").await;
+    for text in ["meanwhile-1", "meanwhile-2"] {
+        assert_eq!(say(&bob, text).await, json!({}), "{text} was refused");
+    }
+    // The store's epoch mark goes missing: the chat server claims it again and asks every
+    // connector for a silent round, which waits in the paused one's socket.
+    let redis = redis::Client::open("redis://127.0.0.1:6379").expect("redis url");
+    let mut conn = redis.get_multiplexed_async_connection().await.expect("redis");
+    let epoch = format!("{}:epoch", config.namespace);
+    let _: () = redis::cmd("DEL")
+        .arg(&epoch)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    shaddock_e2e::eventually_true("the epoch mark claimed again", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        let epoch = epoch.clone();
+        async move {
+            let n: u64 = redis::cmd("EXISTS")
+                .arg(&epoch)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(0);
+            n == 1
+        }
+    })
+    .await;
+    // The ask is published right after the claim.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    paused.signal("CONT");
+    let back = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
+        p.route == "onAdd" && p.body["user"] == json!("alice")
+    })
+    .await;
+    assert!(back, "bob was not told alice is back");
+    assert_eq!(say(&bob, "after").await, json!({}));
+    let got = chats(&mut alice, Duration::from_secs(2)).await;
+    let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(texts, ["meanwhile-1", "meanwhile-2", "after"], "{got:?}");
+    assert!(!alice.is_closed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovering_member_put_back_that_cannot_be_caught_up_is_dropped_to_recover_and_a_plain_one_is_told()
 {
@@ -344,12 +412,7 @@ async fn a_recovering_member_put_back_that_cannot_be_caught_up_is_dropped_to_rec
     let _ = carol.pushes_within(Duration::from_millis(300)).await;
     let _ = bob.pushes_within(Duration::from_millis(300)).await;
 
-    paused.signal("STOP");
-    let purged = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
-        p.route == "onLeave" && p.body["user"] == json!("carol")
-    })
-    .await;
-    assert!(purged, "bob never heard the paused connector's members purged");
+    pause_until_purged(&paused, &mut bob, "carol").await;
     for n in 0..4 {
         assert_eq!(say(&bob, &format!("meanwhile-{n}")).await, json!({}));
     }

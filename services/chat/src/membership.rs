@@ -43,7 +43,8 @@
 //!    later ([`watch`]), and on round ticks for connectors the store still names but the
 //!    registry has not known for the grace ([`sweep`]): rooms that move later (a chat server
 //!    died too) are cleaned by their new owner. A purged connector that comes back is asked
-//!    for a round at once: its members are put back with `onAdd`, and each is given, from the
+//!    for a round at once: its members are put back with `onAdd` (by any round, a store
+//!    loss's silent one too: the others were told they left), and each is given, from the
 //!    history and in order, what the room said while it was purged (its session lived on, so
 //!    its client, recovering or not, never learned it should ask). One the history cannot
 //!    catch up (trimmed, another epoch) is dropped if its session is a recovering one
@@ -305,7 +306,8 @@ async fn reconcile_room(
     let live_entry: HashMap<&str, u64> = live.iter().map(|m| (m.uid.as_str(), m.entry)).collect();
     let mut report = SyncReport::default();
     let mut kept = 0usize;
-    let mut put_back: Vec<Member> = Vec::new();
+    // Members put back, each with whether the others were told (`onAdd`).
+    let mut put_back: Vec<(Member, bool)> = Vec::new();
     let mut left: Vec<&str> = Vec::new();
     let now = now_ms();
     for m in &stored {
@@ -358,8 +360,14 @@ async fn reconcile_room(
         }
         if channel.add(&member).await? == Added::New {
             report.added += 1;
-            put_back.push(member.clone());
-            if view.announce {
+            // Its session lived on through a purge that the others were told of: it is
+            // announced back and caught up even by a silent round (a store loss's, asked for
+            // before its connector paused and heard on its return, may come first).
+            let lived_on = (member.uid.clone(), member.incarnation, member.session);
+            let purged = missed.as_ref().filter(|m| m.removed.contains(&lived_on));
+            let announced = view.announce || purged.is_some();
+            put_back.push((member.clone(), announced));
+            if announced {
                 let others: Vec<Member> = channel
                     .members()
                     .await?
@@ -368,13 +376,9 @@ async fn reconcile_room(
                     .collect();
                 announce_add(&state, &others, &member.uid, &rid).await;
             }
-            // Its session lived on through the purge: it gets what was said meanwhile, before
-            // anything said after (so a recovering client misses nothing it cannot see missed).
-            let lived_on = (member.uid.clone(), member.incarnation, member.session);
-            let Some(m) = missed
-                .as_ref()
-                .filter(|m| view.announce && m.removed.contains(&lived_on))
-            else {
+            // It gets what was said meanwhile, before anything said after (so a recovering
+            // client misses nothing it cannot see missed).
+            let Some(m) = purged else {
                 continue;
             };
             match &m.position {
@@ -410,10 +414,12 @@ async fn reconcile_room(
     } else if !view.purging {
         let missed = forget(&state.rounds, &key);
         // The others whose sessions lived on: told what changed meanwhile.
-        if let Some(seen) = missed.filter(|_| view.announce).map(|m| m.seen) {
+        if let Some(seen) = missed.map(|m| m.seen) {
             let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
             let behind = put_back
                 .iter()
+                .filter(|(_, announced)| *announced)
+                .map(|(p, _)| p)
                 .filter(|p| !caught_up.contains(&p.uid) && !dropped.contains(&p.uid));
             for member in behind {
                 for uid in now.difference(&seen).filter(|u| **u != member.uid) {
@@ -432,12 +438,19 @@ async fn reconcile_room(
             purging = view.purging,
             announce = view.announce,
             removed = report.removed,
-            put_back = ?put_back.iter().map(|m| m.uid.as_str()).collect::<Vec<_>>(),
+            put_back = ?put_back.iter().map(|(m, _)| m.uid.as_str()).collect::<Vec<_>>(),
             "round"
         );
     }
-    if !put_back.is_empty() {
-        crate::store_loss::after_put_back(&state, &channel, &put_back, view.announce).await?;
+    for announced in [true, false] {
+        let these: Vec<Member> = put_back
+            .iter()
+            .filter(|(_, a)| *a == announced)
+            .map(|(m, _)| m.clone())
+            .collect();
+        if !these.is_empty() {
+            crate::store_loss::after_put_back(&state, &channel, &these, announced).await?;
+        }
     }
     if live.is_empty() && kept == 0 {
         // Nothing of this connector is left here (a leave forgets it too; this covers a
