@@ -611,6 +611,54 @@ async fn a_push_missing_from_its_senders_numbering_drops_the_recovering_members_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_sent_to_a_users_earlier_session_never_reaches_its_next_one_after_its_enter_answer() {
+    // A connector reads its RPC replies and its pushes in different tasks: a push that reached
+    // it before an add's reply can be delivered after it, when its push loop lags (here the
+    // test backs it up with pushes for nobody; after a NATS loss, news told again does). What
+    // was said to alice's first session must not reach her second after its enter answer.
+    let config = TestConfig::new("earlier-session", "");
+    let _chat = Server::start("chat", "chat-server-1", &config).await;
+    let conn = Server::start("connector", "connector-server-1", &config).await;
+    let other = Server::start("connector", "connector-server-2", &config).await;
+    let first = connect(&conn.url()).await;
+    let mut bob = connect(&other.url()).await;
+    enter(&first, "alice", "room").await;
+    enter(&bob, "bob", "room").await;
+    let _ = bob.pushes_within(Duration::from_millis(200)).await;
+
+    let sender = Bus::connect_nats("127.0.0.1:4222", "test-sender").await.unwrap();
+    let to = subject::server(&config.namespace, "connector-server-1");
+    let nobody: Vec<String> = (0..1000).map(|i| format!("nobody-{i}*room")).collect();
+    let junk = encode_push("onChat", b"{}", &nobody, None, None).unwrap();
+    for _ in 0..1500 {
+        sender.publish(to.clone(), junk.clone()).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+    // Pushed to alice's first session, behind the backlog.
+    send_until_ok(&bob, "room", "before", Duration::from_secs(5)).await;
+    first.close();
+    let left = receives_push(&mut bob, Duration::from_secs(5), |p| {
+        p.route == "onLeave" && p.body["user"] == json!("alice")
+    })
+    .await;
+    assert!(left, "bob never heard alice's first session leave");
+
+    let mut second = connect(&conn.url()).await;
+    let answer = enter(&second, "alice", "room").await;
+    assert!(answer.get("users").is_some(), "{answer}");
+    let late: Vec<Value> = second
+        .pushes_within(Duration::from_secs(3))
+        .await
+        .into_iter()
+        .filter(|p| p.route == "onChat" && p.body["msg"] == json!("before"))
+        .map(|p| p.body)
+        .collect();
+    assert!(late.is_empty(), "alice's second session got {late:?}");
+    send_until_ok(&bob, "room", "after", Duration::from_secs(5)).await;
+    assert!(receives(&mut second, "after").await, "and then nothing more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_its_chat_server_died_before_pushing_is_recovered_by_the_rooms_recovering_members() {
     // The server died between a message's history append and its push: the history holds
     // it, nobody got it. Here the test writes it as that server would (recording a writer

@@ -126,7 +126,7 @@ pub fn is_late(expires_at_ms: Option<u64>) -> bool {
 /// It travels after the push's envelope, as [`PUSH_NO_LEN`] bytes of its own (a MessagePack
 /// array of two 64-bit integers): a frontend of the previous version reads the envelope and
 /// ignores what follows it, so the two versions still talk during a rolling upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushNo {
     pub from: u64,
     pub n: u64,

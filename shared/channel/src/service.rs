@@ -292,6 +292,16 @@ impl ChannelService {
         Ok(())
     }
 
+    /// The last push this service numbered for frontend `sid`, if any (see [`PushNo`]).
+    pub async fn last_push_to(&self, sid: &str) -> Option<PushNo> {
+        let numbering = &self.inner.numbering;
+        let n = *numbering.last.lock().await.get(sid)?;
+        Some(PushNo {
+            from: numbering.from,
+            n,
+        })
+    }
+
     async fn send_by_group(
         &self,
         route: &str,

@@ -101,6 +101,11 @@ pub enum AddOutcome {
         /// still on its way), not to this session.
         #[serde(default)]
         floor: Option<u64>,
+        /// The last push the room's chat server had numbered for the joiner's connector when
+        /// the add was done: a push to the joiner's uid numbered at or below it was sent
+        /// before it was in (news told again carries no offset, so `floor` misses it).
+        #[serde(default)]
+        pushed: Option<shaddock_bus::PushNo>,
     },
     /// The uid is in the room through another connector.
     Taken,

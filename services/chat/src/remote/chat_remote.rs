@@ -115,6 +115,9 @@ async fn add(
         let others: Vec<Member> = members.iter().filter(|m| m.uid != joiner.uid).cloned().collect();
         floor = announce_add(state, &others, &joiner.uid, rid).await;
     }
+    // Read last, in the room's order: every push of this room numbered so far was made
+    // before the joiner was in.
+    let pushed = state.channels.last_push_to(&joiner.sid).await;
     Ok(AddOutcome::Entered {
         users: members
             .iter()
@@ -122,6 +125,7 @@ async fn add(
             .collect(),
         recovery,
         floor,
+        pushed,
     })
 }
 

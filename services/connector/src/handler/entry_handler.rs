@@ -9,6 +9,7 @@
 //! then carry their `offset` and reach it after the answer (docs/recovery.md).
 
 use serde_json::{Value, json};
+use shaddock_bus::PushNo;
 use shaddock_remote::RpcClient;
 use shaddock_remote::chat_remote::{Add, AddOutcome, Kick, Recover, Recovery, RoomMember, RoomPosition};
 use shaddock_server::frontend::FrontendBuilder;
@@ -152,6 +153,7 @@ impl Enter {
                 users,
                 recovery,
                 floor,
+                pushed,
             }) => {
                 // The socket may have closed while `add` was in flight: its leave could then
                 // have reached the chat server first and found nothing. Leave again (it is
@@ -166,6 +168,9 @@ impl Enter {
                 let through = recovered.map(|r| r.position.offset).max(floor);
                 if let Some(through) = through {
                     session.skip_held_through(through);
+                }
+                if let Some(pushed) = pushed {
+                    self.fence_pushes_before(&session, pushed, &rid).await;
                 }
                 Ok(entered(users, recover.as_ref(), recovery))
             }
@@ -188,6 +193,26 @@ impl Enter {
                 Err(HandlerError::new(format!("chatRemote.add failed: {e}")))
             }
         }
+    }
+}
+
+impl Enter {
+    /// Holds the answer until every push the room's chat server sent here before the add
+    /// (`pushed` and lower) has been delivered, and has those held for this session dropped:
+    /// they were for an earlier session of its uid. A push can arrive before the add's reply
+    /// and still be handled after it (the reply and the pushes are read by different tasks,
+    /// and news told again after a NATS loss may wait in a backed-up push loop); delivered
+    /// after the answer, an `onAdd` of someone who left since would make a ghost.
+    async fn fence_pushes_before(&self, session: &Session, pushed: PushNo, rid: &str) {
+        if !self.sessions.push_numbers().through(pushed) {
+            // A barrier on this connector's own subject is answered by its push loop once
+            // everything that reached it before has been handled.
+            let me = session.frontend_id().to_owned();
+            if let Err(e) = self.leaves.rpc.barrier(&me, rid).await {
+                tracing::debug!(error = %e, "cannot wait for the pushes sent before an enter");
+            }
+        }
+        session.skip_held_sent_through(pushed);
     }
 }
 

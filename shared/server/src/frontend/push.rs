@@ -4,11 +4,10 @@
 //! The receive loop never awaits a socket: queues are `try_send`, a full one closes its
 //! client.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use shaddock_bus::envelope::decode_push;
-use shaddock_bus::{Bus, Envelope, Incoming, PushNo, Reply, Subscription};
+use shaddock_bus::{Bus, Envelope, Incoming, Reply, Subscription};
 use shaddock_protocol::message;
 use tokio_util::sync::CancellationToken;
 
@@ -37,14 +36,13 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
     }
     let mut connects = bus.connects();
     let mut comebacks = bus.comebacks();
-    let mut numbers = Numbers::default();
     loop {
         let msg = tokio::select! {
             _ = token.cancelled() => break,
             m = own.next() => m,
             m = rx.recv() => m,
             () = came_back(&mut comebacks) => {
-                drop_recovering_if_reconnected(&bus, &fe, &mut connects, &mut numbers);
+                drop_recovering_if_reconnected(&bus, &fe, &mut connects);
                 continue;
             }
         };
@@ -52,8 +50,8 @@ pub async fn serve(bus: Bus, mut subs: Vec<Subscription>, fe: Arc<Frontend>, tok
         // The first message of a new connection may reach here before the `Disconnected`
         // event is handled: recovering sessions must be closed before it, or it would put
         // their clients' offsets past what was lost with the old one.
-        drop_recovering_if_reconnected(&bus, &fe, &mut connects, &mut numbers);
-        let reply = deliver(&fe, &msg, &mut numbers);
+        drop_recovering_if_reconnected(&bus, &fe, &mut connects);
+        let reply = deliver(&fe, &msg);
         let answer = match (reply, &msg.reply) {
             (Some(reply), Some(_)) => reply.encode().ok(),
             _ => None,
@@ -79,45 +77,20 @@ async fn came_back(comebacks: &mut Option<tokio::sync::watch::Receiver<u64>>) {
 
 /// When the connection came up again since `connects` (what was on its way is lost), closes
 /// every recovering session, so that its client comes back and recovers it.
-fn drop_recovering_if_reconnected(bus: &Bus, fe: &Frontend, connects: &mut u64, numbers: &mut Numbers) {
+fn drop_recovering_if_reconnected(bus: &Bus, fe: &Frontend, connects: &mut u64) {
     let now = bus.connects();
     if now == *connects {
         return;
     }
     *connects = now;
     // Every recovering session goes now: the senders' numbering starts afresh from here.
-    numbers.last.clear();
+    fe.sessions.push_numbers().clear();
     let dropped = fe.sessions.drop_all_recovering();
     if dropped > 0 {
         tracing::warn!(
             dropped,
             "nats reconnected: recovering clients dropped, to recover"
         );
-    }
-}
-
-/// The last push number seen from each sender (see [`PushNo`]).
-#[derive(Debug, Default)]
-struct Numbers {
-    last: HashMap<u64, u64>,
-}
-
-/// Senders remembered at most: each run of a chat server is one; past it, all are forgotten
-/// (the next push of each only sets where its numbering is).
-const SENDERS_MAX: usize = 4096;
-
-impl Numbers {
-    /// Notes `no`; true when pushes of its sender are missing before it. The first push heard
-    /// from a sender only says where its numbering is; one that comes late (below the last)
-    /// is no gap.
-    fn missing_before(&mut self, no: PushNo) -> bool {
-        if self.last.len() >= SENDERS_MAX && !self.last.contains_key(&no.from) {
-            self.last.clear();
-        }
-        let last = self.last.entry(no.from).or_insert(no.n.saturating_sub(1));
-        let gap = no.n > last.saturating_add(1);
-        *last = (*last).max(no.n);
-        gap
     }
 }
 
@@ -139,7 +112,7 @@ fn with_offset(body: &[u8], offset: u64) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn deliver(fe: &Frontend, msg: &Incoming, numbers: &mut Numbers) -> Option<Reply> {
+fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
     let fail = |e: &dyn std::fmt::Display| Reply::Err {
         code: 500,
         message: e.to_string(),
@@ -153,7 +126,7 @@ fn deliver(fe: &Frontend, msg: &Incoming, numbers: &mut Numbers) -> Option<Reply
             // sessions must not get anything after it, or their clients would recover from
             // past it. Closed, they come back and recover it.
             if let Some(no) = push.no
-                && numbers.missing_before(no)
+                && fe.sessions.push_numbers().missing_before(no)
             {
                 fe.metrics.lost_pushes.inc();
                 let dropped = fe.sessions.drop_all_recovering();
@@ -178,7 +151,7 @@ fn deliver(fe: &Frontend, msg: &Incoming, numbers: &mut Numbers) -> Option<Reply
             };
             let fails = fe
                 .sessions
-                .push_to_uids(&push.uids, &pkg, push.offset, recovering);
+                .push_to_uids(&push.uids, &pkg, push.offset, push.no, recovering);
             let m = &fe.metrics;
             m.pushes.inc();
             m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);
@@ -229,21 +202,7 @@ fn deliver(fe: &Frontend, msg: &Incoming, numbers: &mut Numbers) -> Option<Reply
 
 #[cfg(test)]
 mod tests {
-    use super::{Numbers, PushNo, with_offset};
-
-    #[test]
-    fn a_missing_push_number_is_a_gap_and_a_late_or_first_one_is_not() {
-        let mut n = Numbers::default();
-        let no = |from, n| PushNo { from, n };
-        assert!(!n.missing_before(no(1, 5)), "the first heard sets where it is");
-        assert!(!n.missing_before(no(1, 6)));
-        assert!(n.missing_before(no(1, 8)), "7 is missing");
-        assert!(!n.missing_before(no(1, 7)), "late, not a gap");
-        assert!(!n.missing_before(no(1, 9)));
-        assert!(!n.missing_before(no(2, 1)), "another sender");
-        assert!(n.missing_before(no(2, 3)));
-        assert!(!n.missing_before(no(1, 10)));
-    }
+    use super::with_offset;
 
     #[test]
     fn the_offset_goes_last_inside_an_object_body() {

@@ -11,11 +11,12 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
-use shaddock_bus::SessionExport;
+use shaddock_bus::{PushNo, SessionExport};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::service::outbox::{Outbox, QueueError};
+use crate::service::push_numbers::PushNumbers;
 
 /// Why a bind was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +46,8 @@ struct ServiceInner {
     next_entry: AtomicU64,
     /// Slow clients closed because their queue was full.
     slow_kicks: AtomicU64,
+    /// The pushes delivered here, by sender.
+    push_numbers: PushNumbers,
 }
 
 /// One client connection. Cheap to clone.
@@ -68,12 +71,15 @@ struct SessionInner {
     /// Held pushes at or below this offset are dropped on release (0: none): see
     /// [`Session::skip_held_through`].
     held_floor: AtomicU64,
+    /// Held pushes of this sender at or below this number are dropped on release: see
+    /// [`Session::skip_held_sent_through`].
+    held_fence: Mutex<Option<PushNo>>,
     state: Mutex<SessionState>,
     service: Weak<ServiceInner>,
 }
 
-/// A held push, with its room offset when it has one.
-type Held = (Bytes, Option<u64>);
+/// A held push, with its room offset and its number when it has them.
+type Held = (Bytes, Option<u64>, Option<PushNo>);
 
 /// Pushes held for one session at most while a request runs; past it the client is closed
 /// as too slow, as when its queue is full.
@@ -102,6 +108,7 @@ impl SessionService {
                 next_id: AtomicU64::new(1),
                 next_entry: AtomicU64::new(1),
                 slow_kicks: AtomicU64::new(0),
+                push_numbers: PushNumbers::default(),
             }),
         }
     }
@@ -120,6 +127,7 @@ impl SessionService {
                 holding: AtomicBool::new(false),
                 held: Mutex::new(None),
                 held_floor: AtomicU64::new(0),
+                held_fence: Mutex::new(None),
                 state: Mutex::new(SessionState::default()),
                 service: Arc::downgrade(&self.inner),
             }),
@@ -178,17 +186,23 @@ impl SessionService {
     /// Queues the push `pkg` on every session of each uid, under one lock; returns the uids
     /// with no session here (Pomelo's failIds).
     pub fn send_to_uids<'a>(&self, uids: &[&'a str], pkg: &Bytes) -> Vec<&'a str> {
-        self.push_to_uids(uids, pkg, None, || None)
+        self.push_to_uids(uids, pkg, None, None, || None)
+    }
+
+    /// The pushes delivered here, by sender (see [`PushNo`]).
+    pub fn push_numbers(&self) -> &PushNumbers {
+        &self.inner.push_numbers
     }
 
     /// As [`SessionService::send_to_uids`], but sessions that entered with `recover` get the
     /// package `recovering` makes (the body with its offset), made once at most.
-    /// `offset` is the push's room offset, if it has one.
+    /// `offset` is the push's room offset, `no` its sender's number, if it has them.
     pub fn push_to_uids<'a>(
         &self,
         uids: &[&'a str],
         pkg: &Bytes,
         offset: Option<u64>,
+        no: Option<PushNo>,
         recovering: impl FnOnce() -> Option<Bytes>,
     ) -> Vec<&'a str> {
         let mut recovering = Some(recovering);
@@ -203,9 +217,9 @@ impl SessionService {
                             if let Some(make) = recovering.take() {
                                 with_offset = make();
                             }
-                            s.push_at(with_offset.as_ref().unwrap_or(pkg).clone(), offset);
+                            s.push_at(with_offset.as_ref().unwrap_or(pkg).clone(), offset, no);
                         } else {
-                            s.push_at(pkg.clone(), offset);
+                            s.push_at(pkg.clone(), offset, no);
                         }
                     }
                 }
@@ -439,13 +453,13 @@ impl Session {
     /// Queues a push: held while a request that asked for it runs (see
     /// [`Session::hold_pushes`]), else at once.
     pub fn push(&self, pkg: Bytes) -> bool {
-        self.push_at(pkg, None)
+        self.push_at(pkg, None, None)
     }
 
     /// As [`Session::push`], for a push with its room offset. Nothing once the session is
     /// closing: a session dropped so that its client recovers must get nothing newer than
     /// what it missed, or its recovery would start past it.
-    pub fn push_at(&self, pkg: Bytes, offset: Option<u64>) -> bool {
+    pub fn push_at(&self, pkg: Bytes, offset: Option<u64>, no: Option<PushNo>) -> bool {
         if self.is_closed() {
             return false;
         }
@@ -461,7 +475,7 @@ impl Session {
                     self.inner.closing.cancel();
                     return false;
                 }
-                list.push((pkg, offset));
+                list.push((pkg, offset, no));
                 return true;
             }
         }
@@ -487,6 +501,13 @@ impl Session {
         self.inner.held_floor.store(offset, Ordering::Release);
     }
 
+    /// On release, drops the held pushes that sender `no.from` numbered `no.n` or lower: it
+    /// sent them before this session was in its room (to an earlier session of the same
+    /// uid), whether or not they carry an offset (news told again carries none).
+    pub fn skip_held_sent_through(&self, no: PushNo) {
+        *self.inner.held_fence.lock() = Some(no);
+    }
+
     /// Queues the held pushes, in order, and stops holding. Called once a request's answer is
     /// queued; nothing when nothing is held.
     pub fn release_pushes(&self) {
@@ -496,8 +517,15 @@ impl Session {
         // Sent under the lock: a push arriving meanwhile waits, and so keeps its place.
         let mut held = self.inner.held.lock();
         let floor = self.inner.held_floor.swap(0, Ordering::AcqRel);
-        for (pkg, offset) in held.take().unwrap_or_default() {
+        let fence = self.inner.held_fence.lock().take();
+        for (pkg, offset, no) in held.take().unwrap_or_default() {
             if floor > 0 && offset.is_some_and(|o| o <= floor) {
+                continue;
+            }
+            if let (Some(fence), Some(no)) = (fence, no)
+                && no.from == fence.from
+                && no.n <= fence.n
+            {
                 continue;
             }
             self.send(pkg);
@@ -617,6 +645,7 @@ mod tests {
             &["a*r", "b*r", "c*r"],
             &Bytes::from_static(b"p1"),
             Some(1),
+            None,
             || {
                 made += 1;
                 Some(Bytes::from_static(b"p1+offset"))
@@ -644,7 +673,7 @@ mod tests {
         s.hold_pushes();
         // Sent to an earlier session of a*r before the enter; then one after it.
         for (body, offset) in [(&b"p7"[..], 7), (b"p8", 8), (b"p9", 9)] {
-            svc.push_to_uids(&["a*r"], &Bytes::from_static(body), Some(offset), || None);
+            svc.push_to_uids(&["a*r"], &Bytes::from_static(body), Some(offset), None, || None);
         }
         s.send(Bytes::from_static(b"answer up to 8"));
         s.skip_held_through(8);
@@ -654,7 +683,40 @@ mod tests {
         assert!(rx.try_recv().is_none());
         // The floor was for that release only.
         s.hold_pushes();
-        svc.push_to_uids(&["a*r"], &Bytes::from_static(b"p1"), Some(1), || None);
+        svc.push_to_uids(&["a*r"], &Bytes::from_static(b"p1"), Some(1), None, || None);
+        s.release_pushes();
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p1"));
+    }
+
+    #[test]
+    fn held_pushes_their_sender_numbered_before_the_add_are_dropped_on_release_offset_or_not() {
+        let svc = SessionService::new("connector-1", Default::default());
+        let (tx, mut rx) = outbox(8);
+        let s = svc.create(tx, CancellationToken::new());
+        s.bind("a*r").unwrap();
+        s.hold_pushes();
+        let no = |from, n| Some(PushNo { from, n });
+        // News told again (no offset) to an earlier session of a*r, then one after the add,
+        // and one of another sender.
+        svc.push_to_uids(
+            &["a*r"],
+            &Bytes::from_static(b"told again"),
+            None,
+            no(1, 4),
+            || None,
+        );
+        svc.push_to_uids(&["a*r"], &Bytes::from_static(b"after"), None, no(1, 6), || None);
+        svc.push_to_uids(&["a*r"], &Bytes::from_static(b"other"), None, no(2, 3), || None);
+        s.send(Bytes::from_static(b"answer"));
+        s.skip_held_sent_through(PushNo { from: 1, n: 5 });
+        s.release_pushes();
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"answer"));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"after"));
+        assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"other"));
+        assert!(rx.try_recv().is_none());
+        // The fence was for that release only.
+        s.hold_pushes();
+        svc.push_to_uids(&["a*r"], &Bytes::from_static(b"p1"), None, no(1, 2), || None);
         s.release_pushes();
         assert_eq!(rx.try_recv().unwrap(), Bytes::from_static(b"p1"));
     }
