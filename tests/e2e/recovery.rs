@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shaddock_client::Client;
 use shaddock_e2e::{PrivateServer, Server, TestConfig, eventually};
 
-use crate::support::{QUERY_ENTRY, SEND, connect, enter, enter_recovering, users};
+use crate::support::{QUERY_ENTRY, SEND, connect, enter, enter_recovering, room_owned, users};
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
@@ -45,6 +45,28 @@ async fn pause_until_purged(paused: &Server, watcher: &mut Client, who: &str) {
     })
     .await;
     assert!(purged, "{who}'s connector was never purged");
+}
+
+/// Resumes connector `paused`: alice, its member (recovering, purged meanwhile, never
+/// reconnected) is put back (bob is told), and gets `meanwhile-1` and `meanwhile-2`, said while
+/// she was out, then what bob says next, in the room's order and with rising offsets.
+async fn resumes_and_catches_up(paused: &Server, bob: &mut Client, alice: &mut Client) {
+    paused.signal("CONT");
+    let back = crate::support::receives_push(bob, Duration::from_secs(10), |p| {
+        p.route == "onAdd" && p.body["user"] == json!("alice")
+    })
+    .await;
+    assert!(back, "bob was not told alice is back");
+    assert_eq!(say(bob, "after").await, json!({}));
+    let got = chats(alice, Duration::from_secs(2)).await;
+    let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(texts, ["meanwhile-1", "meanwhile-2", "after"], "{got:?}");
+    let offsets: Vec<u64> = got
+        .iter()
+        .map(|(_, o)| o.expect("a recovering push has its offset"))
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    assert!(!alice.is_closed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,24 +334,40 @@ async fn a_member_whose_connector_was_paused_past_the_lapse_gets_what_was_said_m
         assert_eq!(say(&bob, text).await, json!({}), "{text} was refused");
     }
     // Back, alice's connector is asked for a round and alice is put back.
-    paused.signal("CONT");
-    let back = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
-        p.route == "onAdd" && p.body["user"] == json!("alice")
-    })
-    .await;
-    assert!(back, "alice was never put back");
-    assert_eq!(say(&bob, "after").await, json!({}));
+    resumes_and_catches_up(&paused, &mut bob, &mut alice).await;
+}
 
-    // Alice, who never reconnected, got what was said while she was out, then the rest, in
-    // the room's order and with rising offsets.
-    let got = chats(&mut alice, Duration::from_secs(2)).await;
-    let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(texts, ["meanwhile-1", "meanwhile-2", "after"], "{got:?}");
-    let offsets: Vec<u64> = got
-        .iter()
-        .map(|(_, o)| o.expect("a recovering push has its offset"))
-        .collect();
-    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+/// The room moved while alice's connector was paused (a chat server joined): its new owner,
+/// which did not purge her, reads the purge's note from the store and catches her up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_purged_by_one_chat_server_and_put_back_by_another_gets_what_was_said_meanwhile() {
+    let config = TestConfig::new("recover-moved", "");
+    let both: &[&str] = &["chat-server-1", "chat-server-2"];
+    let rid = room_owned(
+        "moved",
+        &["chat-server-1"],
+        "chat-server-1",
+        Some((both, "chat-server-2")),
+    );
+    let _chat1 = Server::start("chat", "chat-server-1", &config).await;
+    let paused = Server::start("connector", "connector-server-1", &config).await;
+    let other = Server::start("connector", "connector-server-2", &config).await;
+    let mut alice = connect(&paused.url()).await;
+    let mut bob = connect(&other.url()).await;
+    enter_recovering(&alice, "alice", &rid, None).await;
+    enter_recovering(&bob, "bob", &rid, None).await;
+    let _ = alice.pushes_within(Duration::from_millis(300)).await;
+
+    pause_until_purged(&paused, &mut bob, "alice").await;
+    for text in ["meanwhile-1", "meanwhile-2"] {
+        assert_eq!(say(&bob, text).await, json!({}), "{text} was refused");
+    }
+    // The room moves to chat-server-2 while alice's connector is still stopped; the servers
+    // hear of each other by their heartbeats (every 200 ms).
+    let _chat2 = Server::start("chat", "chat-server-2", &config).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    resumes_and_catches_up(&paused, &mut bob, &mut alice).await;
 }
 
 /// A store loss asks every connector for a silent round (nobody is told who is put back: the
@@ -381,17 +419,7 @@ async fn a_member_purged_then_put_back_by_a_store_losss_silent_round_still_gets_
     // The ask is published right after the claim.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    paused.signal("CONT");
-    let back = crate::support::receives_push(&mut bob, Duration::from_secs(10), |p| {
-        p.route == "onAdd" && p.body["user"] == json!("alice")
-    })
-    .await;
-    assert!(back, "bob was not told alice is back");
-    assert_eq!(say(&bob, "after").await, json!({}));
-    let got = chats(&mut alice, Duration::from_secs(2)).await;
-    let texts: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(texts, ["meanwhile-1", "meanwhile-2", "after"], "{got:?}");
-    assert!(!alice.is_closed());
+    resumes_and_catches_up(&paused, &mut bob, &mut alice).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

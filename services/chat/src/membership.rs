@@ -49,9 +49,11 @@
 //!    its client, recovering or not, never learned it should ask). One the history cannot
 //!    catch up (trimmed, another epoch) is dropped if its session is a recovering one
 //!    (`sessionRemote.dropRecovering`: its client comes back and recovers, or is told
-//!    `recovered: false`), else told (`onAdd`, `onLeave`) who came and went meanwhile. A
-//!    member put back whose purge this server did not see (another owner purged it, or its
-//!    enter's add was still on its way when the round listed it) gets neither.
+//!    `recovered: false`), else told (`onAdd`, `onLeave`) who came and went meanwhile. What
+//!    a purge removed is noted in memory and in the store (`Store::keep_purged`, for ten
+//!    minutes), so a room that moved meanwhile (a chat server joined or left) is caught up by
+//!    its new owner. A member put back whose purge nobody noted (its enter's add was still on
+//!    its way when the round listed it) gets neither.
 //! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
 //!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
 //!    is told, and nothing is pushed to it. Entering again, through any connector, takes it
@@ -133,8 +135,10 @@ pub struct Rounds {
     purged_views: Mutex<HashMap<(String, String), PurgedView>>,
 }
 
-/// A room as a connector's members last saw it before they were purged from it.
-#[derive(Debug, Clone)]
+/// A room as a connector's members last saw it before they were purged from it. Kept in
+/// memory and, for whichever chat server owns the room when they come back (it may have moved
+/// meanwhile: a server joined or left), in the store for [`PURGE_NOTE_TTL`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct PurgedView {
     /// The room's uids: what they still believe.
     seen: BTreeSet<String>,
@@ -144,6 +148,32 @@ struct PurgedView {
     removed: HashSet<(String, u64, u64)>,
     /// The room's history position before they left: what they missed comes after it.
     position: Option<Position>,
+}
+
+/// How long the store keeps a purge's note: a paused connector's clients may wait for it
+/// longer than its lapse, but not for ever.
+const PURGE_NOTE_TTL: Duration = Duration::from_secs(600);
+
+impl PurgedView {
+    /// Kept in the store too (best effort: the memory copy serves this server either way).
+    async fn keep(&self, state: &ChatState, sid: &str, rid: &str) {
+        let Ok(note) = rmp_serde::to_vec(self) else { return };
+        let store = state.channels.store();
+        if let Err(e) = store.keep_purged(rid, sid, &note, PURGE_NOTE_TTL).await {
+            tracing::warn!(%rid, %sid, error = %e, "cannot keep a purge's note in the store");
+        }
+    }
+
+    /// The note another chat server kept in the store (the room moved here since).
+    async fn read(state: &ChatState, sid: &str, rid: &str) -> Option<Self> {
+        match state.channels.store().purged(rid, sid).await {
+            Ok(note) => note.and_then(|n| rmp_serde::from_slice(&n).ok()),
+            Err(e) => {
+                tracing::warn!(%rid, %sid, error = %e, "cannot read a purge's note");
+                None
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -294,12 +324,14 @@ async fn reconcile_room(
     } else {
         None
     };
-    // Read now, forgotten once the round is through (an error on the way keeps it).
-    let missed = if view.purging {
+    // Read now, forgotten once the round is through (an error on the way keeps it). One this
+    // server did not make is read from the store when a member is to be put back.
+    let mut missed = if view.purging {
         None
     } else {
         state.rounds.purged_views.lock().get(&key).cloned()
     };
+    let mut noted = missed.is_some();
     let mut caught_up: HashSet<String> = HashSet::new();
     let mut dropped: HashSet<String> = HashSet::new();
     let mut removed: HashSet<(String, u64, u64)> = HashSet::new();
@@ -358,6 +390,10 @@ async fn reconcile_room(
             tracing::debug!(%rid, uid = %member.uid, sid = %view.sid, "a round listed a session that has left: not put back");
             continue;
         }
+        if missed.is_none() && !noted && !view.purging {
+            noted = true;
+            missed = PurgedView::read(&state, &view.sid, &rid).await;
+        }
         if channel.add(&member).await? == Added::New {
             report.added += 1;
             // Its session lived on through a purge that the others were told of: it is
@@ -410,9 +446,13 @@ async fn reconcile_room(
             removed,
             position: purged_at,
         };
+        purged.keep(&state, &view.sid, &rid).await;
         state.rounds.purged_views.lock().insert(key, purged);
     } else if !view.purging {
-        let missed = forget(&state.rounds, &key);
+        forget(&state.rounds, &key);
+        if missed.is_some() {
+            let _ = state.channels.store().forget_purged(&rid, &view.sid).await;
+        }
         // The others whose sessions lived on: told what changed meanwhile.
         if let Some(seen) = missed.map(|m| m.seen) {
             let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();

@@ -60,7 +60,42 @@ conformance!(
     the_epoch_mark_is_claimed_once,
     nothing_is_left_behind_when_the_last_members_leave,
     a_held_place_is_taken_back_from_any_frontend,
+    a_purge_note_is_kept_per_room_and_frontend_until_forgotten_or_expired,
 );
+
+async fn a_purge_note_is_kept_per_room_and_frontend_until_forgotten_or_expired(store: ChannelStore) {
+    let long = std::time::Duration::from_secs(60);
+    assert_eq!(store.purged("r", "connector-1").await.unwrap(), None);
+    store
+        .keep_purged("r", "connector-1", b"first", long)
+        .await
+        .unwrap();
+    store
+        .keep_purged("r", "connector-1", b"second", long)
+        .await
+        .unwrap();
+    store
+        .keep_purged("r:odd {x}", "connector-1", b"other room", long)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.purged("r", "connector-1").await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    assert_eq!(store.purged("r", "connector-2").await.unwrap(), None);
+    assert_eq!(
+        store.purged("r:odd {x}", "connector-1").await.unwrap().as_deref(),
+        Some(&b"other room"[..])
+    );
+    store.forget_purged("r", "connector-1").await.unwrap();
+    assert_eq!(store.purged("r", "connector-1").await.unwrap(), None);
+    store
+        .keep_purged("r", "connector-2", b"brief", std::time::Duration::from_millis(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(store.purged("r", "connector-2").await.unwrap(), None, "expired");
+}
 
 async fn a_held_place_is_taken_back_from_any_frontend(store: ChannelStore) {
     let first = member("a*r", "connector-1", 1, 7);

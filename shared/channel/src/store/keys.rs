@@ -8,6 +8,9 @@
 //! - `<ns>:epoch`: set once the store holds this cluster's membership (missing after a Redis
 //!   restart without persistence); on a Redis Cluster one per master, `<ns>:epoch:{m<i>}`,
 //!   since each master can lose its data alone.
+//! - `<ns>:purged:{<name>}:<sid>`: what frontend `sid`'s members of channel `name` were
+//!   purged from (a chat server's note, read by whichever owns the room when they come back);
+//!   it expires.
 //! - `<ns>:created:{<name>}`: on a Redis Cluster, a channel created without members (what
 //!   `<ns>:channels` says on a single Redis: a set spanning all rooms has no place on a
 //!   cluster, whose channels are found by a scan instead).
@@ -61,6 +64,10 @@ impl Keys {
     }
 
     /// The channels of frontend `sid`.
+    pub fn purged(&self, name: &str, sid: &str) -> String {
+        format!("{}:purged:{}:{sid}", self.ns, room_tag(name))
+    }
+
     pub fn sid(&self, sid: &str) -> String {
         format!("{}:sid:{sid}", self.ns)
     }

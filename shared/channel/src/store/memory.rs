@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -21,6 +22,8 @@ struct Inner {
     channels: HashMap<String, HashMap<String, String>>,
     /// sid -> channel names.
     by_sid: HashMap<String, HashSet<String>>,
+    /// (name, sid) -> purge note and when it expires.
+    purged: HashMap<(String, String), (Vec<u8>, Instant)>,
 }
 
 impl Inner {
@@ -137,5 +140,40 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> bool {
         true
+    }
+
+    async fn keep_purged(
+        &self,
+        name: &str,
+        sid: &str,
+        note: &[u8],
+        ttl: Duration,
+    ) -> Result<(), ChannelError> {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        inner.purged.retain(|_, (_, until)| *until > now);
+        let until = now.checked_add(ttl).unwrap_or(now);
+        inner
+            .purged
+            .insert((name.to_owned(), sid.to_owned()), (note.to_vec(), until));
+        Ok(())
+    }
+
+    async fn purged(&self, name: &str, sid: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        let inner = self.inner.lock();
+        let key = (name.to_owned(), sid.to_owned());
+        Ok(inner
+            .purged
+            .get(&key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(note, _)| note.clone()))
+    }
+
+    async fn forget_purged(&self, name: &str, sid: &str) -> Result<(), ChannelError> {
+        self.inner
+            .lock()
+            .purged
+            .remove(&(name.to_owned(), sid.to_owned()));
+        Ok(())
     }
 }

@@ -150,6 +150,22 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn claim_epoch(&self, token: &str) -> impl Future<Output = Result<Epoch, ChannelError>> + Send;
     /// True when the store answers.
     fn ping(&self) -> impl Future<Output = bool> + Send;
+    /// Keeps `note` about frontend `sid`'s members purged from `name`, for `ttl` (replacing
+    /// any before it).
+    fn keep_purged(
+        &self,
+        name: &str,
+        sid: &str,
+        note: &[u8],
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<(), ChannelError>> + Send;
+    /// The note kept by [`Store::keep_purged`], if it has not expired or been forgotten.
+    fn purged(
+        &self,
+        name: &str,
+        sid: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, ChannelError>> + Send;
+    fn forget_purged(&self, name: &str, sid: &str) -> impl Future<Output = Result<(), ChannelError>> + Send;
 }
 
 /// The store a chat server holds: Redis or memory.
@@ -256,5 +272,25 @@ impl ChannelStore {
 
     pub async fn ping(&self) -> bool {
         on_store!(self, s => s.ping().await)
+    }
+
+    /// See [`Store::keep_purged`].
+    pub async fn keep_purged(
+        &self,
+        name: &str,
+        sid: &str,
+        note: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<(), ChannelError> {
+        on_store!(self, s => s.keep_purged(name, sid, note, ttl).await)
+    }
+
+    /// See [`Store::purged`].
+    pub async fn purged(&self, name: &str, sid: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        on_store!(self, s => s.purged(name, sid).await)
+    }
+
+    pub async fn forget_purged(&self, name: &str, sid: &str) -> Result<(), ChannelError> {
+        on_store!(self, s => s.forget_purged(name, sid).await)
     }
 }

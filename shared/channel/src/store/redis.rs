@@ -383,4 +383,26 @@ impl Store for RedisStore {
         let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut self.conn()).await;
         pong.is_ok()
     }
+
+    async fn keep_purged(
+        &self,
+        name: &str,
+        sid: &str,
+        note: &[u8],
+        ttl: Duration,
+    ) -> Result<(), ChannelError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: RedisResult<()> = self.conn().pset_ex(self.keys.purged(name, sid), note, ms).await;
+        self.check(set)
+    }
+
+    async fn purged(&self, name: &str, sid: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        let got: RedisResult<Option<Vec<u8>>> = self.conn().get(self.keys.purged(name, sid)).await;
+        self.check(got)
+    }
+
+    async fn forget_purged(&self, name: &str, sid: &str) -> Result<(), ChannelError> {
+        let gone: RedisResult<i64> = self.conn().del(self.keys.purged(name, sid)).await;
+        self.check(gone).map(drop)
+    }
 }
