@@ -3,7 +3,7 @@
 //! that offset (one envelope per connector). `onAdd` and `onLeave` are here too.
 
 use serde::Serialize;
-use shaddock_channel::{Channel, ChannelError, Delivery, Member};
+use shaddock_channel::{Channel, ChannelError, Delivery, Grouped, Member};
 use shaddock_history::{Audience, History, HistoryError, NewEntry, Position};
 
 use crate::ChatState;
@@ -19,6 +19,9 @@ pub enum PublishError {
     /// The history write of a whole batch failed.
     #[error("room history: {0}")]
     Batch(std::sync::Arc<HistoryError>),
+    /// The room's members could not be read for a whole batch (nothing was recorded).
+    #[error("{0}")]
+    Members(std::sync::Arc<ChannelError>),
     /// Too late to push (its senders gave up, or the room went on without it while this
     /// server stalled): withdrawn from the history, not pushed.
     #[error("too late to push: withdrawn")]
@@ -61,12 +64,37 @@ pub async fn publish(
     if !crate::takeover::before_append(state, rid).await {
         return Err(PublishError::Unsettled);
     }
+    let grouped = grouped_for(std::slice::from_ref(&to)).await?;
     let position = state.history.append(rid, route, body, to.audience()).await?;
     before_push(state).await;
     if overtaken(state, rid, position.as_slice()).await {
         return Err(PublishError::Overtaken);
     }
-    push(state, rid, route, body, to, position.map(|p| p.offset)).await
+    push(
+        state,
+        rid,
+        route,
+        body,
+        to,
+        position.map(|p| p.offset),
+        grouped.as_ref(),
+    )
+    .await
+}
+
+/// The room's members, read before its messages are recorded: a message recorded and then
+/// not pushed (the store gone between the two) would be given by recovery to some members and
+/// never to those who were there (chaos seed 503, a Redis restart). Read once for the
+/// messages that go to the whole room; a job runs in the room's order, so they still hold
+/// when it pushes.
+async fn grouped_for(to: &[To<'_>]) -> Result<Option<Grouped>, ChannelError> {
+    match to.iter().find_map(|t| match t {
+        To::Room(channel) => Some(*channel),
+        To::Members(..) => None,
+    }) {
+        Some(channel) => Ok(Some(channel.grouped().await?)),
+        None => Ok(None),
+    }
 }
 
 /// One message of [`publish_batch`]: its body and whom it goes to.
@@ -96,6 +124,17 @@ pub async fn publish_batch(
     if !crate::takeover::before_append(state, rid).await {
         return messages.iter().map(|_| Err(PublishError::Unsettled)).collect();
     }
+    let targets: Vec<To<'_>> = messages.iter().map(|m| m.to).collect();
+    let grouped = match grouped_for(&targets).await {
+        Ok(grouped) => grouped,
+        Err(e) => {
+            let e = std::sync::Arc::new(e);
+            return messages
+                .iter()
+                .map(|_| Err(PublishError::Members(e.clone())))
+                .collect();
+        }
+    };
     let positions = match state.history.append_batch(rid, &entries).await {
         Ok(positions) => positions,
         Err(e) => {
@@ -114,7 +153,7 @@ pub async fn publish_batch(
     let mut results = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let offset = offsets.as_ref().and_then(|o| o.get(i).copied());
-        results.push(push(state, rid, route, m.body, m.to, offset).await);
+        results.push(push(state, rid, route, m.body, m.to, offset, grouped.as_ref()).await);
     }
     results
 }
@@ -219,15 +258,21 @@ async fn push(
     body: &[u8],
     to: To<'_>,
     offset: Option<u64>,
+    grouped: Option<&Grouped>,
 ) -> Result<(), PublishError> {
     state.lost.pushed(rid);
-    match to {
-        To::Room(channel) => {
+    match (to, grouped) {
+        (To::Room(channel), Some(grouped)) => {
+            channel
+                .push_grouped(grouped, route, body, offset, Delivery::Publish)
+                .await?
+        }
+        (To::Room(channel), None) => {
             channel
                 .push_message(route, body, offset, Delivery::Publish)
                 .await?
         }
-        To::Members(members, _) => {
+        (To::Members(members, _), _) => {
             state
                 .channels
                 .push_message_by_uids(route, body, members, offset, Delivery::Publish)
@@ -344,7 +389,7 @@ pub(crate) async fn tell_again(state: &ChatState, rid: &str, to: &[Member], uid:
         let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
             return;
         };
-        if let Err(e) = push(state, rid, route, &body, To::Members(to, &audience), None).await {
+        if let Err(e) = push(state, rid, route, &body, To::Members(to, &audience), None, None).await {
             tracing::warn!(%rid, %route, error = %e, "cannot tell news again");
             return;
         }
@@ -373,7 +418,7 @@ pub async fn catch_up(state: &ChatState, to: &Member, rid: &str, since: &Positio
     let audience = Audience::Only(vec![to.uid.clone()]);
     for m in &recovery.messages {
         let to = To::Members(std::slice::from_ref(to), &audience);
-        if let Err(e) = push(state, rid, &m.route, &m.body, to, Some(m.offset)).await {
+        if let Err(e) = push(state, rid, &m.route, &m.body, to, Some(m.offset), None).await {
             tracing::warn!(%rid, error = %e, "cannot push what a member missed");
             return false;
         }
@@ -444,7 +489,7 @@ async fn push_event(
         return offset;
     }
     state.news.told(rid, uid, route == "onAdd");
-    if let Err(e) = push(state, rid, route, &body, To::Members(to, audience), offset).await {
+    if let Err(e) = push(state, rid, route, &body, To::Members(to, audience), offset, None).await {
         tracing::warn!(%route, error = %e, "member event push failed");
     }
     offset

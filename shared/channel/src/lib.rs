@@ -11,7 +11,7 @@
 pub mod service;
 pub mod store;
 
-pub use service::{Channel, ChannelService, Delivery, PushReport};
+pub use service::{Channel, ChannelService, Delivery, Grouped, PushReport};
 pub use store::{Added, ChannelStore, Epoch, HELD_SID, Member, MemoryStore, RedisStore, Store};
 
 /// What can go wrong with a channel.

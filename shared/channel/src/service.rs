@@ -79,6 +79,10 @@ impl Groups {
     }
 }
 
+/// A channel's members as a push groups them (see [`Channel::grouped`]).
+#[derive(Debug, Clone)]
+pub struct Grouped(Arc<Groups>);
+
 /// How long a cached grouping is trusted: it bounds how long a change the store saw from
 /// elsewhere (another chat server during a handoff) can be missed here.
 const CACHE_TTL: Duration = Duration::from_secs(2);
@@ -541,9 +545,27 @@ impl Channel {
         offset: Option<u64>,
         delivery: Delivery,
     ) -> Result<PushReport, ChannelError> {
-        let groups = self.service.groups(&self.name).await?;
+        let grouped = self.grouped().await?;
+        self.push_grouped(&grouped, route, body, offset, delivery).await
+    }
+
+    /// The members as a push groups them, read now: a caller that must not record a message
+    /// it then cannot push (the store gone between the two) reads them first.
+    pub async fn grouped(&self) -> Result<Grouped, ChannelError> {
+        Ok(Grouped(self.service.groups(&self.name).await?))
+    }
+
+    /// [`Channel::push_message`] to the members read by [`Channel::grouped`].
+    pub async fn push_grouped(
+        &self,
+        grouped: &Grouped,
+        route: &str,
+        body: &[u8],
+        offset: Option<u64>,
+        delivery: Delivery,
+    ) -> Result<PushReport, ChannelError> {
         self.service
-            .send_by_group(route, body, &groups.by_sid, offset, delivery)
+            .send_by_group(route, body, &grouped.0.by_sid, offset, delivery)
             .await
     }
 
