@@ -50,9 +50,8 @@
 //!    catch up (trimmed, another epoch) is dropped if its session is a recovering one
 //!    (`sessionRemote.dropRecovering`: its client comes back and recovers, or is told
 //!    `recovered: false`), else told (`onAdd`, `onLeave`) who came and went meanwhile. What
-//!    a purge removed is noted in memory and in the store (`Store::keep_purged`, for ten
-//!    minutes), so a room that moved meanwhile (a chat server joined or left) is caught up by
-//!    its new owner. A member put back whose purge nobody noted (its enter's add was still on
+//!    a purge removed is noted in the store (`Store::keep_purged`, for ten minutes), so a
+//!    room that moved meanwhile (a chat server joined or left) is caught up by its new owner. A member put back whose purge nobody noted (its enter's add was still on
 //!    its way when the round listed it) gets neither.
 //! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
 //!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
@@ -130,23 +129,25 @@ pub struct Rounds {
     pub loss: crate::store_loss::StoreLoss,
     /// Sessions seen leaving lately: a round that still lists one is stale for it.
     pub closed: crate::closed::Closed,
-    /// (sid, rid) -> what that connector's members were purged from, if their sessions were
-    /// alive after all (a paused connector).
-    purged_views: Mutex<HashMap<(String, String), PurgedView>>,
 }
 
-/// A room as a connector's members last saw it before they were purged from it. Kept in
-/// memory and, for whichever chat server owns the room when they come back (it may have moved
-/// meanwhile: a server joined or left), in the store for [`PURGE_NOTE_TTL`].
+/// A room as a connector's members last saw it before they were purged from it, if their
+/// sessions were alive after all (a paused connector). Kept in the store for
+/// [`PURGE_NOTE_TTL`], for whichever chat server owns the room when they come back (it may have
+/// moved meanwhile: a server joined or left); read by the round that puts them back, then
+/// forgotten. Named fields: servers of two versions read each other's notes.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct PurgedView {
     /// The room's uids: what they still believe.
+    #[serde(default)]
     seen: BTreeSet<String>,
     /// The members purged, exactly (uid, incarnation, entry): only these sessions can have
     /// lived on through the purge and missed what was said meanwhile. Empty when the purge
     /// was of an earlier incarnation (its sessions are gone for sure).
+    #[serde(default)]
     removed: HashSet<(String, u64, u64)>,
     /// The room's history position before they left: what they missed comes after it.
+    #[serde(default)]
     position: Option<Position>,
 }
 
@@ -155,16 +156,17 @@ struct PurgedView {
 const PURGE_NOTE_TTL: Duration = Duration::from_secs(600);
 
 impl PurgedView {
-    /// Kept in the store too (best effort: the memory copy serves this server either way).
     async fn keep(&self, state: &ChatState, sid: &str, rid: &str) {
-        let Ok(note) = rmp_serde::to_vec(self) else { return };
+        let Ok(note) = rmp_serde::to_vec_named(self) else {
+            return;
+        };
         let store = state.channels.store();
         if let Err(e) = store.keep_purged(rid, sid, &note, PURGE_NOTE_TTL).await {
             tracing::warn!(%rid, %sid, error = %e, "cannot keep a purge's note in the store");
         }
     }
 
-    /// The note another chat server kept in the store (the room moved here since).
+    /// The note of the last purge of `sid`'s members from `rid`, by whichever server made it.
     async fn read(state: &ChatState, sid: &str, rid: &str) -> Option<Self> {
         match state.channels.store().purged(rid, sid).await {
             Ok(note) => note.and_then(|n| rmp_serde::from_slice(&n).ok()),
@@ -316,7 +318,6 @@ async fn reconcile_room(
     let channel = state.channels.channel(&rid);
     let before = channel.members().await?;
     let stored: Vec<Member> = before.iter().filter(|m| m.sid == view.sid).cloned().collect();
-    let key = (view.sid.clone(), rid.clone());
     // Where the room's history is before a purge's leaves: if its members' sessions live on,
     // what they miss comes after it.
     let purged_at = if view.purging && view.sid != HELD_SID && !stored.is_empty() {
@@ -324,14 +325,12 @@ async fn reconcile_room(
     } else {
         None
     };
-    // Read now, forgotten once the round is through (an error on the way keeps it). One this
-    // server did not make is read from the store when a member is to be put back.
-    let mut missed = if view.purging {
-        None
-    } else {
-        state.rounds.purged_views.lock().get(&key).cloned()
-    };
-    let mut noted = missed.is_some();
+    // The last purge's note, read when a member is to be put back, forgotten once used (an
+    // error on the way keeps it).
+    let mut missed: Option<PurgedView> = None;
+    let mut noted = false;
+    // Put back, whose sessions lived on through the purge.
+    let mut lived: HashSet<String> = HashSet::new();
     let mut caught_up: HashSet<String> = HashSet::new();
     let mut dropped: HashSet<String> = HashSet::new();
     let mut removed: HashSet<(String, u64, u64)> = HashSet::new();
@@ -390,7 +389,7 @@ async fn reconcile_room(
             tracing::debug!(%rid, uid = %member.uid, sid = %view.sid, "a round listed a session that has left: not put back");
             continue;
         }
-        if missed.is_none() && !noted && !view.purging {
+        if !noted && !view.purging {
             noted = true;
             missed = PurgedView::read(&state, &view.sid, &rid).await;
         }
@@ -403,6 +402,14 @@ async fn reconcile_room(
             let purged = missed.as_ref().filter(|m| m.removed.contains(&lived_on));
             let announced = view.announce || purged.is_some();
             put_back.push((member.clone(), announced));
+            if purged.is_some() {
+                lived.insert(member.uid.clone());
+            }
+            if announced && !view.announce {
+                // While the store is rebuilt, those put back later hear of it from what is
+                // remembered since the loss (`crate::store_loss`).
+                state.rounds.loss.entered(&rid, &member.uid, true);
+            }
             if announced {
                 let others: Vec<Member> = channel
                     .members()
@@ -447,27 +454,22 @@ async fn reconcile_room(
             position: purged_at,
         };
         purged.keep(&state, &view.sid, &rid).await;
-        state.rounds.purged_views.lock().insert(key, purged);
-    } else if !view.purging {
-        forget(&state.rounds, &key);
-        if missed.is_some() {
-            let _ = state.channels.store().forget_purged(&rid, &view.sid).await;
-        }
-        // The others whose sessions lived on: told what changed meanwhile.
-        if let Some(seen) = missed.map(|m| m.seen) {
-            let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
-            let behind = put_back
-                .iter()
-                .filter(|(_, announced)| *announced)
-                .map(|(p, _)| p)
-                .filter(|p| !caught_up.contains(&p.uid) && !dropped.contains(&p.uid));
-            for member in behind {
-                for uid in now.difference(&seen).filter(|u| **u != member.uid) {
-                    tell(&state, member, "onAdd", uid, &rid).await;
-                }
-                for uid in seen.difference(&now).filter(|u| **u != member.uid) {
-                    tell(&state, member, "onLeave", uid, &rid).await;
-                }
+    } else if let Some(seen) = missed.map(|m| m.seen) {
+        let _ = state.channels.store().forget_purged(&rid, &view.sid).await;
+        // The others whose sessions lived on: told what changed meanwhile. Not who left while
+        // the store is rebuilt after a loss: it lacks members not put back yet.
+        let now: BTreeSet<String> = channel.members().await?.into_iter().map(|m| m.uid).collect();
+        let rebuilding = state.rounds.loss.recent();
+        let behind = put_back
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| lived.contains(&p.uid) && !caught_up.contains(&p.uid) && !dropped.contains(&p.uid));
+        for member in behind {
+            for uid in now.difference(&seen).filter(|u| **u != member.uid) {
+                tell(&state, member, "onAdd", uid, &rid).await;
+            }
+            for uid in seen.difference(&now).filter(|u| **u != member.uid && !rebuilding) {
+                tell(&state, member, "onLeave", uid, &rid).await;
             }
         }
     }
@@ -482,6 +484,8 @@ async fn reconcile_room(
             "round"
         );
     }
+    // Caught up from the history, or dropped to recover: told nothing more.
+    let told: HashSet<String> = caught_up.union(&dropped).cloned().collect();
     for announced in [true, false] {
         let these: Vec<Member> = put_back
             .iter()
@@ -489,7 +493,7 @@ async fn reconcile_room(
             .map(|(m, _)| m.clone())
             .collect();
         if !these.is_empty() {
-            crate::store_loss::after_put_back(&state, &channel, &these, announced).await?;
+            crate::store_loss::after_put_back(&state, &channel, &these, announced, &told).await?;
         }
     }
     if live.is_empty() && kept == 0 {
@@ -521,11 +525,6 @@ async fn drop_recovering(state: &ChatState, sid: &str, member: &Member) -> bool 
             false
         }
     }
-}
-
-/// Takes the purged view of (sid, rid), if any: a round came through.
-fn forget(rounds: &Rounds, key: &(String, String)) -> Option<PurgedView> {
-    rounds.purged_views.lock().remove(key)
 }
 
 /// Removes the members of connector `sid`, except those of incarnation `keep` (its live one),

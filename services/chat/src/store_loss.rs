@@ -180,12 +180,14 @@ impl StoreLoss {
 }
 
 /// Members were put back in `rid` by a round (`announced`: with `onAdd` to the others): tells
-/// them, and those who entered meanwhile, what they missed while the store was rebuilt.
+/// them, and those who entered meanwhile, what they missed while the store was rebuilt; but
+/// not those in `told` (caught up from the history, which holds that news, or dropped).
 pub async fn after_put_back(
     state: &ChatState,
     channel: &Channel,
     put_back: &[Member],
     announced: bool,
+    told: &std::collections::HashSet<String>,
 ) -> Result<(), ChannelError> {
     let rid = channel.name();
     let Some(missed) = state.rounds.loss.since(rid) else {
@@ -201,6 +203,9 @@ pub async fn after_put_back(
                 let others: Vec<Member> = members.iter().filter(|o| o.uid != member.uid).cloned().collect();
                 announce_add(state, &others, &member.uid, rid).await;
             }
+        }
+        if told.contains(&member.uid) {
+            continue;
         }
         for uid in missed
             .left

@@ -63,11 +63,12 @@ impl Keys {
         Some(untag(tag))
     }
 
-    /// The channels of frontend `sid`.
+    /// The note of the last purge of frontend `sid`'s members from channel `name`.
     pub fn purged(&self, name: &str, sid: &str) -> String {
         format!("{}:purged:{}:{sid}", self.ns, room_tag(name))
     }
 
+    /// The channels of frontend `sid`.
     pub fn sid(&self, sid: &str) -> String {
         format!("{}:sid:{sid}", self.ns)
     }

@@ -165,6 +165,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         name: &str,
         sid: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, ChannelError>> + Send;
+    /// Forgets the note kept by [`Store::keep_purged`] (it was used).
     fn forget_purged(&self, name: &str, sid: &str) -> impl Future<Output = Result<(), ChannelError>> + Send;
 }
 
@@ -290,6 +291,7 @@ impl ChannelStore {
         on_store!(self, s => s.purged(name, sid).await)
     }
 
+    /// See [`Store::forget_purged`].
     pub async fn forget_purged(&self, name: &str, sid: &str) -> Result<(), ChannelError> {
         on_store!(self, s => s.forget_purged(name, sid).await)
     }

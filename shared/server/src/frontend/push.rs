@@ -152,6 +152,9 @@ fn deliver(fe: &Frontend, msg: &Incoming) -> Option<Reply> {
             let fails = fe
                 .sessions
                 .push_to_uids(&push.uids, &pkg, push.offset, push.no, recovering);
+            if let Some(no) = push.no {
+                fe.sessions.push_numbers().delivered(no);
+            }
             let m = &fe.metrics;
             m.pushes.inc();
             m.deliveries.inc_by((push.uids.len() - fails.len()) as u64);

@@ -13,7 +13,10 @@ const SENDERS_MAX: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct PushNumbers {
+    /// The highest number heard from each sender.
     last: Mutex<HashMap<u64, u64>>,
+    /// The highest number from each sender whose push has been queued on its sessions.
+    delivered: Mutex<HashMap<u64, u64>>,
 }
 
 impl PushNumbers {
@@ -31,14 +34,29 @@ impl PushNumbers {
         gap
     }
 
+    /// Notes that the push numbered `no` has been queued on its sessions (after
+    /// [`PushNumbers::missing_before`] and the delivery).
+    pub fn delivered(&self, no: PushNo) {
+        let mut all = self.delivered.lock();
+        if all.len() >= SENDERS_MAX && !all.contains_key(&no.from) {
+            all.clear();
+        }
+        let last = all.entry(no.from).or_insert(no.n);
+        *last = (*last).max(no.n);
+    }
+
     /// True when a push numbered `no` or later from its sender has been delivered here.
     pub fn through(&self, no: PushNo) -> bool {
-        self.last.lock().get(&no.from).is_some_and(|&last| last >= no.n)
+        self.delivered
+            .lock()
+            .get(&no.from)
+            .is_some_and(|&last| last >= no.n)
     }
 
     /// Forgets every sender (the connection was new: numbering starts afresh).
     pub fn clear(&self) {
         self.last.lock().clear();
+        self.delivered.lock().clear();
     }
 }
 
@@ -66,6 +84,8 @@ mod tests {
         let no = |from, n| PushNo { from, n };
         assert!(!n.through(no(1, 1)), "nothing heard from it");
         n.missing_before(no(1, 4));
+        assert!(!n.through(no(1, 4)), "heard, not yet delivered");
+        n.delivered(no(1, 4));
         assert!(n.through(no(1, 3)));
         assert!(n.through(no(1, 4)));
         assert!(!n.through(no(1, 5)));
