@@ -43,6 +43,14 @@ impl Closed {
         by_member.insert((rid.to_owned(), member.uid.clone()), (member.clone(), now));
     }
 
+    /// True if a session of `uid` on frontend `sid` was seen leaving `rid` lately.
+    pub fn left_lately_through(&self, rid: &str, uid: &str, sid: &str) -> bool {
+        let by_member = self.by_member.lock();
+        by_member
+            .get(&(rid.to_owned(), uid.to_owned()))
+            .is_some_and(|(closed, at)| at.elapsed() < REMEMBERED_FOR && closed.sid == sid)
+    }
+
     /// True if `member` (this very session) was seen leaving `rid` lately.
     pub fn is_closed(&self, rid: &str, member: &Member) -> bool {
         let by_member = self.by_member.lock();
@@ -76,6 +84,9 @@ mod tests {
         let gone = session("u*r", "connector-1", 7, 3);
         closed.left("r", &gone);
         assert!(closed.is_closed("r", &gone));
+        assert!(closed.left_lately_through("r", "u*r", "connector-1"));
+        assert!(!closed.left_lately_through("r", "u*r", "connector-2"));
+        assert!(!closed.left_lately_through("other", "u*r", "connector-1"));
         // The user's next session, the same session number of another run or connector, the
         // same session in another room: all live as far as this knows.
         assert!(!closed.is_closed("r", &session("u*r", "connector-1", 7, 4)));

@@ -110,14 +110,24 @@ async fn add(
     // leave arrived; Resumed: it took back its held place. Either way the others never heard
     // it leave, so they hear no join either.
     state.rounds.loss.entered(rid, &joiner.uid, added == Added::New);
+    // Read in the room's order, before the joiner's own onAdd (which is not for it): every
+    // push of this room numbered so far was made before the joiner was in. Only a uid that
+    // had a session through this connector lately can have such pushes on their way to it
+    // (routed by uid); any other enter costs nothing more.
+    let earlier = added == Added::Replaced
+        || state
+            .rounds
+            .closed
+            .left_lately_through(rid, &joiner.uid, &joiner.sid);
+    let pushed = match earlier {
+        true => state.channels.last_push_to(&joiner.sid).await,
+        false => None,
+    };
     let mut floor = None;
     if added == Added::New {
         let others: Vec<Member> = members.iter().filter(|m| m.uid != joiner.uid).cloned().collect();
         floor = announce_add(state, &others, &joiner.uid, rid).await;
     }
-    // Read last, in the room's order: every push of this room numbered so far was made
-    // before the joiner was in.
-    let pushed = state.channels.last_push_to(&joiner.sid).await;
     Ok(AddOutcome::Entered {
         users: members
             .iter()
