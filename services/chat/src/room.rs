@@ -82,6 +82,26 @@ pub async fn publish(
     .await
 }
 
+/// Another server wrote room `rid` since this one took it over: two served it while their
+/// lists of chat servers disagreed (one stopped, taken for dead, and back), and what this one
+/// cached of the room may lack what that one changed (a member who entered through it would
+/// miss this batch). The members are read afresh (the ones read before serve if that fails),
+/// and the room is taken over again before its next write.
+async fn written_elsewhere(
+    state: &ChatState,
+    rid: &str,
+    targets: &[To<'_>],
+    grouped: Option<Grouped>,
+) -> Option<Grouped> {
+    tracing::debug!(%rid, "another server wrote the room since this one took it over: read afresh");
+    state.takeovers.recheck(rid);
+    state.channels.invalidate_room(rid);
+    match grouped_for(targets).await {
+        Ok(Some(fresh)) => Some(fresh),
+        _ => grouped,
+    }
+}
+
 /// The room's members, read before its messages are recorded: a message recorded and then
 /// not pushed (the store gone between the two) would be given by recovery to some members and
 /// never to those who were there (chaos seed 503, a Redis restart). Read once for the
@@ -135,8 +155,17 @@ pub async fn publish_batch(
                 .collect();
         }
     };
-    let positions = match state.history.append_batch(rid, &entries).await {
-        Ok(positions) => positions,
+    let (positions, grouped) = match state
+        .history
+        .append_batch_by(rid, &entries, state.incarnation)
+        .await
+    {
+        Ok(Some((positions, false))) => (Some(positions), grouped),
+        Ok(Some((positions, true))) => (
+            Some(positions),
+            written_elsewhere(state, rid, &targets, grouped).await,
+        ),
+        Ok(None) => (None, grouped),
         Err(e) => {
             let e = std::sync::Arc::new(e);
             return messages

@@ -73,6 +73,11 @@ impl Takeovers {
         self.checked.lock().rooms.insert(rid.to_owned());
     }
 
+    /// Room `rid` is to be checked again before its next write (another server wrote it).
+    pub fn recheck(&self, rid: &str) {
+        self.checked.lock().rooms.remove(rid);
+    }
+
     /// Room `rid`'s recovering members are to be dropped before its next write.
     pub fn owe(&self, rid: &str) {
         self.owed.lock().insert(rid.to_owned());
@@ -152,6 +157,9 @@ mod tests {
         assert!(!t.is_checked(&one, 1, "r"), "rejoined");
         t.checked(&one, 1, "r");
         assert!(t.is_checked(&one, 1, "r"));
+        t.recheck("r");
+        assert!(!t.is_checked(&one, 1, "r"), "another server wrote it");
+        t.checked(&one, 1, "r");
         let restarted = [chat("chat-1", 2)];
         assert!(!t.is_checked(&restarted, 1, "r"), "a new incarnation");
         t.checked(&restarted, 1, "r");

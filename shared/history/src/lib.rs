@@ -216,7 +216,27 @@ impl History {
         room: &str,
         entries: &[NewEntry<'_>],
     ) -> Result<Option<Vec<Position>>, HistoryError> {
-        self.append_entries(room, entries, true).await
+        Ok(self.append_batch_by(room, entries, 0).await?.map(|(p, _)| p))
+    }
+
+    /// [`History::append_batch`] by `writer` (as recorded by [`History::take_over`]); also
+    /// answers whether the room's recorded writer is another one: another server wrote the
+    /// room since this one took it over (two servers served it while their lists of chat
+    /// servers disagreed), and what this one knows of the room may be behind.
+    pub async fn append_batch_by(
+        &self,
+        room: &str,
+        entries: &[NewEntry<'_>],
+        writer: u64,
+    ) -> Result<Option<(Vec<Position>, bool)>, HistoryError> {
+        match self {
+            History::Off => Ok(None),
+            History::Memory(m) => Ok(Some((m.append(room, entries), false))),
+            History::Redis(r) => {
+                let (positions, recorded) = r.append(room, entries, true).await?;
+                Ok(Some((positions, recorded.is_some_and(|w| w != writer))))
+            }
+        }
     }
 
     async fn append_entries(
@@ -228,7 +248,10 @@ impl History {
         match self {
             History::Off => Ok(None),
             History::Memory(m) => Ok(Some(m.append(room, entries))),
-            History::Redis(r) => r.append(room, entries, withdraw_if_unanswered).await.map(Some),
+            History::Redis(r) => r
+                .append(room, entries, withdraw_if_unanswered)
+                .await
+                .map(|(p, _)| Some(p)),
         }
     }
 

@@ -24,7 +24,8 @@ const ENSURE_META: &str = "local e = redis.call('HGET', KEYS[1], 'epoch') \
 /// Hands out the next offsets, one per entry in order, and keeps the entries (when size > 0),
 /// each marked with the append's token (so that an append whose answer was lost can be found).
 /// KEYS: meta, stream, withdrawn. ARGV: epoch if new, size, age ms, meta ttl ms, token, then
-/// the entries without their offsets. Answers {epoch, first offset}.
+/// the entries without their offsets. Answers {epoch, first offset, the room's recorded writer
+/// or ''}.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{ENSURE_META} \
@@ -39,7 +40,7 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| {
            redis.call('PEXPIRE', KEYS[2], ARGV[3]) \
          end \
          redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
-         return {{e, tostring(first)}}"
+         return {{e, tostring(first), redis.call('HGET', KEYS[1], 'w') or ''}}"
     ))
 });
 
@@ -205,16 +206,17 @@ impl RedisHistory {
         })
     }
 
-    /// Appends `entries` in order with one script call (one round trip for a batch).
+    /// Appends `entries` in order with one script call (one round trip for a batch), and
+    /// answers the room's recorded writer too (see [`RedisHistory::take_over`]).
     /// With `withdraw_if_unanswered`, an append that fails is withdrawn in case it happened.
     pub(crate) async fn append(
         &self,
         room: &str,
         entries: &[NewEntry<'_>],
         withdraw_if_unanswered: bool,
-    ) -> Result<Vec<Position>, HistoryError> {
+    ) -> Result<(Vec<Position>, Option<u64>), HistoryError> {
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let r = self.retention;
         let at_ms = now_ms();
@@ -236,7 +238,7 @@ impl RedisHistory {
                 at_ms,
             })?);
         }
-        let answer: RedisResult<(String, String)> = call.invoke_async(&mut self.conn.clone()).await;
+        let answer: RedisResult<(String, String, String)> = call.invoke_async(&mut self.conn.clone()).await;
         if answer.is_err() && withdraw_if_unanswered {
             // The append may have happened all the same (its answer timed out, the connection
             // dropped after the script ran): its caller will not push it, so recovery must not
@@ -245,16 +247,17 @@ impl RedisHistory {
             let (this, room) = (self.clone(), room.to_owned());
             tokio::spawn(async move { this.withdraw_append(&room, &token).await });
         }
-        let (epoch, first) = self.check(answer)?;
+        let (epoch, first, writer) = self.check(answer)?;
         let first: u64 = first
             .parse()
             .map_err(|_| HistoryError::Unexpected(format!("offset {first}")))?;
-        Ok((first..first + entries.len() as u64)
+        let positions = (first..first + entries.len() as u64)
             .map(|offset| Position {
                 epoch: epoch.clone(),
                 offset,
             })
-            .collect())
+            .collect();
+        Ok((positions, writer.parse().ok()))
     }
 
     /// Withdraws what the append marked `token` kept, if it happened. Retried while Redis

@@ -275,3 +275,24 @@ async fn a_room_tells_who_wrote_it_before_another_server_takes_it_over_and_seals
     assert_eq!(got, vec![3], "2 and 4 withdrawn, 3 kept");
     assert_eq!(h.take_over("other", 2).await.unwrap(), None, "per room");
 }
+
+#[tokio::test]
+async fn a_writers_append_tells_it_when_another_writer_took_the_room_over_since() {
+    let ns = namespace("writer-seen");
+    let h = History::redis(REDIS, false, &ns, retention(10)).await.unwrap();
+    let entry = NewEntry {
+        route: "onChat",
+        body: b"{}",
+        audience: &Audience::All,
+    };
+    let by = |writer| h.append_batch_by("r", std::slice::from_ref(&entry), writer);
+    let (_, other) = by(1).await.unwrap().unwrap();
+    assert!(!other, "nobody recorded yet");
+    h.take_over("r", 1).await.unwrap();
+    assert!(!by(1).await.unwrap().unwrap().1, "its own");
+    h.take_over("r", 2).await.unwrap();
+    let (positions, other) = by(1).await.unwrap().unwrap();
+    assert!(other, "writer 2 took it over");
+    assert_eq!(positions[0].offset, 3, "the append happened all the same");
+    assert!(!by(2).await.unwrap().unwrap().1);
+}
