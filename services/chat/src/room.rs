@@ -487,10 +487,31 @@ async fn push_event(
     let Ok(body) = serde_json::to_vec(&MemberEvent { route, user }) else {
         return None;
     };
+    let mut fresh: Option<Vec<Member>> = None;
     // Unsettled, it is pushed without an offset (and not kept), as when the write fails.
     let position = if crate::takeover::before_append(state, rid).await {
-        match state.history.append_kept(rid, route, &body, audience).await {
-            Ok(position) => position,
+        match state
+            .history
+            .append_kept_by(rid, route, &body, audience, state.incarnation)
+            .await
+        {
+            Ok(Some((position, other))) => {
+                // News for the whole room, and another server wrote it since this one took
+                // it over: its members are read afresh (see `written_elsewhere`).
+                if other && matches!(audience, Audience::Except(_)) {
+                    state.takeovers.recheck(rid);
+                    state.channels.invalidate_room(rid);
+                    fresh = state
+                        .channels
+                        .channel(rid)
+                        .members()
+                        .await
+                        .ok()
+                        .map(|all| all.into_iter().filter(|m| m.uid != uid).collect());
+                }
+                Some(position)
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(%rid, %route, error = %e, "history write failed; pushed without an offset");
                 None
@@ -499,6 +520,7 @@ async fn push_event(
     } else {
         None
     };
+    let to = fresh.as_deref().unwrap_or(to);
     before_push(state).await;
     if !still_holds(state, rid, route, uid).await {
         // Stale news: whoever changed the room since may have written after it, and a

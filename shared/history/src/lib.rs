@@ -229,11 +229,41 @@ impl History {
         entries: &[NewEntry<'_>],
         writer: u64,
     ) -> Result<Option<(Vec<Position>, bool)>, HistoryError> {
+        self.append_by(room, entries, true, writer).await
+    }
+
+    /// [`History::append_kept`] by `writer`, telling as [`History::append_batch_by`] does.
+    pub async fn append_kept_by(
+        &self,
+        room: &str,
+        route: &str,
+        body: &[u8],
+        audience: &Audience,
+        writer: u64,
+    ) -> Result<Option<(Position, bool)>, HistoryError> {
+        let entry = NewEntry {
+            route,
+            body,
+            audience,
+        };
+        let appended = self
+            .append_by(room, std::slice::from_ref(&entry), false, writer)
+            .await?;
+        Ok(appended.and_then(|(p, other)| Some((p.into_iter().next()?, other))))
+    }
+
+    async fn append_by(
+        &self,
+        room: &str,
+        entries: &[NewEntry<'_>],
+        withdraw_if_unanswered: bool,
+        writer: u64,
+    ) -> Result<Option<(Vec<Position>, bool)>, HistoryError> {
         match self {
             History::Off => Ok(None),
             History::Memory(m) => Ok(Some((m.append(room, entries), false))),
             History::Redis(r) => {
-                let (positions, recorded) = r.append(room, entries, true).await?;
+                let (positions, recorded) = r.append(room, entries, withdraw_if_unanswered).await?;
                 Ok(Some((positions, recorded.is_some_and(|w| w != writer))))
             }
         }
