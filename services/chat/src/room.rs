@@ -93,13 +93,24 @@ async fn written_elsewhere(
     targets: &[To<'_>],
     grouped: Option<Grouped>,
 ) -> Option<Grouped> {
-    tracing::debug!(%rid, "another server wrote the room since this one took it over: read afresh");
-    state.takeovers.recheck(rid);
-    state.channels.invalidate_room(rid);
+    another_wrote(state, rid);
     match grouped_for(targets).await {
         Ok(Some(fresh)) => Some(fresh),
         _ => grouped,
     }
+}
+
+/// Another server wrote room `rid` since this one took it over: its cached grouping goes, and
+/// the room is taken over again before its next write.
+fn another_wrote(state: &ChatState, rid: &str) {
+    tracing::debug!(%rid, "another server wrote the room since this one took it over: read afresh");
+    state.takeovers.recheck(rid);
+    state.channels.invalidate_room(rid);
+}
+
+/// Every message of a batch failed with `e`.
+fn all_failed(messages: &[Message<'_>], e: impl Fn() -> PublishError) -> Vec<Result<(), PublishError>> {
+    messages.iter().map(|_| Err(e())).collect()
 }
 
 /// The room's members, read before its messages are recorded: a message recorded and then
@@ -142,17 +153,14 @@ pub async fn publish_batch(
         })
         .collect();
     if !crate::takeover::before_append(state, rid).await {
-        return messages.iter().map(|_| Err(PublishError::Unsettled)).collect();
+        return all_failed(messages, || PublishError::Unsettled);
     }
     let targets: Vec<To<'_>> = messages.iter().map(|m| m.to).collect();
     let grouped = match grouped_for(&targets).await {
         Ok(grouped) => grouped,
         Err(e) => {
             let e = std::sync::Arc::new(e);
-            return messages
-                .iter()
-                .map(|_| Err(PublishError::Members(e.clone())))
-                .collect();
+            return all_failed(messages, || PublishError::Members(e.clone()));
         }
     };
     let (positions, grouped) = match state
@@ -168,15 +176,12 @@ pub async fn publish_batch(
         Ok(None) => (None, grouped),
         Err(e) => {
             let e = std::sync::Arc::new(e);
-            return messages
-                .iter()
-                .map(|_| Err(PublishError::Batch(e.clone())))
-                .collect();
+            return all_failed(messages, || PublishError::Batch(e.clone()));
         }
     };
     before_push(state).await;
     if overtaken(state, rid, positions.as_deref().unwrap_or_default()).await {
-        return messages.iter().map(|_| Err(PublishError::Overtaken)).collect();
+        return all_failed(messages, || PublishError::Overtaken);
     }
     let offsets = positions.map(|p| p.into_iter().map(|p| p.offset).collect::<Vec<_>>());
     let mut results = Vec::with_capacity(messages.len());
@@ -499,8 +504,7 @@ async fn push_event(
                 // News for the whole room, and another server wrote it since this one took
                 // it over: its members are read afresh (see `written_elsewhere`).
                 if other && matches!(audience, Audience::Except(_)) {
-                    state.takeovers.recheck(rid);
-                    state.channels.invalidate_room(rid);
+                    another_wrote(state, rid);
                     fresh = state
                         .channels
                         .channel(rid)

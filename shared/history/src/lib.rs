@@ -173,36 +173,13 @@ impl History {
         body: &[u8],
         audience: &Audience,
     ) -> Result<Option<Position>, HistoryError> {
-        self.append_one(room, route, body, audience, true).await
-    }
-
-    /// [`History::append`] for a message pushed even when its append fails (a member event):
-    /// an append whose answer was lost stays, if it happened, as the message went out.
-    pub async fn append_kept(
-        &self,
-        room: &str,
-        route: &str,
-        body: &[u8],
-        audience: &Audience,
-    ) -> Result<Option<Position>, HistoryError> {
-        self.append_one(room, route, body, audience, false).await
-    }
-
-    async fn append_one(
-        &self,
-        room: &str,
-        route: &str,
-        body: &[u8],
-        audience: &Audience,
-        withdraw_if_unanswered: bool,
-    ) -> Result<Option<Position>, HistoryError> {
         let entry = NewEntry {
             route,
             body,
             audience,
         };
         let positions = self
-            .append_entries(room, std::slice::from_ref(&entry), withdraw_if_unanswered)
+            .append_entries(room, std::slice::from_ref(&entry), true)
             .await?;
         Ok(positions.and_then(|p| p.into_iter().next()))
     }
@@ -216,7 +193,7 @@ impl History {
         room: &str,
         entries: &[NewEntry<'_>],
     ) -> Result<Option<Vec<Position>>, HistoryError> {
-        Ok(self.append_batch_by(room, entries, 0).await?.map(|(p, _)| p))
+        self.append_entries(room, entries, true).await
     }
 
     /// [`History::append_batch`] by `writer` (as recorded by [`History::take_over`]); also
@@ -232,7 +209,9 @@ impl History {
         self.append_by(room, entries, true, writer).await
     }
 
-    /// [`History::append_kept`] by `writer`, telling as [`History::append_batch_by`] does.
+    /// [`History::append`] for a message pushed even when its append fails (a member event):
+    /// an append whose answer was lost stays, if it happened, as the message went out. By
+    /// `writer`, telling as [`History::append_batch_by`] does.
     pub async fn append_kept_by(
         &self,
         room: &str,
@@ -275,14 +254,8 @@ impl History {
         entries: &[NewEntry<'_>],
         withdraw_if_unanswered: bool,
     ) -> Result<Option<Vec<Position>>, HistoryError> {
-        match self {
-            History::Off => Ok(None),
-            History::Memory(m) => Ok(Some(m.append(room, entries))),
-            History::Redis(r) => r
-                .append(room, entries, withdraw_if_unanswered)
-                .await
-                .map(|(p, _)| Some(p)),
-        }
+        let appended = self.append_by(room, entries, withdraw_if_unanswered, 0).await?;
+        Ok(appended.map(|(p, _)| p))
     }
 
     /// Records `writer` (a server's incarnation) as the one that writes and pushes room `room`
