@@ -8,6 +8,7 @@
 //! - [`service`]: `ChannelService` (get/destroy channels, push by uids, broadcast) and
 //!   `Channel` (add, leave, members, push to everyone), with a per-channel cache.
 
+mod changes;
 pub mod service;
 pub mod store;
 

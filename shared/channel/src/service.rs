@@ -17,7 +17,6 @@
 //!   paused frontend: NATS holds its messages), shows its subject is live again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use shaddock_bus::envelope::{decode_value, encode_push_unnumbered, number_push};
 use shaddock_bus::{Bus, BusError, Envelope, PendingReply, PushNo, Registry, Reply, subject};
 
 use crate::ChannelError;
+use crate::changes::Changes;
 use crate::store::{Added, ChannelStore, HELD_SID, Member};
 
 /// A channel's members grouped by the frontend (sid) that holds their sessions.
@@ -130,9 +130,9 @@ struct Inner {
     namespace: String,
     timeout: Duration,
     cache: Mutex<HashMap<String, Cached>>,
-    /// Bumped before every membership change: a grouping read from the store while one was
-    /// under way may be stale, so it is used once and not cached.
-    generation: AtomicU64,
+    /// Membership changes by room: a grouping read from the store while its room changed may
+    /// be stale, so it is used once and not cached.
+    changes: Mutex<Changes>,
     /// Who is heard (see [`ChannelService::follow`]).
     registry: OnceLock<Registry>,
     /// sid -> when a push to it last showed that its subject is live.
@@ -197,7 +197,7 @@ impl ChannelService {
                 namespace: namespace.to_owned(),
                 timeout,
                 cache: Mutex::new(HashMap::new()),
-                generation: AtomicU64::new(0),
+                changes: Mutex::new(Changes::default()),
                 registry: OnceLock::new(),
                 listening: Mutex::new(HashMap::new()),
                 numbering: Numbering::new(),
@@ -249,19 +249,19 @@ impl ChannelService {
     }
 
     pub async fn destroy_channel(&self, name: &str) -> Result<(), ChannelError> {
-        self.inner.cache.lock().remove(name);
+        self.invalidate_room(name);
         self.inner.store.destroy(name).await
     }
 
     /// Forgets one room's cached grouping (its members changed elsewhere).
     pub fn invalidate_room(&self, name: &str) {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.changing(name);
         self.inner.cache.lock().remove(name);
     }
 
     /// Forgets every cached grouping: call it when the server list changes.
     pub fn invalidate_cache(&self) {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.changes.lock().all();
         self.inner.cache.lock().clear();
     }
 
@@ -413,14 +413,16 @@ impl ChannelService {
         {
             return Ok(c.groups.clone());
         }
-        let generation = self.inner.generation.load(Ordering::Acquire);
+        let began = self.inner.changes.lock().now();
         let mut groups = Groups::default();
         for m in self.inner.store.members(name).await? {
             groups.insert(&m);
         }
         let groups = Arc::new(groups);
+        // Checked under the cache's lock: an invalidation marks its change before it takes
+        // that lock to remove the entry, so a stale grouping is never left behind.
         let mut cache = self.inner.cache.lock();
-        if self.inner.generation.load(Ordering::Acquire) == generation {
+        if !self.inner.changes.lock().since(name, began) {
             if cache.len() >= CACHE_MAX {
                 cache.retain(|_, c| c.loaded.elapsed() < CACHE_TTL);
                 if cache.len() >= CACHE_MAX {
@@ -439,8 +441,8 @@ impl ChannelService {
         Ok(groups)
     }
 
-    fn changing(&self) {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+    fn changing(&self, name: &str) {
+        self.inner.changes.lock().room(name);
     }
 
     fn update_cache(&self, name: &str, f: impl FnOnce(&mut Groups)) {
@@ -493,10 +495,10 @@ impl Channel {
 
     /// Adds `member` (see [`ChannelStore::add`]).
     pub async fn add(&self, member: &Member) -> Result<Added, ChannelError> {
-        self.service.changing();
+        self.service.changing(&self.name);
         let added = self.service.inner.store.add(&self.name, member).await;
         // Bump again: a load that began between the first bump and the write must not cache.
-        self.service.changing();
+        self.service.changing(&self.name);
         let added = added?;
         if added != Added::Taken {
             self.service.update_cache(&self.name, |g| g.insert(member));
@@ -507,9 +509,9 @@ impl Channel {
     /// Removes `member` if it is in the channel exactly so (same frontend, incarnation and
     /// session): a late leave from an old session never removes a newer one. True when it was.
     pub async fn leave(&self, member: &Member) -> Result<bool, ChannelError> {
-        self.service.changing();
+        self.service.changing(&self.name);
         let removed = self.service.inner.store.leave(&self.name, member).await;
-        self.service.changing();
+        self.service.changing(&self.name);
         let removed = removed?;
         if removed {
             self.service

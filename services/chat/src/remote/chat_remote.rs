@@ -83,12 +83,9 @@ async fn add(
     if !crate::takeover::before_append(state, rid).await {
         return Err(err("the room's recovering members could not be dropped first"));
     }
-    let channel = state
-        .channels
-        .get_channel(rid, true)
-        .await
-        .map_err(err)?
-        .ok_or_else(|| err("no channel"))?;
+    // Not `getChannel(rid, true)`: the add below records the room with its first member, in
+    // the same step, so creating it first would be one more store round trip per enter.
+    let channel = state.channels.channel(rid);
     if state.max_room_size > 0
         && channel.user_amount().await.map_err(err)? >= state.max_room_size
         && channel.member(&joiner.uid).await.map_err(err)?.is_none()
