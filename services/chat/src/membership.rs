@@ -51,8 +51,9 @@
 //!    (`sessionRemote.dropRecovering`: its client comes back and recovers, or is told
 //!    `recovered: false`), else told (`onAdd`, `onLeave`) who came and went meanwhile. What
 //!    a purge removed is noted in the store (`Store::keep_purged`, for ten minutes), so a
-//!    room that moved meanwhile (a chat server joined or left) is caught up by its new owner. A member put back whose purge nobody noted (its enter's add was still on
-//!    its way when the round listed it) gets neither.
+//!    room that moved meanwhile (a chat server joined or left) is caught up by its new owner.
+//!    A member put back whose purge nobody noted (its enter's add was still on its way when
+//!    the round listed it) gets neither.
 //! 4. **Held places.** A session closed by its draining connector is kicked with `resume_ms`:
 //!    its member becomes a held place (`HELD_SID`, with its deadline as `session`), nobody
 //!    is told, and nothing is pushed to it. Entering again, through any connector, takes it

@@ -24,25 +24,14 @@ impl PushNumbers {
     /// from a sender only says where its numbering is; one that comes late (below the last)
     /// is no gap.
     pub fn missing_before(&self, no: PushNo) -> bool {
-        let mut all = self.last.lock();
-        if all.len() >= SENDERS_MAX && !all.contains_key(&no.from) {
-            all.clear();
-        }
-        let last = all.entry(no.from).or_insert(no.n.saturating_sub(1));
-        let gap = no.n > last.saturating_add(1);
-        *last = (*last).max(no.n);
-        gap
+        let last = raise(&mut self.last.lock(), no, no.n.saturating_sub(1));
+        no.n > last.saturating_add(1)
     }
 
     /// Notes that the push numbered `no` has been queued on its sessions (after
     /// [`PushNumbers::missing_before`] and the delivery).
     pub fn delivered(&self, no: PushNo) {
-        let mut all = self.delivered.lock();
-        if all.len() >= SENDERS_MAX && !all.contains_key(&no.from) {
-            all.clear();
-        }
-        let last = all.entry(no.from).or_insert(no.n);
-        *last = (*last).max(no.n);
+        raise(&mut self.delivered.lock(), no, no.n);
     }
 
     /// True when a push numbered `no` or later from its sender has been delivered here.
@@ -58,6 +47,18 @@ impl PushNumbers {
         self.last.lock().clear();
         self.delivered.lock().clear();
     }
+}
+
+/// Raises `no`'s sender in `all` to `no.n` (from `first` when it is new there, at most
+/// [`SENDERS_MAX`] senders); answers where it was before.
+fn raise(all: &mut HashMap<u64, u64>, no: PushNo, first: u64) -> u64 {
+    if all.len() >= SENDERS_MAX && !all.contains_key(&no.from) {
+        all.clear();
+    }
+    let last = all.entry(no.from).or_insert(first);
+    let before = *last;
+    *last = before.max(no.n);
+    before
 }
 
 #[cfg(test)]
